@@ -1,0 +1,132 @@
+"""Checkpoints: one safetensors file per bundle, JSON in its header, written atomically, never unpickled.
+
+A bundle is a single ``.safetensors`` file. Tensors are stored under prefixes (``model.``, ``ema.``,
+``optim.``, ``rng.``); everything else (modality, network config, encoder metadata, training step, ...)
+is one JSON document stored in the safetensors header under the key ``"polydiff"``. One file means one
+atomic rename: a reader never sees a half-written bundle, and a crash mid-save leaves the previous
+bundle intact. Any safetensors reader can open it; ``polydiff inspect`` prints the JSON.
+
+Loading refuses pickle-based formats (``.pt``, ``.pth``, ``.pkl``, ``.ckpt``, ``.bin``, or any file whose
+bytes are not a safetensors header) without ever handing the bytes to an unpickler.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Dict, Tuple
+
+import torch
+
+__all__ = ["save_bundle", "load_bundle", "read_meta", "atomic_write_bytes", "atomic_write_text",
+           "BundleError", "FORMAT", "split_prefix", "PICKLE_SUFFIXES"]
+
+FORMAT = "polydiff-bundle"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+class BundleError(ValueError):
+    """A file is not a readable polydiff bundle."""
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_bundle(path, tensors: Dict[str, torch.Tensor], meta: dict) -> Path:
+    """Atomically write ``tensors`` and the JSON-serialisable ``meta`` as one safetensors bundle."""
+    from safetensors.torch import save
+
+    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    doc = dict(meta)
+    doc.setdefault("format", FORMAT)
+    doc.setdefault("format_version", FORMAT_VERSION)
+    data = save(clean, metadata={"polydiff": json.dumps(doc, sort_keys=True)})
+    return atomic_write_bytes(path, data)
+
+
+def _check_file(path: Path) -> bytes:
+    if not path.exists():
+        raise BundleError(f"{path}: no such file")
+    if path.is_dir():
+        raise BundleError(f"{path}: is a folder, not a polydiff bundle (.safetensors file)")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise BundleError(f"{path}: refusing to load a pickle-based checkpoint ({path.suffix}); "
+                          "polydiff reads only .safetensors bundles, because unpickling can run arbitrary code")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise BundleError(f"{path}: looks like a pickle/torch.save file; refusing to load it "
+                          "(polydiff reads only .safetensors bundles)")
+    if len(head) < 9:
+        raise BundleError(f"{path}: not a polydiff bundle (file too short to be safetensors)")
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > _MAX_HEADER or head[8:9] != b"{":
+        raise BundleError(f"{path}: not a polydiff bundle (no safetensors header)")
+    return head
+
+
+def read_meta(path) -> dict:
+    """The JSON document of a bundle, without reading its tensors."""
+    path = Path(path)
+    _check_file(path)
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise BundleError(f"{path}: not a polydiff bundle (corrupt safetensors header)") from None
+    raw = (header.get("__metadata__") or {}).get("polydiff")
+    if raw is None:
+        raise BundleError(f"{path}: a safetensors file, but not a polydiff bundle (no 'polydiff' metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise BundleError(f"{path}: not a polydiff bundle (corrupt 'polydiff' metadata)") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{path}: not a polydiff bundle (format {meta.get('format')!r})")
+    return meta
+
+
+def load_bundle(path, device="cpu") -> Tuple[Dict[str, torch.Tensor], dict]:
+    """Read a bundle: (tensors, meta). Never unpickles; refuses anything that is not a polydiff bundle."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_meta(path)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
+        raise BundleError(f"{path}: corrupt polydiff bundle ({e})") from None
+    return tensors, meta
+
+
+def split_prefix(tensors: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    """The sub-dictionary of keys starting with ``prefix + '.'``, with the prefix removed."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}

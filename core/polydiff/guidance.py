@@ -1,0 +1,96 @@
+"""Guidance and masked conditioning: wrappers around a denoiser, so every sampler gets them for free.
+
+* :func:`cfg_denoiser` — classifier-free guidance (Ho & Salimans 2022): ``D_u + w * (D_c - D_u)``,
+  conditional and unconditional halves evaluated in one batched call.
+* :func:`drop_conditions` — the training half of CFG: replace a random fraction of condition values
+  with their "null" value.
+* :func:`masked_denoiser` / :func:`sample_masked` — masked conditioning: known values plus a mask
+  (1 = known, keep; 0 = generate). The denoiser's estimate is replaced by the known values where the
+  mask is 1. Because every sampler moves x towards the x0 estimate, the known region of x then stays
+  on the forward process ``known + sigma * eps`` and the unknown region is generated in agreement
+  with it; the result is pasted so the known values are kept bit-for-bit. One mechanism serves image
+  inpainting, audio gap filling, text infilling and molecular scaffolds.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional
+
+import torch
+
+__all__ = ["cfg_denoiser", "drop_conditions", "masked_denoiser", "sample_masked", "NULL_LABEL"]
+
+#: the conventional "no condition" value for integer class labels
+NULL_LABEL = -1
+
+
+def drop_conditions(cond: dict, p: float, null: Mapping[str, object], generator=None) -> dict:
+    """Return a copy of ``cond`` where each sample's guided keys are set to their null value with probability p.
+
+    ``null`` maps a condition key to its null value (e.g. ``{"label": -1}``). Keys not in ``null``
+    (such as the padding mask) are never dropped.
+    """
+    if p <= 0 or not null:
+        return cond
+    out = dict(cond)
+    for key, null_value in null.items():
+        if key not in cond or cond[key] is None:
+            continue
+        v = cond[key]
+        keep = torch.rand(v.shape[0], generator=generator, device="cpu").to(v.device) >= p
+        keep = keep.reshape((-1,) + (1,) * (v.ndim - 1))
+        out[key] = torch.where(keep, v, torch.as_tensor(null_value, dtype=v.dtype, device=v.device))
+    return out
+
+
+def cfg_denoiser(D: Callable, scale: float, null: Mapping[str, object]) -> Callable:
+    """Classifier-free guidance: ``D_u + scale * (D_c - D_u)`` (Ho & Salimans 2022).
+
+    ``scale = 1`` returns D itself (no extra cost); ``scale = 0`` is the unconditional model.
+    The conditional and unconditional calls share one batch of size 2B.
+    """
+    if scale == 1.0 or not null:
+        return D
+
+    def guided(x, sigma, **cond):
+        keys = [k for k in null if cond.get(k) is not None]
+        if not keys:
+            return D(x, sigma, **cond)
+        b = x.shape[0]
+        both = {}
+        for k, v in cond.items():
+            if k in keys:
+                both[k] = torch.cat([v, torch.full_like(v, null[k])])
+            elif isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == b:
+                both[k] = torch.cat([v, v])
+            else:
+                both[k] = v
+        out = D(torch.cat([x, x]), torch.cat([sigma, sigma]), **both)
+        c, u = out[:b], out[b:]
+        return torch.lerp(u, c, scale)
+
+    return guided
+
+
+def masked_denoiser(D: Callable, known: torch.Tensor, known_mask: torch.Tensor) -> Callable:
+    """D with its estimate replaced by ``known`` where ``known_mask`` is 1 (mask broadcastable to x)."""
+    keep = known_mask.to(known.dtype)
+
+    def wrapped(x, sigma, **cond):
+        return torch.lerp(D(x, sigma, **cond), known, keep)
+
+    return wrapped
+
+
+def sample_masked(sampler: Callable, D: Callable, x: torch.Tensor, sigmas: torch.Tensor, known: torch.Tensor,
+                  known_mask: torch.Tensor, *, cond: Optional[dict] = None, generator=None, callback=None,
+                  **options) -> torch.Tensor:
+    """Run any sampler with masked conditioning; known values (mask == 1) are returned exactly.
+
+    ``x`` is the starting noise ``sigmas[0] * eps``. The known region starts at ``known + x`` so it
+    is already on the forward process.
+    """
+    keep = known_mask.to(x.dtype).expand_as(x)
+    x = x + known * keep
+    out = sampler(masked_denoiser(D, known, keep), x, sigmas, cond=cond, generator=generator,
+                  callback=callback, **options)
+    return torch.where(keep.bool(), known, out)

@@ -1,0 +1,82 @@
+"""What a plugin registers: a :class:`Modality`, and the :class:`Encoder` interface it provides.
+
+A modality bundles everything the core needs to train, sample, score and evaluate one kind of data:
+
+* an **encoder factory** ``encoder(metadata: dict | None) -> Encoder`` — files <-> tensors. With
+  ``None`` it returns a fresh encoder to :meth:`Encoder.fit` on training data; with the JSON metadata
+  stored in a checkpoint it rebuilds the exact encoder the model was trained with;
+* a **network factory** ``network(config: dict) -> nn.Module`` — ``net(x_in, c_noise, **cond)``; the core
+  wraps it in the adapter named by ``config["parameterisation"]`` to get ``D(x, sigma, **cond)``;
+* a **default config** (network, training and sampling sections, see :func:`polydiff.model.default_config`);
+* **datasets** (name -> loader returning raw items), **recipes** (name -> config overrides + dataset),
+  **pretrained** checkpoints (name -> path of a bundled ``.safetensors`` file) and **metrics**;
+* **guidance**: the null value of each condition key that classifier-free guidance may drop
+  (``{"label": -1}``);
+* **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``;
+* **demo**: what ``polydiff demo`` shows for this modality.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+
+import torch
+
+__all__ = ["Modality", "Encoder"]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Files <-> tensors for one modality. Items are whatever a user holds (points, SMILES, waveforms)."""
+
+    def read(self, path) -> Sequence[Any]:
+        """Read items from a file or folder; bad input raises ValueError with one line naming the problem."""
+
+    def write(self, items: Sequence[Any], path) -> List[Path]:
+        """Write items to ``path`` (a file or a folder, as the modality defines) atomically; return the files."""
+
+    def fit(self, items: Sequence[Any]) -> "Encoder":
+        """Learn whatever the encoding needs from training items (scaling, vocabulary, sizes); return self."""
+
+    def encode(self, items: Sequence[Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Items -> (x, cond): a float tensor batch and a dict of condition tensors (mask, labels, ...)."""
+
+    def decode(self, x: torch.Tensor, cond: Dict[str, torch.Tensor]) -> List[Any]:
+        """Tensors -> items; the inverse of :meth:`encode` up to quantisation."""
+
+    def sample_shape(self) -> Tuple[int, ...]:
+        """The shape of one item's tensor, without the batch dimension, for generation."""
+
+    def metadata(self) -> dict:
+        """JSON-serialisable state that :meth:`Modality.encoder` turns back into this encoder."""
+
+
+@dataclass
+class Modality:
+    """A kind of data the core can diffuse. Plugins pass one to ``register`` in ``register_modalities``."""
+
+    name: str
+    description: str
+    encoder: Callable[[Optional[dict]], Encoder]
+    network: Callable[[dict], torch.nn.Module]
+    default_config: dict = field(default_factory=dict)
+    datasets: Dict[str, Callable[[], Any]] = field(default_factory=dict)
+    recipes: Dict[str, dict] = field(default_factory=dict)
+    pretrained: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Callable] = field(default_factory=dict)
+    guidance: Dict[str, Any] = field(default_factory=dict)
+    sample_options: List[Any] = field(default_factory=list)
+    make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
+    demo: Optional[Callable[..., Any]] = None
+    plugin: str = ""
+
+    def __post_init__(self):
+        if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
+            raise ValueError(f"modality name must be lower-case letters, digits and '_', got {self.name!r}")
+
+    def cond_for_sampling(self, encoder: Encoder, n: int, **options) -> Dict[str, torch.Tensor]:
+        """The ``cond`` dict for generating n items with the given plugin sample options."""
+        if self.make_cond is None:
+            return {}
+        return self.make_cond(encoder, n, **options)

@@ -1,0 +1,246 @@
+"""Samplers: plain functions that walk a denoiser down a sigma ladder.
+
+Every sampler has the signature ::
+
+    fn(D, x, sigmas, *, cond=None, generator=None, callback=None, **options) -> x
+
+* ``D(x, sigma, **cond) -> x0_hat`` is a denoiser (see :mod:`polydiff.precond`); ``sigma`` is passed as
+  a 1-D tensor of shape [batch].
+* ``x`` is the starting point, already at noise level ``sigmas[0]`` (usually ``sigmas[0] * randn``).
+* ``sigmas`` is a decreasing 1-D ladder of n + 1 values; when it ends in 0 the last step returns the
+  denoiser's estimate, so the result lands exactly on sigma = 0.
+* ``cond`` is passed to D on every call; a padding mask ``cond["mask"]`` also masks the fresh noise of
+  stochastic samplers.
+* ``generator`` drives the fresh noise of stochastic samplers (ddpm, ddim with eta > 0).
+* ``callback(info)`` is called after every step with a dict: ``i``, ``x`` (the new state), ``sigma``,
+  ``sigma_next``, ``denoised`` (the x0 estimate used in the step).
+
+There is no hidden per-step state: a sampler's only memory is local to one call.
+The samplers follow the formulations in k-diffusion (Crowson) and the cited papers; all of them
+work in sigma-space, where ``x_sigma = x0 + sigma * eps``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+
+__all__ = ["euler", "heun", "ddim", "ddpm", "dpmpp_2m", "unipc", "SAMPLERS", "ancestral_step"]
+
+
+def _prep(x: torch.Tensor, sigmas: torch.Tensor):
+    """Python floats of the ladder and a [steps+1, batch] view of it (no allocation per step)."""
+    sig = sigmas.to(device=x.device, dtype=x.dtype)
+    return sig.tolist(), sig[:, None].expand(-1, x.shape[0])
+
+
+def _noise(x: torch.Tensor, generator, cond) -> torch.Tensor:
+    n = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    mask = cond.get("mask") if cond else None
+    return n * mask if mask is not None else n
+
+
+def euler(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[dict] = None,
+          generator=None, callback=None) -> torch.Tensor:
+    """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma.
+
+    Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models", Alg. 1
+    without the correction step. Identical to DDIM with eta = 0 (Song et al. 2021) in sigma-space.
+    """
+    cond = cond or {}
+    s, sb = _prep(x, sigmas)
+    for i in range(len(s) - 1):
+        den = D(x, sb[i], **cond)
+        x = torch.lerp(den, x, s[i + 1] / s[i])
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": den})
+    return x
+
+
+def heun(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[dict] = None,
+         generator=None, callback=None) -> torch.Tensor:
+    """Heun's second-order method (Karras et al. 2022, Algorithm 1): Euler plus a trapezoidal correction.
+
+    Two network evaluations per step except the last one onto sigma = 0, which is a plain Euler step.
+    """
+    cond = cond or {}
+    s, sb = _prep(x, sigmas)
+    for i in range(len(s) - 1):
+        den = D(x, sb[i], **cond)
+        d = (x - den) / s[i]
+        dt = s[i + 1] - s[i]
+        if s[i + 1] == 0:
+            x = den
+        else:
+            x2 = x + d * dt
+            den2 = D(x2, sb[i + 1], **cond)
+            d2 = (x2 - den2) / s[i + 1]
+            x = x + (d + d2) * (dt / 2)
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": den})
+    return x
+
+
+def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0):
+    """Split a step from sigma to sigma_next into a deterministic part (sigma_down) and fresh noise (sigma_up).
+
+    sigma_up = eta * sigma_next * sqrt(sigma^2 - sigma_next^2) / sigma is DDIM's sigma_t(eta) (Song et al.
+    2021, eq. 16) rewritten in sigma-space; eta = 1 gives the DDPM posterior (Ho et al. 2020).
+    """
+    if sigma_next == 0 or eta == 0:
+        return sigma_next, 0.0
+    up = min(sigma_next, eta * math.sqrt(max(sigma_next**2 * (sigma**2 - sigma_next**2), 0.0)) / sigma)
+    down = math.sqrt(max(sigma_next**2 - up**2, 0.0))
+    return down, up
+
+
+def ddim(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[dict] = None,
+         generator=None, callback=None, eta: float = 0.0) -> torch.Tensor:
+    """DDIM (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models"), eq. 12 in sigma-space.
+
+    ``eta = 0`` is deterministic (and equals :func:`euler`); ``eta = 1`` is ancestral DDPM sampling.
+    """
+    cond = cond or {}
+    s, sb = _prep(x, sigmas)
+    for i in range(len(s) - 1):
+        den = D(x, sb[i], **cond)
+        down, up = ancestral_step(s[i], s[i + 1], eta)
+        x = torch.lerp(den, x, down / s[i])
+        if up > 0:
+            x = x + _noise(x, generator, cond) * up
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": den})
+    return x
+
+
+def ddpm(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[dict] = None,
+         generator=None, callback=None) -> torch.Tensor:
+    """Ancestral sampling from the DDPM posterior q(x_{t-1} | x_t, x0_hat) (Ho et al. 2020, Algorithm 2).
+
+    In sigma-space this is :func:`ddim` with eta = 1.
+    """
+    return ddim(D, x, sigmas, cond=cond, generator=generator, callback=callback, eta=1.0)
+
+
+def dpmpp_2m(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[dict] = None,
+             generator=None, callback=None) -> torch.Tensor:
+    """DPM-Solver++(2M): second-order multistep solver in data prediction.
+
+    Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
+    Algorithm 2, with time variable lambda = -log(sigma). The first step and the step onto sigma = 0 are
+    first order.
+    """
+    cond = cond or {}
+    s, sb = _prep(x, sigmas)
+    old_den, h_last = None, None
+    for i in range(len(s) - 1):
+        den = D(x, sb[i], **cond)
+        if s[i + 1] == 0:
+            x = den
+        else:
+            h = math.log(s[i] / s[i + 1])
+            if old_den is None:
+                den_d = den
+            else:
+                r = h_last / h
+                den_d = torch.lerp(den, old_den, -1 / (2 * r))  # (1 + 1/2r) den - 1/2r old_den
+            x = torch.lerp(den_d, x, s[i + 1] / s[i])
+            h_last = h
+        old_den = den
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": den})
+    return x
+
+
+def _unipc_coeffs(rks: list, hh: float, order: int):
+    """R matrix and b vector of UniPC's B(h) = expm1(h) ('bh2') variant, data prediction."""
+    h_phi_1 = math.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    b_h = math.expm1(hh)
+    fact = 1
+    R, b = [], []
+    for k in range(1, order + 1):
+        R.append([r ** (k - 1) for r in rks])
+        b.append(h_phi_k * fact / b_h)
+        fact *= k + 1
+        h_phi_k = h_phi_k / hh - 1 / fact
+    return h_phi_1, b_h, R, b
+
+
+def _solve(R, b):
+    import numpy as np
+
+    return np.linalg.solve(np.asarray(R, dtype=np.float64), np.asarray(b, dtype=np.float64)).tolist()
+
+
+def unipc(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[dict] = None,
+          generator=None, callback=None, order: int = 2, corrector: bool = True) -> torch.Tensor:
+    """UniPC: unified predictor-corrector (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector
+    Framework for Fast Sampling of Diffusion Models"), B(h) = e^h - 1 ("bh2"), data prediction.
+
+    ``order`` is the predictor's multistep order (1-3); the corrector UniC reuses the model evaluation
+    of the next step, so it costs no extra network call. The final step is first order.
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"unipc order must be 1, 2 or 3, got {order}")
+    cond = cond or {}
+    s, sb = _prep(x, sigmas)
+    n = len(s) - 1
+    lam = [(-math.log(v) if v > 0 else math.inf) for v in s]
+    hist: list = []  # model outputs (x0 estimates) of previous steps, newest last, paired with step index
+    last_x, last_order = None, 0
+    for i in range(n):
+        den = D(x, sb[i], **cond)
+        if corrector and last_x is not None:
+            # UniC: correct x_i with the new model output (no extra evaluation)
+            h = lam[i] - lam[i - 1]
+            m0 = hist[-1]
+            rks, d1s = [], []
+            for k in range(1, last_order):
+                rk = (lam[i - 1 - k] - lam[i - 1]) / h
+                rks.append(rk)
+                d1s.append((hist[-1 - k] - m0) / rk)
+            rks.append(1.0)
+            h_phi_1, b_h, R, b = _unipc_coeffs(rks, -h, last_order)
+            rhos = [0.5] if last_order == 1 else _solve(R, b)
+            corr = (den - m0) * rhos[-1]
+            for rho, d1 in zip(rhos[:-1], d1s):
+                corr = corr + d1 * rho
+            x = last_x * (s[i] / s[i - 1]) - m0 * h_phi_1 - corr * b_h
+        hist.append(den)
+        if len(hist) > order:
+            hist.pop(0)
+        this_order = min(order, n - i, len(hist))
+        if s[i + 1] == 0:
+            x_next = den
+        else:
+            h = lam[i + 1] - lam[i]
+            m0 = den
+            rks, d1s = [], []
+            for k in range(1, this_order):
+                rk = (lam[i - k] - lam[i]) / h
+                rks.append(rk)
+                d1s.append((hist[-1 - k] - m0) / rk)
+            rks.append(1.0)
+            h_phi_1, b_h, R, b = _unipc_coeffs(rks, -h, this_order)
+            x_next = x * (s[i + 1] / s[i]) - m0 * h_phi_1
+            if d1s:
+                rhos = [0.5] if this_order == 2 else _solve([r[:-1] for r in R[:-1]], b[:-1])
+                pred = d1s[0] * rhos[0]
+                for rho, d1 in zip(rhos[1:], d1s[1:]):
+                    pred = pred + d1 * rho
+                x_next = x_next - pred * b_h
+        last_x, last_order = x, this_order
+        x = x_next
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": den})
+    return x
+
+
+SAMPLERS = {"euler": euler, "heun": heun, "ddim": ddim, "ddpm": ddpm, "dpmpp_2m": dpmpp_2m, "unipc": unipc}
+
+
+def nfe(name: str, steps: int) -> int:
+    """Network evaluations a built-in sampler spends on a ladder of ``steps`` steps ending in 0."""
+    return 2 * steps - 1 if name == "heun" else steps
