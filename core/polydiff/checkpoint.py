@@ -20,6 +20,8 @@ from typing import Dict, Tuple
 
 import torch
 
+from .errors import PolydiffError
+
 __all__ = ["save_bundle", "load_bundle", "read_meta", "atomic_write_bytes", "atomic_write_text",
            "BundleError", "FORMAT", "split_prefix", "PICKLE_SUFFIXES"]
 
@@ -29,7 +31,7 @@ PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-class BundleError(ValueError):
+class BundleError(PolydiffError):
     """A file is not a readable polydiff bundle."""
 
 

@@ -13,7 +13,8 @@ A modality bundles everything the core needs to train, sample, score and evaluat
 * **guidance**: the null value of each condition key that classifier-free guidance may drop
   (``{"label": -1}``);
 * **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``;
-* **demo**: what ``polydiff demo`` shows for this modality.
+* **demo**: ``demo(out_dir, echo, device)`` — what ``polydiff demo`` shows for this modality;
+* **draw**: ``draw(encoder, frames, cond, path, titles)`` — a picture of a list of batches (trajectories).
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ class Modality:
     sample_options: List[Any] = field(default_factory=list)
     make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
     demo: Optional[Callable[..., Any]] = None
+    draw: Optional[Callable[..., Any]] = None
     plugin: str = ""
 
     def __post_init__(self):

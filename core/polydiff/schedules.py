@@ -93,7 +93,7 @@ def vp_linear(n: int, beta_min: float = 0.1, beta_max: float = 20.0, eps_t: floa
 
 
 def cosine(n: int, s: float = 0.008, t_max: float = 0.9946, eps_t: float = 1e-3, device="cpu") -> torch.Tensor:
-    """Cosine-schedule ladder (Nichol & Dhariwal 2021): t uniform from t_max (sigma ~ 80) down to eps_t, then 0."""
+    """Cosine-schedule ladder (Nichol & Dhariwal 2021): t uniform from t_max (sigma ~ 119 at the default) down to eps_t, then 0."""
     if int(n) < 1:
         raise ValueError(f"a sigma ladder needs at least 1 step, got {n}")
     t = torch.linspace(t_max, eps_t, n, dtype=torch.float64)
@@ -112,7 +112,10 @@ def ddpm_discrete(n: int, num_train_steps: int = 1000, beta_start: float = 1e-4,
     betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float64)
     sig_all = alpha_bar_to_sigma(torch.cumprod(1 - betas, 0))
     if spacing == "trailing":
-        idx = torch.round(torch.arange(num_train_steps, 0, -num_train_steps / n, dtype=torch.float64)).long() - 1
+        # round(num_train_steps * j / n) - 1 for j = n, ..., 1, computed from exact integers: a float-step
+        # arange(num_train_steps, 0, -num_train_steps / n) can yield n + 1 values (the extra one rounds to
+        # index -1, the noisiest step, appended after the quietest)
+        idx = torch.round(torch.arange(n, 0, -1, dtype=torch.float64) * num_train_steps / n).long() - 1
     elif spacing == "leading":
         idx = (torch.arange(0, n, dtype=torch.float64) * (num_train_steps // n)).round().long().flip(0)
     else:

@@ -1,0 +1,289 @@
+"""The ``polydiff`` command. Plugins add commands through the ``register_commands`` hook; ``train`` and
+``sample`` get one subcommand per registered modality, with the modality's own extra options."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from . import __version__
+from .errors import PolydiffError
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+
+class _Group(click.Group):
+    """A click group that turns user errors (PolydiffError, OSError) into one line and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except PolydiffError as e:
+            raise click.ClickException(_one_line(e)) from None
+        except OSError as e:
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            raise click.ClickException(f"{where}{e.strerror or _one_line(e)}") from None
+
+
+class _ModalityGroup(_Group):
+    """``polydiff train|sample MODALITY``: one subcommand per registered modality, built on demand."""
+
+    def __init__(self, *a, make_command=None, **kw):
+        super().__init__(*a, **kw)
+        self._make_command = make_command
+
+    def list_commands(self, ctx):
+        from .plugins import registry
+
+        return sorted(registry().modalities)
+
+    def get_command(self, ctx, name):
+        from .plugins import registry
+
+        reg = registry()
+        if name not in reg.modalities:
+            return None
+        return self._make_command(reg.modalities[name])
+
+    def resolve_command(self, ctx, args):
+        from .plugins import registry
+
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            try:
+                registry().modality(args[0])
+            except PolydiffError as e:
+                raise click.UsageError(_one_line(e), ctx) from None
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="polydiff")
+def cli():
+    """polydiff: diffusion models for points, tables, molecules, audio and images.
+
+    Modalities come from plugins (see `polydiff plugins`). Every verb has --help.
+    """
+
+
+# --------------------------------------------------------------------------------------- plugins
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def plugins_cmd(as_json):
+    """List plugins: distribution, version, status and what each registers."""
+    from .plugins import registry
+
+    recs = registry().records()
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in recs], indent=2))
+        return
+    for r in recs:
+        dist = f"{r.distribution or '?'} {r.version or ''}".strip()
+        click.echo(f"{r.name:<12} {r.status:<10} {dist}")
+        for kind in ("modalities", "samplers", "schedules", "scorers", "commands"):
+            items = getattr(r, kind)
+            if items:
+                click.echo(f"    {kind}: {', '.join(items)}")
+        if r.error:
+            click.echo(f"    error: {r.error}")
+        if r.hint:
+            click.echo(f"    fix: {r.hint}")
+
+
+# --------------------------------------------------------------------------------------- train
+def _train_command(modality):
+    @click.command(name=modality.name, help=f"Train a {modality.name} model. {modality.description}")
+    @click.option("--data", type=click.Path(), help="Training data (file or folder) in a format the modality reads.")
+    @click.option("--recipe", help=f"A named recipe: {', '.join(sorted(modality.recipes)) or 'none'}.")
+    @click.option("--steps", type=int, help="Training steps (overrides the recipe).")
+    @click.option("--out", "out", type=click.Path(), default=None, help="Run folder [runs/MODALITY].")
+    @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.safetensors.")
+    @click.option("--batch-size", type=int, help="Batch size (overrides the recipe).")
+    @click.option("--seed", type=int, help="Training seed (overrides the recipe).")
+    @click.option("--device", help="cpu, cuda, cuda:1 ... [cuda when present, else cpu]")
+    @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+    def cmd(data, recipe, steps, out, resume, batch_size, seed, device, as_json):
+        from .model import train_modality
+
+        train = {}
+        if batch_size is not None:
+            train["batch_size"] = batch_size
+        if seed is not None:
+            train["seed"] = seed
+        summary = train_modality(modality, data=data, recipe=recipe, steps=steps, out=out or f"runs/{modality.name}",
+                                 resume=resume, overrides={"train": train} if train else None, device=device,
+                                 progress=not as_json)
+        if as_json:
+            click.echo(json.dumps(summary, indent=2, default=str))
+        else:
+            click.echo(f"trained {modality.name} to step {summary['step']} (loss {summary['loss']:.4g}); "
+                       f"model: {summary['model_path']}")
+
+    return cmd
+
+
+@cli.group("train", cls=_ModalityGroup, make_command=_train_command)
+def train_group():
+    """Train a model: polydiff train MODALITY [--data PATH] [--recipe NAME] [--steps N] [--out RUN_DIR] [--resume]."""
+
+
+# --------------------------------------------------------------------------------------- sample
+def _sample_command(modality):
+    @click.command(name=modality.name, help=f"Generate {modality.name} samples. {modality.description}")
+    @click.option("--model", "model_name", default=None,
+                  help=f"Pretrained name ({', '.join(modality.pretrained) or 'none'}) or a .safetensors bundle.")
+    @click.option("-n", "n", type=int, default=16, show_default=True, help="Number of samples.")
+    @click.option("--sampler", help="euler, heun, ddim, ddpm, dpmpp_2m, unipc, ... [the model's default]")
+    @click.option("--steps", type=int, help="Sampling steps [the model's default].")
+    @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+    @click.option("--cfg-scale", type=float, help="Classifier-free guidance scale (1 = off) [the model's default].")
+    @click.option("--out", "out", type=click.Path(), required=True, help="Output file or folder.")
+    @click.option("--trajectory", type=click.Path(), help="Save the x0 estimate of every step as a strip of frames (PNG).")
+    @click.option("--device", help="cpu, cuda, ... [cuda when present, else cpu]")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+    def cmd(model_name, n, sampler, steps, seed, cfg_scale, out, trajectory, device, as_json, **options):
+        from .model import Model
+
+        if model_name is None:
+            if not modality.pretrained:
+                raise PolydiffError(f"modality {modality.name!r} has no pretrained model; give --model PATH")
+            model_name = next(iter(modality.pretrained))
+        model = Model.load(model_name, modality=modality.name, device=device)
+        frames, titles = [], []
+        total = int(steps or model.config.get("sample", {}).get("steps", 20))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"sampling {n} {modality.name}", disable=as_json, leave=False)
+
+        def callback(info):
+            bar.update(1)
+            if trajectory:
+                frames.append(info["denoised"].detach().cpu())
+                titles.append(f"sigma={info['sigma']:.3g}")
+
+        t0 = time.perf_counter()
+        x, cond = model.sample(n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale, callback=callback,
+                               **options)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        cond = {k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in cond.items()}
+        items = model.encoder.decode(x.cpu(), cond)
+        files = model.encoder.write(items, out)
+        summary = {"modality": modality.name, "model": str(model.path), "n": n,
+                   "sampler": sampler or model.config.get("sample", {}).get("sampler"),
+                   "steps": total, "seed": seed, "seconds": round(seconds, 4), "files": [str(f) for f in files]}
+        if trajectory:
+            if modality.draw is None:
+                raise PolydiffError(f"modality {modality.name!r} cannot draw trajectories")
+            frames.append(x.cpu())
+            titles.append("final")
+            modality.draw(model.encoder, frames, cond, trajectory, titles=titles)
+            summary["trajectory"] = str(trajectory)
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+        else:
+            click.echo(f"wrote {n} {modality.name} samples to {', '.join(summary['files'][:3])}"
+                       f"{' ...' if len(files) > 3 else ''} ({seconds:.2f} s)")
+            if trajectory:
+                click.echo(f"trajectory: {trajectory}")
+
+    for opt in modality.sample_options:
+        cmd.params.append(opt)
+    return cmd
+
+
+@cli.group("sample", cls=_ModalityGroup, make_command=_sample_command)
+def sample_group():
+    """Generate samples: polydiff sample MODALITY [--model NAME|PATH] -n N [--sampler S] [--steps K] --out PATH."""
+
+
+# --------------------------------------------------------------------------------------- score
+@cli.command("score")
+@click.argument("data", type=click.Path())
+@click.option("--model", "model_name", required=True, help="Pretrained name or .safetensors bundle.")
+@click.option("--method", default="elbo", show_default=True, help="Scoring method (see `polydiff plugins`).")
+@click.option("--out", "out", type=click.Path(), required=True, help="CSV with one score per input item, in order.")
+@click.option("--batch-size", type=int, default=4096, show_default=True)
+@click.option("--device", help="cpu, cuda, ...")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def score_cmd(data, model_name, method, out, batch_size, device, as_json):
+    """Score how anomalous each item of DATA is under a trained model (higher = more anomalous)."""
+    from .checkpoint import atomic_write_text
+    from .model import Model
+
+    model = Model.load(model_name, device=device)
+    items = model.encoder.read(data)
+    scores = model.score(items, method=method, batch_size=batch_size).tolist()
+    lines = ["index,score"] + [f"{i},{s:.8g}" for i, s in enumerate(scores)]
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    summary = {"rows": len(scores), "method": method, "out": str(out),
+               "min": min(scores), "max": max(scores), "mean": sum(scores) / len(scores)}
+    click.echo(json.dumps(summary, indent=2) if as_json else
+               f"scored {len(scores)} items with {method}: {out} (mean {summary['mean']:.4g})")
+
+
+# --------------------------------------------------------------------------------------- inspect
+@cli.command("inspect")
+@click.argument("bundle", type=click.Path())
+def inspect_cmd(bundle):
+    """Print the JSON document of a .safetensors bundle (modality, config, encoder, step)."""
+    from .checkpoint import read_meta
+
+    click.echo(json.dumps(read_meta(bundle), indent=2))
+
+
+# --------------------------------------------------------------------------------------- demo
+@cli.command("demo")
+@click.option("--out", "out", type=click.Path(), default="polydiff-demo", show_default=True, help="Folder for the pictures.")
+@click.option("--only", help="Comma-separated modalities to show (default: all that have a demo).")
+@click.option("--device", help="cpu, cuda, ...")
+def demo_cmd(out, only, device):
+    """Show what polydiff does with its bundled checkpoints; pictures go to --out."""
+    from .plugins import registry
+
+    reg = registry()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [s.strip() for s in only.split(",")] if only else None
+    order = ["points", "tabular", "molecule", "audio", "image"]
+    mods = sorted((m for m in reg.modalities.values() if m.demo is not None),
+                  key=lambda m: (order.index(m.name) if m.name in order else len(order), m.name))
+    if wanted:
+        missing = [w for w in wanted if w not in {m.name for m in mods}]
+        if missing:
+            raise PolydiffError(f"no demo for {', '.join(missing)}; available: {', '.join(m.name for m in mods)}")
+        mods = [m for m in mods if m.name in wanted]
+    if not mods:
+        raise PolydiffError("no installed modality has a demo; install a plugin, e.g. pip install -e plugins/points")
+    for r in reg.records():
+        if r.status == "error":
+            click.echo(f"(plugin {r.name} not available: {r.error}{'; ' + r.hint if r.hint else ''})", err=True)
+    for m in mods:
+        click.echo(f"== {m.name}: {m.description}")
+        sub = out / m.name
+        sub.mkdir(parents=True, exist_ok=True)
+        m.demo(sub, echo=click.echo, device=device)
+    click.echo(f"pictures and files are in {out}/")
+
+
+def main(argv: Optional[list] = None) -> None:
+    """Entry point of the ``polydiff`` command."""
+    from .plugins import registry
+
+    try:
+        registry().add_commands(cli)
+    except Exception as e:  # never let plugin command registration break the CLI
+        click.echo(f"warning: plugin commands not loaded: {_one_line(e)}", err=True)
+    cli.main(args=argv, prog_name="polydiff")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

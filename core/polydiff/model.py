@@ -1,0 +1,233 @@
+"""A trained model: network + adapter + encoder + config, loaded from one bundle, ready to sample or score.
+
+    import polydiff
+    m = polydiff.load("points")                    # a pretrained name, or a path to a .safetensors bundle
+    items = m.generate(500, label="moons", seed=0)  # decoded items (here: a PointSet)
+    x, cond = m.sample(500, sampler="heun", steps=18, seed=0)   # raw tensors
+
+Configs are plain nested dicts: ``parameterisation``, ``sigma_data``, ``network`` (the modality's
+network hyper-parameters), ``train`` (see :func:`polydiff.training.default_train_config`) and ``sample``
+(sampler, steps, schedule and its arguments, cfg_scale).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from . import checkpoint
+from .errors import PolydiffError, UnknownName
+from .guidance import cfg_denoiser
+from .modality import Modality
+from .precond import make_denoiser
+
+__all__ = ["Model", "default_config", "merge_config", "resolve_model_path", "default_device", "train_modality"]
+
+
+def default_sample_config() -> dict:
+    return {"sampler": "dpmpp_2m", "steps": 20, "schedule": "karras",
+            "schedule_args": {"sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0}, "cfg_scale": 1.0,
+            "sampler_args": {}}
+
+
+def default_config() -> dict:
+    """The core's defaults; a modality's ``default_config`` and a recipe are merged on top."""
+    from .training import default_train_config
+
+    return {"parameterisation": "edm", "sigma_data": 0.5, "network": {},
+            "train": default_train_config(), "sample": default_sample_config()}
+
+
+def merge_config(base: dict, *overrides: Optional[dict]) -> dict:
+    """Deep-merge dicts left to right (later wins); returns a new dict."""
+    out = copy.deepcopy(base)
+    for ov in overrides:
+        for k, v in (ov or {}).items():
+            if isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = merge_config(out[k], v)
+            else:
+                out[k] = copy.deepcopy(v)
+    return out
+
+
+def default_device(device: Optional[str] = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_model_path(model: str, modality: Optional[str] = None) -> Tuple[Path, Optional[str]]:
+    """A bundle path for ``model``: an existing file, or a pretrained name (``name`` or ``modality:name``)."""
+    from .plugins import registry
+
+    p = Path(str(model)).expanduser()
+    if p.exists() or p.suffix in (".safetensors",) or p.suffix.lower() in checkpoint.PICKLE_SUFFIXES or "/" in str(model):
+        return p, modality
+    reg = registry()
+    if ":" in model:
+        modality, model = model.split(":", 1)
+    candidates = [reg.modality(modality)] if modality else list(reg.modalities.values())
+    for m in candidates:
+        if model in m.pretrained:
+            return Path(m.pretrained[model]), m.name
+    for m in candidates:  # a modality's name stands for its default checkpoint
+        if model == m.name and m.pretrained:
+            return Path(next(iter(m.pretrained.values()))), m.name
+    known = sorted(f"{m.name}:{k}" for m in candidates for k in m.pretrained)
+    raise UnknownName(f"no model file or pretrained model named {model!r}; pretrained: {', '.join(known) or 'none'}")
+
+
+class Model:
+    """A loaded model. ``denoiser`` is D(x, sigma, **cond) with EMA weights unless ``ema=False``."""
+
+    def __init__(self, modality: Modality, net: torch.nn.Module, encoder, config: dict, meta: Optional[dict] = None,
+                 path: Optional[Path] = None, device=None):
+        self.modality = modality
+        self.device = default_device(device)
+        self.net = net.to(self.device).eval()
+        self.encoder = encoder
+        self.config = config
+        self.meta = meta or {}
+        self.path = path
+        self.denoiser = make_denoiser(self.net, config.get("parameterisation", "edm"), config.get("sigma_data", 1.0))
+        self.guidance = dict(self.meta.get("guidance") or modality.guidance or {})
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, model, modality: Optional[str] = None, device=None, ema: bool = True) -> "Model":
+        from .plugins import registry
+
+        path, modality = resolve_model_path(str(model), modality)
+        tensors, meta = checkpoint.load_bundle(path)
+        name = meta.get("modality")
+        if modality and name and modality != name:
+            raise PolydiffError(f"{path}: a {name!r} model, not a {modality!r} model")
+        mod = registry().modality(name or modality)
+        config = meta.get("config") or {}
+        net = mod.network(config.get("network", {}))
+        weights = checkpoint.split_prefix(tensors, "ema" if ema else "model") or checkpoint.split_prefix(tensors, "model")
+        if not weights:
+            raise PolydiffError(f"{path}: the bundle holds no model weights")
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as e:
+            raise PolydiffError(f"{path}: weights do not fit the {mod.name!r} network: {str(e).splitlines()[0]}") from None
+        enc = mod.encoder(meta.get("encoder"))
+        return cls(mod, net, enc, config, meta, path, device)
+
+    # ------------------------------------------------------------------ sampling
+    def sigmas(self, steps: Optional[int] = None, schedule: Optional[str] = None, **schedule_args) -> torch.Tensor:
+        from .schedules import get_ladder
+
+        sc = self.config.get("sample", {})
+        name = schedule or sc.get("schedule", "karras")
+        args = dict(sc.get("schedule_args", {})) if name == sc.get("schedule", "karras") else {}
+        args.update(schedule_args)
+        n = int(steps or sc.get("steps", 20))
+        if n < 1:
+            raise PolydiffError(f"steps must be at least 1, got {n}")
+        return get_ladder(name)(n, **args).to(self.device)
+
+    def cond(self, n: int, **options) -> Dict[str, torch.Tensor]:
+        cond = self.modality.cond_for_sampling(self.encoder, n, **options)
+        return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in cond.items()}
+
+    @torch.no_grad()
+    def sample(self, n: int, *, sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = None,
+               cfg_scale: Optional[float] = None, cond: Optional[dict] = None, callback: Optional[Callable] = None,
+               generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
+               sampler_args: Optional[dict] = None, **options) -> Tuple[torch.Tensor, dict]:
+        """Generate ``n`` encoded samples; returns (x, cond). ``options`` go to the modality's make_cond."""
+        from . import get_sampler
+
+        if n < 1:
+            raise PolydiffError(f"the number of samples must be at least 1, got {n}")
+        sc = self.config.get("sample", {})
+        fn = get_sampler(sampler or sc.get("sampler", "dpmpp_2m"))
+        sargs = dict(sc.get("sampler_args", {}) if not sampler or sampler == sc.get("sampler") else {})
+        sargs.update(sampler_args or {})
+        if generator is None:
+            generator = torch.Generator(device="cpu").manual_seed(int(seed) if seed is not None else torch.seed() % 2**63)
+        cond = dict(cond) if cond is not None else self.cond(n, **options)
+        sigmas = self.sigmas(steps, schedule)
+        shape = (n,) + tuple(self.encoder.sample_shape())
+        x = torch.randn(shape, generator=generator).to(self.device) * sigmas[0]
+        if cond.get("mask") is not None:
+            x = x * cond["mask"]
+        scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
+        D = cfg_denoiser(self.denoiser, scale, self.guidance)
+        gen = generator if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(
+            int(torch.randint(0, 2**62, (1,), generator=generator)))
+        x = fn(D, x, sigmas, cond=cond, generator=gen, callback=callback, **sargs)
+        return x, cond
+
+    def generate(self, n: int, **kw) -> List[Any]:
+        """Generate and decode ``n`` items (see :meth:`sample` for the options)."""
+        x, cond = self.sample(n, **kw)
+        return self.encoder.decode(x.cpu(), {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in cond.items()})
+
+    def encode(self, items):
+        x, cond = self.encoder.encode(items)
+        return x.to(self.device), {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in cond.items()}
+
+    @torch.no_grad()
+    def score(self, items=None, *, x=None, cond=None, method: str = "elbo", batch_size: int = 4096, **options) -> torch.Tensor:
+        """Anomaly scores (higher = more anomalous), one per item, with a registered scorer."""
+        from .plugins import registry
+
+        sc = registry().scorer(method, self.modality.name)
+        if x is None:
+            x, cond = self.encode(items)
+        cond = cond or {}
+        out = []
+        for i in range(0, x.shape[0], batch_size):
+            c = {k: (v[i:i + batch_size] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in cond.items()}
+            out.append(sc.fn(self, x[i:i + batch_size], c, **options).cpu())
+        return torch.cat(out)
+
+    def save(self, path) -> Path:
+        """Write an inference bundle (weights, config, encoder metadata) to ``path``."""
+        meta = {k: v for k, v in self.meta.items() if k not in ("format", "format_version")}
+        meta.update({"kind": "model", "modality": self.modality.name, "config": self.config,
+                     "encoder": self.encoder.metadata(), "guidance": self.guidance})
+        sd = {f"ema.{k}": v for k, v in self.net.state_dict().items()}
+        return checkpoint.save_bundle(path, sd, meta)
+
+
+def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = None, steps: Optional[int] = None,
+                   out=None, resume: bool = False, overrides: Optional[dict] = None, device=None,
+                   progress: bool = True) -> dict:
+    """Train ``modality`` on a file/folder (``data``) or a recipe's dataset; returns the Trainer's summary."""
+    from .training import Trainer
+    from .plugins import registry  # noqa: F401  (the registry is needed by the encoder of some modalities)
+
+    rec = {}
+    if recipe is not None:
+        if recipe not in modality.recipes:
+            raise UnknownName(f"modality {modality.name!r} has no recipe {recipe!r}; recipes: "
+                              f"{', '.join(sorted(modality.recipes)) or 'none'}")
+        rec = modality.recipes[recipe]
+    config = merge_config(default_config(), modality.default_config, rec.get("config"), overrides)
+    if steps is not None:
+        config["train"]["steps"] = int(steps)
+    encoder = modality.encoder(None)
+    if data is not None:
+        items = encoder.read(data)
+    elif rec.get("data"):
+        ds = rec["data"]
+        if ds not in modality.datasets:
+            raise UnknownName(f"recipe {recipe!r} needs dataset {ds!r}, which modality {modality.name!r} lacks")
+        items = modality.datasets[ds]()
+    else:
+        raise PolydiffError(f"give --data PATH or --recipe NAME (recipes of {modality.name!r}: "
+                            f"{', '.join(sorted(modality.recipes)) or 'none'})")
+    encoder.fit(items)
+    x, cond = encoder.encode(items)
+    net = modality.network(config.get("network", {}))
+    out = Path(out or f"runs/{modality.name}")
+    trainer = Trainer(net, x, cond, config, out, modality=modality.name, encoder_meta=encoder.metadata(),
+                      guidance=modality.guidance, device=device, progress=progress)
+    return trainer.fit(resume=resume)

@@ -1,0 +1,284 @@
+"""Plugin discovery and the registry of everything plugins provide.
+
+Each entry point in the group ``polydiff`` is loaded on its own: a plugin that fails to import, misses a
+dependency, declares an unknown (misspelled) hook or raises inside a hook is recorded with its name,
+version, the reason and what to pip install, and contributes nothing; the others keep working. A plugin's
+registrations are collected first and added to the registry only when all its hooks succeeded.
+
+Environment variables:
+
+* ``POLYDIFF_LOAD_PLUGINS=a,b`` loads only the named entry points;
+* ``POLYDIFF_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry point at all (tests register plugins explicitly
+  with :meth:`Registry.register_plugin`).
+
+The built-in samplers, schedules and scorers register through the same hooks, as the plugin ``polydiff``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Dict, List, Optional
+
+import pluggy
+
+from . import hookspecs
+from .deps import pip_name_for
+from .errors import UnknownName
+from .modality import Modality
+
+__all__ = ["Registry", "PluginRecord", "Scorer", "registry", "reset", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "polydiff"
+_HOOKS = ("register_modalities", "register_samplers", "register_schedules", "register_scorers")
+
+
+@dataclass
+class PluginRecord:
+    """What ``polydiff plugins`` shows for one plugin."""
+
+    name: str
+    distribution: Optional[str] = None
+    version: Optional[str] = None
+    status: str = "ok"  # ok | error | not-loaded
+    error: Optional[str] = None
+    hint: Optional[str] = None
+    builtin: bool = False
+    modalities: List[str] = field(default_factory=list)
+    samplers: List[str] = field(default_factory=list)
+    schedules: List[str] = field(default_factory=list)
+    scorers: List[str] = field(default_factory=list)
+    commands: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Scorer:
+    """An anomaly scorer: ``fn(model, x, cond, **options) -> Tensor[batch]`` (higher = more anomalous)."""
+
+    name: str
+    fn: Callable
+    modalities: Optional[List[str]] = None  # None: any modality
+    plugin: str = ""
+
+
+class Registry:
+    """Everything registered by the built-ins and the loaded plugins."""
+
+    def __init__(self):
+        self.pm = pluggy.PluginManager("polydiff")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: Dict[str, PluginRecord] = {}
+        self.modalities: Dict[str, Modality] = {}
+        self.samplers: Dict[str, Callable] = {}
+        self.schedules: Dict[str, Callable] = {}
+        self.scorers: Dict[str, Scorer] = {}
+        self._owner: Dict[tuple, str] = {}
+
+    # ---------------------------------------------------------------- loading
+    def load_builtins(self):
+        from . import _builtin
+
+        self.register_plugin(_builtin, name="polydiff", builtin=True,
+                             distribution="polydiff", version=_dist_version("polydiff"))
+
+    def load_entry_points(self, only: Optional[List[str]] = None):
+        eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        seen = set()
+        for ep in sorted(eps, key=lambda e: e.name):
+            if ep.name in seen:
+                continue
+            seen.add(ep.name)
+            dist = getattr(ep, "dist", None)
+            rec = PluginRecord(name=ep.name, distribution=getattr(dist, "name", None),
+                               version=getattr(dist, "version", None))
+            if only is not None and ep.name not in only:
+                rec.status = "not-loaded"
+                rec.error = "not in POLYDIFF_LOAD_PLUGINS"
+                self.plugins[ep.name] = rec
+                continue
+            try:
+                module = ep.load()
+            except ImportError as e:
+                missing = getattr(e, "name", None)
+                rec.status, rec.error = "error", f"import failed: {e}"
+                if missing:
+                    rec.hint = f"pip install {pip_name_for(missing)}"
+                self.plugins[ep.name] = rec
+                continue
+            except Exception as e:  # a plugin's own bug must not break the host
+                rec.status, rec.error = "error", f"import failed: {type(e).__name__}: {e}"
+                self.plugins[ep.name] = rec
+                continue
+            self._register(module, rec, strict=False)
+        if only is not None:
+            for name in only:
+                if name not in seen:
+                    self.plugins[name] = PluginRecord(name=name, status="error",
+                                                      error="no installed plugin of this name",
+                                                      hint=f"pip install polydiff-{name}")
+
+    def register_plugin(self, plugin: Any, name: Optional[str] = None, *, builtin: bool = False,
+                        distribution: Optional[str] = None, version: Optional[str] = None) -> PluginRecord:
+        """Register a module or object holding ``@polydiff.hookimpl`` functions.
+
+        An explicitly registered plugin with an unknown hook raises
+        :class:`pluggy.PluginValidationError`; other failures are recorded like autoloaded ones and
+        returned in the record.
+        """
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        rec = PluginRecord(name=name, distribution=distribution, version=version, builtin=builtin)
+        return self._register(plugin, rec, strict=True)
+
+    def _register(self, plugin, rec: PluginRecord, strict: bool) -> PluginRecord:
+        self.plugins[rec.name] = rec
+        try:
+            self.pm.register(plugin, name=rec.name)
+        except ValueError as e:  # pluggy: already registered
+            rec.status, rec.error = "error", str(e)
+            return rec
+        except pluggy.PluginValidationError as e:
+            rec.status, rec.error = "error", f"invalid hook implementation: {e}"
+            if strict:
+                raise
+            warnings.warn(f"polydiff plugin {rec.name!r}: {rec.error}", stacklevel=2)
+            return rec
+        unknown = [hc.name for hc in (self.pm.get_hookcallers(plugin) or []) if hc.spec is None]
+        if unknown:
+            self.pm.unregister(plugin)
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+            msg = f"unknown hook {', '.join(sorted(unknown))} (misspelled? known hooks: {known})"
+            rec.status, rec.error = "error", msg
+            if strict:
+                raise pluggy.PluginValidationError(plugin, f"plugin {rec.name!r}: {msg}")
+            warnings.warn(f"polydiff plugin {rec.name!r}: {msg}", stacklevel=2)
+            return rec
+
+        staged = {"modalities": {}, "samplers": {}, "schedules": {}, "scorers": {}}
+
+        def reg_modality(m: Modality):
+            if not isinstance(m, Modality):
+                raise TypeError(f"register() takes a polydiff.modality.Modality, got {type(m).__name__}")
+            staged["modalities"][m.name] = m
+
+        def reg_named(kind):
+            def register(name: str, fn: Callable):
+                if not callable(fn):
+                    raise TypeError(f"{kind} {name!r} is not callable")
+                staged[kind][name] = fn
+            return register
+
+        def reg_scorer(name: str, fn: Callable, modalities=None):
+            if not callable(fn):
+                raise TypeError(f"scorer {name!r} is not callable")
+            staged["scorers"][name] = Scorer(name, fn, list(modalities) if modalities else None, rec.name)
+
+        callbacks = {"register_modalities": reg_modality, "register_samplers": reg_named("samplers"),
+                     "register_schedules": reg_named("schedules"), "register_scorers": reg_scorer}
+        try:
+            for hook in _HOOKS:
+                for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function(register=callbacks[hook])
+            for kind, table in staged.items():
+                for key in table:
+                    owner = self._owner.get((kind, key))
+                    if owner is not None and owner != rec.name:
+                        raise ValueError(f"{kind[:-1]} {key!r} is already registered by plugin {owner!r}")
+        except Exception as e:
+            self.pm.unregister(plugin)
+            rec.status, rec.error = "error", f"{type(e).__name__} in hook: {e}"
+            hint = getattr(e, "name", None) if isinstance(e, ImportError) else None
+            if hint:
+                rec.hint = f"pip install {pip_name_for(hint)}"
+            elif "pip install" in str(e):
+                rec.hint = "pip install " + str(e).split("pip install", 1)[1].strip().split()[0]
+            return rec
+
+        for name, m in staged["modalities"].items():
+            m.plugin = rec.name
+            self.modalities[name] = m
+        self.samplers.update(staged["samplers"])
+        self.schedules.update(staged["schedules"])
+        self.scorers.update(staged["scorers"])
+        for kind, table in staged.items():
+            for key in table:
+                self._owner[(kind, key)] = rec.name
+        rec.modalities = sorted(staged["modalities"])
+        rec.samplers = sorted(staged["samplers"])
+        rec.schedules = sorted(staged["schedules"])
+        rec.scorers = sorted(staged["scorers"])
+        rec.status, rec.error = "ok", None
+        return rec
+
+    def add_commands(self, cli) -> None:
+        """Let every loaded plugin add CLI commands; a failing plugin is recorded, the CLI still works."""
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            name = self.pm.get_name(impl.plugin)
+            rec = self.plugins.get(name)
+            before = set(getattr(cli, "commands", {}))
+            try:
+                impl.function(cli=cli)
+            except Exception as e:
+                if rec is not None:
+                    rec.status, rec.error = "error", f"{type(e).__name__} in register_commands: {e}"
+                continue
+            if rec is not None:
+                rec.commands = sorted(set(getattr(cli, "commands", {})) - before)
+
+    # ---------------------------------------------------------------- lookup
+    def modality(self, name: str) -> Modality:
+        if name in self.modalities:
+            return self.modalities[name]
+        broken = [r for r in self.plugins.values() if r.status == "error"]
+        msg = f"unknown modality {name!r}; installed: {', '.join(sorted(self.modalities)) or 'none'}"
+        for r in broken:
+            msg += f"; plugin {r.name!r} failed to load ({r.error}{'; ' + r.hint if r.hint else ''})"
+        if not broken:
+            msg += f" (pip install polydiff-{name} if it exists)"
+        raise UnknownName(msg)
+
+    def scorer(self, name: str, modality: Optional[str] = None) -> Scorer:
+        if name not in self.scorers:
+            raise UnknownName(f"unknown scoring method {name!r}; known: {', '.join(sorted(self.scorers))}")
+        sc = self.scorers[name]
+        if modality and sc.modalities and modality not in sc.modalities:
+            raise UnknownName(f"scoring method {name!r} works on {', '.join(sc.modalities)}, not {modality!r}")
+        return sc
+
+    def records(self) -> List[PluginRecord]:
+        return [self.plugins[k] for k in sorted(self.plugins, key=lambda k: (not self.plugins[k].builtin, k))]
+
+
+def _dist_version(dist: str) -> Optional[str]:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+_REGISTRY: Optional[Registry] = None
+
+
+def registry() -> Registry:
+    """The process-wide registry, built on first use (built-ins, then entry points per the environment)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        reg = Registry()
+        reg.load_builtins()
+        if os.environ.get("POLYDIFF_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in ("", "0", "false", "no"):
+            only = os.environ.get("POLYDIFF_LOAD_PLUGINS")
+            names = [s.strip() for s in only.split(",") if s.strip()] if only is not None else None
+            reg.load_entry_points(names)
+        _REGISTRY = reg
+    return _REGISTRY
+
+
+def reset(registry_: Optional[Registry] = None) -> None:
+    """Forget the process-wide registry (the next :func:`registry` call rebuilds it), or install one."""
+    global _REGISTRY
+    _REGISTRY = registry_
