@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import struct
 import tempfile
 from pathlib import Path
@@ -35,11 +37,53 @@ class BundleError(PolydiffError):
     """A file is not a readable polydiff bundle."""
 
 
+def _tmp_head(path: Path) -> str:
+    """Start of the temporary names used for ``path`` on this machine: ``.<name>.<host>.``."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    return f".{path.name}.{host}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else, or cannot tell: leave its files alone
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files of ``path`` whose writer (a process on this machine) no longer exists.
+
+    A writer killed mid-save (SIGKILL, power loss) cannot remove its temporary file; the next successful
+    save of the same target does. Files of live writers are kept.
+    """
+    head = _tmp_head(path)
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(head) and name.endswith(".tmp")):
+            continue
+        pid = name[len(head):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(path.parent / name)
+            except OSError:
+                pass
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename.
+
+    The temporary file is named ``.<name>.<host>.<pid>.<random>.tmp``; after the rename, temporary files
+    of the same target left by dead writers on this machine are removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_head(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -52,6 +96,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         except FileNotFoundError:
             pass
         raise
+    _remove_stale_temps(path)
     return path
 
 

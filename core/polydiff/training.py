@@ -1,0 +1,591 @@
+"""Training: one readable loop from encoded tensors to a checkpoint and an inference bundle.
+
+Each step draws a batch, noise levels from the training distribution and Gaussian noise, optionally
+drops guided conditions (the training half of classifier-free guidance), and minimises the weighted
+denoising loss of :func:`polydiff.noising.denoising_loss` through the adapter named by
+``config["parameterisation"]``. AdamW with a linear learning-rate warm-up, gradient clipping and an
+exponential moving average (EMA) of the weights.
+
+Reproducibility. Every random number of step ``s`` on rank ``r`` comes from generators seeded with a
+hash of ``(seed, s, r)``; nothing carries over from one step to the next except the weights, the EMA
+and the optimizer state. A run resumed from a checkpoint therefore computes bit-for-bit the same
+losses as the uninterrupted run (on the same device and software). The checkpoint also holds the
+process's RNG states, restored on resume.
+
+Files written to ``out_dir`` (by rank 0 only):
+
+* ``checkpoint.safetensors`` - everything needed to resume: ``model.*``, ``ema.*``, ``optim.*`` and
+  ``rng.*`` tensors; JSON with ``kind="checkpoint"``, modality, config, encoder metadata, step,
+  guidance, optimizer param groups and RNG states. Written every ``ckpt_every`` steps and at the end.
+* ``model.safetensors`` - the inference bundle: ``model.*`` and ``ema.*`` with the same JSON but
+  ``kind="model"``. Written with every checkpoint.
+* ``config.json`` - a readable copy of the full config.
+* ``metrics.jsonl`` - one JSON line per logged step: step, loss, lr, grad_norm, seconds.
+
+All bundles go through :func:`polydiff.checkpoint.save_bundle` (atomic rename, no pickle). If the loss
+or the gradient norm stops being finite, :class:`TrainingDiverged` is raised before the bad state can
+reach the disk, so the last checkpoint stays the last good one.
+
+Distributed data parallel: launched with ``torchrun --nproc_per_node=N``, the same code initialises
+the process group (gloo on CPU, nccl on CUDA), wraps the network in ``DistributedDataParallel``, gives
+each rank its own shard of the data (indices ``rank::world_size``) and ``batch_size // world_size``
+samples per step, and lets only rank 0 write files, logs and the progress bar.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .errors import PolydiffError
+from .guidance import drop_conditions
+from .noising import WEIGHTINGS, denoising_loss
+from .precond import make_denoiser
+from .schedules import get_training_distribution
+
+__all__ = ["default_train_config", "Trainer", "train", "TrainingDiverged", "CHECKPOINT_NAME", "MODEL_NAME",
+           "METRICS_NAME", "CONFIG_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+MODEL_NAME = "model.safetensors"
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.json"
+
+# Config keys that define the model itself: a checkpoint cannot be resumed under different values.
+_MODEL_KEYS = ("parameterisation", "sigma_data", "network")
+# Training keys that may change between a run and its resumption without comment.
+_FREE_TRAIN_KEYS = {"steps", "log_every", "ckpt_every"}
+
+
+def default_train_config() -> dict:
+    """The training section of a model config, with its defaults."""
+    return {
+        "steps": 2000,              # optimizer steps in all (a resumed run continues up to this number)
+        "batch_size": 256,          # global batch; split evenly over the ranks of a distributed run
+        "lr": 2e-4,                 # AdamW learning rate after warm-up
+        "weight_decay": 0.0,        # AdamW decoupled weight decay
+        "warmup": 100,              # steps of linear learning-rate warm-up from lr / warmup to lr
+        "ema_decay": 0.999,         # EMA decay, warmed up as min(ema_decay, (1 + step) / (10 + step))
+        "grad_clip": 1.0,           # clip the global gradient norm to this value (0 or None: no clipping)
+        "bf16": False,              # run forward pass and loss under bfloat16 autocast
+        "seed": 0,                  # all per-step randomness derives from (seed, step, rank)
+        "sigma_dist": "lognormal",  # training noise-level distribution (polydiff.schedules)
+        "sigma_dist_args": {},      # keyword arguments of that distribution, e.g. {"p_mean": -1.2}
+        "weighting": "edm",         # loss weighting: edm, min_snr, snr or uniform (polydiff.noising)
+        "min_snr_gamma": 5.0,       # gamma of the min_snr weighting
+        "cond_drop": 0.1,           # probability of replacing each guided condition by its null value
+        "log_every": 50,            # steps between lines of metrics.jsonl
+        "ckpt_every": 500,          # steps between checkpoints (one is also written at the end)
+    }
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite; nothing of the bad state was saved.
+
+    ``step`` is the step that diverged, ``checkpoint`` the path of the last good checkpoint (or None)
+    and ``checkpoint_step`` its step.
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: Optional[Path] = None,
+                 checkpoint_step: Optional[int] = None):
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+        self.checkpoint_step = checkpoint_step
+
+
+def _jsonable(obj):
+    """A deep copy of ``obj`` as JSON would return it (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(obj))
+
+
+def _seed_for(seed: int, step: int, rank: int, stream: str) -> int:
+    """A 63-bit seed that depends only on (seed, step, rank, stream)."""
+    digest = hashlib.blake2b(f"polydiff/{seed}/{step}/{rank}/{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _env_world() -> tuple:
+    """(rank, local_rank, world_size) from the torchrun environment (0, 0, 1 when absent)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    local = int(os.environ.get("LOCAL_RANK", str(rank)) or 0)
+    return rank, local, world
+
+
+class Trainer:
+    """Train ``net`` as a denoiser on the encoded data ``x`` (with conditions ``cond``).
+
+    Parameters
+    ----------
+    net : nn.Module called as ``net(x_in, c_noise, **cond)``.
+    x : float tensor [N, ...] of encoded training data.
+    cond : dict of tensors; those whose first dimension is N are indexed per sample (labels, masks),
+        anything else is passed to the network unchanged.
+    config : the full model config (``parameterisation``, ``sigma_data``, ``network``, ``train``,
+        ``sample``); missing training keys take :func:`default_train_config` values.
+    out_dir : folder for the checkpoint, the model bundle, ``config.json`` and ``metrics.jsonl``.
+    modality, encoder_meta : stored in the bundles so the model can be loaded and decoded later.
+    guidance : ``{condition key: null value}`` for classifier-free guidance; the keys are dropped
+        with probability ``train.cond_drop``. None: no dropping.
+    device : where to train; default CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else CPU.
+    progress : show a tqdm progress bar (rank 0 only).
+    """
+
+    def __init__(self, net: nn.Module, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict,
+                 out_dir, *, modality: str, encoder_meta: dict, guidance: Optional[dict] = None, device=None,
+                 progress: bool = True):
+        if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] == 0:
+            raise PolydiffError("training data must be a non-empty tensor [N, ...]")
+        if not x.is_floating_point():
+            raise PolydiffError(f"training data must be a float tensor, got {x.dtype}")
+        self.net = net
+        self.x = x.detach()
+        self.cond = dict(cond or {})
+        self.config = self._normalise_config(config)
+        self.train_cfg = self.config["train"]
+        self.out_dir = Path(out_dir)
+        self.modality = str(modality)
+        self.encoder_meta = _jsonable(encoder_meta or {})
+        self.guidance = _jsonable(guidance) if guidance else None
+        self.progress = progress
+        self.rank, self.local_rank, self.world_size = _env_world()
+        if device is None:
+            if torch.cuda.is_available():
+                device = f"cuda:{self.local_rank}" if self.world_size > 1 else "cuda"
+            else:
+                device = "cpu"
+        self.device = torch.device(device)
+        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self.model_path = self.out_dir / MODEL_NAME
+        self.metrics_path = self.out_dir / METRICS_NAME
+        self.config_path = self.out_dir / CONFIG_NAME
+        #: EMA of ``net.state_dict()`` (same keys), available after :meth:`fit` has started
+        self.ema: Dict[str, torch.Tensor] = {}
+        self.step = 0
+        self._last_good = (None, None)  # (path, step) of the newest checkpoint on disk
+
+    # ------------------------------------------------------------------------------------------
+    # configuration
+    # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _normalise_config(config: dict) -> dict:
+        try:
+            cfg = _jsonable(config or {})
+        except TypeError as e:
+            raise PolydiffError(f"the model config must be JSON-serialisable: {e}") from None
+        cfg.setdefault("parameterisation", "edm")
+        cfg.setdefault("sigma_data", 1.0)
+        train_cfg = default_train_config()
+        unknown = sorted(set(cfg.get("train") or {}) - set(train_cfg))
+        if unknown:
+            warnings.warn(f"unknown training settings ignored: {', '.join(unknown)}", stacklevel=3)
+        train_cfg.update(cfg.get("train") or {})
+        cfg["train"] = train_cfg
+        t = train_cfg
+        for key in ("steps", "batch_size", "log_every", "ckpt_every"):
+            if int(t[key]) < 1 and not (key == "steps" and int(t[key]) == 0):
+                raise PolydiffError(f"train.{key} must be a positive integer, got {t[key]!r}")
+        if t["weighting"] not in WEIGHTINGS:
+            raise PolydiffError(f"unknown loss weighting {t['weighting']!r}; known: {', '.join(WEIGHTINGS)}")
+        if not 0 <= float(t["cond_drop"]) < 1:
+            raise PolydiffError(f"train.cond_drop must be in [0, 1), got {t['cond_drop']!r}")
+        if not 0 <= float(t["ema_decay"]) < 1:
+            raise PolydiffError(f"train.ema_decay must be in [0, 1), got {t['ema_decay']!r}")
+        try:
+            get_training_distribution(t["sigma_dist"])
+        except ValueError as e:
+            raise PolydiffError(str(e)) from None
+        return cfg
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the update with 0-based index ``step`` (linear warm-up, then constant)."""
+        lr, warmup = float(self.train_cfg["lr"]), int(self.train_cfg["warmup"])
+        return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+
+    def ema_decay_at(self, done: int) -> float:
+        """EMA decay applied after ``done`` completed updates (warmed up for the first steps)."""
+        return min(float(self.train_cfg["ema_decay"]), (1 + done) / (10 + done))
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+    # ------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        """Train up to ``train.steps``; with ``resume=True`` continue from ``out_dir/checkpoint.safetensors``.
+
+        Returns ``{"step", "loss", "model_path", "checkpoint_path", "metrics_path"}`` (paths as strings).
+        """
+        created_group = self._init_distributed()
+        try:
+            return self._fit(resume)
+        finally:
+            self._close_metrics()
+            if created_group:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+
+    def _init_distributed(self) -> bool:
+        if self.world_size <= 1:
+            return False
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+            return False
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        return True
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _fit(self, resume: bool) -> dict:
+        t = self.train_cfg
+        steps, seed = int(t["steps"]), int(t["seed"])
+        dev, world, rank = self.device, self.world_size, self.rank
+
+        if t["batch_size"] < world:
+            raise PolydiffError(f"train.batch_size ({t['batch_size']}) is smaller than the number of ranks ({world})")
+        local_batch = int(t["batch_size"]) // world
+        if self.is_main and int(t["batch_size"]) % world:
+            warnings.warn(f"train.batch_size {t['batch_size']} is not a multiple of {world} ranks; "
+                          f"using {local_batch} per rank", stacklevel=3)
+
+        # this rank's shard of the data
+        n_all = self.x.shape[0]
+        shard = torch.arange(rank, n_all, world)
+        if len(shard) == 0:
+            raise PolydiffError(f"{n_all} training items cannot be shared by {world} ranks")
+        x_local = self.x[shard].to(dev)
+        per_sample = {k for k, v in self.cond.items() if isinstance(v, torch.Tensor) and v.ndim > 0
+                      and v.shape[0] == n_all}
+        cond_local = {k: (v[shard].to(dev) if k in per_sample else
+                          v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in self.cond.items()}
+        n_local = len(shard)
+
+        net = self.net.to(dev)
+        was_training = net.training
+        net.train()
+        params = [p for p in net.parameters() if p.requires_grad]
+        if not params:
+            raise PolydiffError("the network has no trainable parameters")
+        opt = torch.optim.AdamW(params, lr=self.lr_at(0), weight_decay=float(t["weight_decay"]))
+        with torch.no_grad():
+            self.ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+        start, last_loss, seconds0 = 0, None, 0.0
+        if resume:
+            start, last_loss, seconds0 = self._load_checkpoint(net, opt)
+        self.step = start
+
+        model = net
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+        D = make_denoiser(model, self.config["parameterisation"], float(self.config["sigma_data"]))
+
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_text(self.config_path, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+            self._open_metrics(keep_until=start if resume else None)
+
+        sample_sigma = get_training_distribution(t["sigma_dist"])
+        sigma_args = dict(t["sigma_dist_args"] or {})
+        weighting, gamma = t["weighting"], float(t["min_snr_gamma"])
+        sigma_data = float(self.config["sigma_data"])
+        clip = float(t["grad_clip"]) if t["grad_clip"] else 0.0
+        cond_drop = float(t["cond_drop"])
+        log_every, ckpt_every = int(t["log_every"]), int(t["ckpt_every"])
+        use_bf16 = bool(t["bf16"])
+        saved_at = start if resume else None
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=min(start, steps), desc=f"train {self.modality}", unit="step",
+                   disable=not (self.progress and self.is_main), dynamic_ncols=True)
+        t0 = time.perf_counter()
+        try:
+            for step in range(start, steps):
+                # --- all randomness of this step comes from (seed, step, rank) -------------------
+                g = torch.Generator().manual_seed(_seed_for(seed, step, rank, "batch"))
+                torch.manual_seed(_seed_for(seed, step, rank, "global"))  # dropout etc. inside the network
+                idx = torch.randint(n_local, (local_batch,), generator=g)
+                sigma = sample_sigma(local_batch, generator=g, **sigma_args)
+                noise = torch.randn((local_batch,) + tuple(x_local.shape[1:]), generator=g)
+                idx_d = idx.to(dev)
+                x0 = x_local[idx_d]
+                cb = {k: (v[idx_d] if k in per_sample else v) for k, v in cond_local.items()}
+                if cond_drop > 0 and self.guidance:
+                    cb = drop_conditions(cb, cond_drop, self.guidance, generator=g)
+                sigma = sigma.to(dev, x0.dtype)
+                noise = noise.to(dev, x0.dtype)
+
+                # --- one update ---------------------------------------------------------------
+                lr = self.lr_at(step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss = denoising_loss(D, x0, sigma, noise, cb, weighting=weighting, sigma_data=sigma_data,
+                                          gamma=gamma).mean()
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+                loss_value, gn_value, finite = self._reduce(loss, grad_norm)
+                done = step + 1
+                if not finite:
+                    self._diverged(done, loss_value, gn_value)
+                opt.step()
+                with torch.no_grad():
+                    decay = self.ema_decay_at(done)
+                    for k, v in net.state_dict().items():
+                        e = self.ema[k]
+                        if e.is_floating_point():
+                            e.lerp_(v.detach().to(e.dtype), 1.0 - decay)
+                        else:
+                            e.copy_(v)
+                self.step, last_loss = done, loss_value
+
+                # --- logging and checkpoints --------------------------------------------------
+                bar.update(1)
+                if done % log_every == 0 or done == steps:
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                    self._log({"step": done, "loss": loss_value, "lr": lr, "grad_norm": gn_value,
+                               "seconds": round(seconds0 + time.perf_counter() - t0, 4)})
+                if done % ckpt_every == 0 or done == steps:
+                    self._save(net, opt, done, last_loss, seconds0 + time.perf_counter() - t0)
+                    saved_at = done
+        finally:
+            bar.close()
+            net.train(was_training)
+
+        if self.is_main and (saved_at != self.step or not self.model_path.exists()):
+            # nothing to train (already at train.steps): make sure the bundles exist and are current
+            self._save(net, opt, self.step, last_loss, seconds0 + time.perf_counter() - t0)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return {"step": self.step, "loss": last_loss, "model_path": str(self.model_path),
+                "checkpoint_path": str(self.checkpoint_path), "metrics_path": str(self.metrics_path)}
+
+    def _reduce(self, loss: torch.Tensor, grad_norm: torch.Tensor):
+        """(mean loss over ranks, grad norm, all finite on every rank)."""
+        loss = loss.detach().float()
+        grad_norm = grad_norm.detach().float()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            bad = torch.stack([(~torch.isfinite(loss)).float(), (~torch.isfinite(grad_norm)).float()])
+            buf = torch.cat([loss.reshape(1), bad]).to(self.device)
+            dist.all_reduce(buf)
+            buf = buf.cpu()
+            return float(buf[0]) / self.world_size, float(grad_norm), bool(buf[1:].sum() == 0)
+        lv, gv = float(loss), float(grad_norm)
+        return lv, gv, math.isfinite(lv) and math.isfinite(gv)
+
+    def _diverged(self, step: int, loss: float, grad_norm: float):
+        path, ck_step = self._last_good
+        where = (f"the last good checkpoint is {path} (step {ck_step})" if path is not None
+                 else f"no checkpoint was written before it (train.ckpt_every={self.train_cfg['ckpt_every']})")
+        raise TrainingDiverged(
+            f"training diverged at step {step}: loss={loss}, grad_norm={grad_norm}; {where}. "
+            "Nothing was saved from the diverged step; lower train.lr, raise train.warmup or check the data, "
+            "then resume from the checkpoint or start again.", step, path, ck_step)
+
+    # ------------------------------------------------------------------------------------------
+    # metrics
+    # ------------------------------------------------------------------------------------------
+    def _open_metrics(self, keep_until: Optional[int]):
+        """Start ``metrics.jsonl``: empty for a fresh run; for a resumed one keep the lines up to its step."""
+        kept = []
+        if keep_until is not None and self.metrics_path.exists():
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short when the previous run was killed
+                if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= keep_until:
+                    kept.append(line + "\n")
+        checkpoint.atomic_write_text(self.metrics_path, "".join(kept))
+        self._metrics = open(self.metrics_path, "a", encoding="utf-8")
+
+    def _log(self, record: dict):
+        if self.is_main and getattr(self, "_metrics", None) is not None:
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+
+    def _close_metrics(self):
+        f = getattr(self, "_metrics", None)
+        if f is not None:
+            f.close()
+            self._metrics = None
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints
+    # ------------------------------------------------------------------------------------------
+    def _meta(self, kind: str, step: int) -> dict:
+        from . import __version__
+
+        return {"kind": kind, "modality": self.modality, "config": self.config, "encoder": self.encoder_meta,
+                "step": int(step), "guidance": self.guidance, "polydiff_version": __version__}
+
+    def _save(self, net: nn.Module, opt: torch.optim.Optimizer, step: int, loss, seconds: float):
+        """Write checkpoint.safetensors, then model.safetensors (rank 0 only)."""
+        state = net.state_dict()
+        for k, v in state.items():  # the replicas are identical, so every rank takes the same branch
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                self._diverged(step, float("nan") if loss is None else loss, float("nan"))
+        if not self.is_main:
+            return
+        tensors = {f"model.{k}": v for k, v in state.items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
+        meta = self._meta("checkpoint", step)
+        meta["loss"] = loss
+        meta["seconds"] = round(float(seconds), 4)
+
+        # optimizer: tensors flattened as optim.state.<param index>.<name>, the rest in JSON
+        osd = opt.state_dict()
+        scalars = {}
+        for i, st in osd["state"].items():
+            for name, val in st.items():
+                if isinstance(val, torch.Tensor):
+                    tensors[f"optim.state.{i}.{name}"] = val
+                else:
+                    scalars[f"{i}.{name}"] = val
+        groups = []
+        for grp in osd["param_groups"]:
+            groups.append({k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in grp.items()})
+        meta["optim"] = {"param_groups": _jsonable(groups), "scalars": _jsonable(scalars)}
+
+        # RNG states of this process (per-step randomness is re-derived from the seed; these restore the rest)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = s
+        rng_meta = {"python": _jsonable(random.getstate())}
+        try:
+            import numpy as np
+
+            name, keys, pos, has_gauss, cached = np.random.get_state()
+            tensors["rng.numpy"] = torch.from_numpy(keys.astype("int64"))
+            rng_meta["numpy"] = {"name": name, "pos": int(pos), "has_gauss": int(has_gauss),
+                                 "cached_gaussian": float(cached)}
+        except ImportError:  # pragma: no cover - numpy is a dependency
+            pass
+        meta["rng"] = rng_meta
+
+        checkpoint.save_bundle(self.checkpoint_path, tensors, meta)
+        self._last_good = (self.checkpoint_path, int(step))
+        model_tensors = {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}
+        checkpoint.save_bundle(self.model_path, model_tensors, self._meta("model", step))
+
+    def _load_checkpoint(self, net: nn.Module, opt: torch.optim.Optimizer):
+        """Restore weights, EMA, optimizer and RNG states; returns (step, loss, seconds)."""
+        path = self.checkpoint_path
+        if not path.exists():
+            raise PolydiffError(f"cannot resume: no checkpoint at {path}; train without resume to start from scratch")
+        try:
+            tensors, meta = checkpoint.load_bundle(path)
+        except checkpoint.BundleError as e:
+            raise PolydiffError(f"cannot resume: {e}") from None
+        if meta.get("kind") != "checkpoint":
+            raise PolydiffError(f"cannot resume from {path}: it is a {meta.get('kind')!r} bundle, not a training checkpoint")
+        self._check_compatible(meta, path)
+
+        model_sd = checkpoint.split_prefix(tensors, "model")
+        own = net.state_dict()
+        missing = sorted(set(own) - set(model_sd))
+        extra = sorted(set(model_sd) - set(own))
+        shapes = sorted(k for k in set(own) & set(model_sd) if tuple(own[k].shape) != tuple(model_sd[k].shape))
+        if missing or extra or shapes:
+            details = "; ".join(s for s in (
+                f"missing {', '.join(missing[:5])}" if missing else "",
+                f"unexpected {', '.join(extra[:5])}" if extra else "",
+                f"shape differs for {', '.join(shapes[:5])}" if shapes else "") if s)
+            raise PolydiffError(f"cannot resume from {path}: its weights do not fit this network ({details})")
+        net.load_state_dict(model_sd)
+        ema_sd = checkpoint.split_prefix(tensors, "ema")
+        with torch.no_grad():
+            for k, e in self.ema.items():
+                e.copy_(ema_sd.get(k, model_sd[k]))
+
+        state: dict = {}
+        for key, val in checkpoint.split_prefix(tensors, "optim.state").items():
+            i, name = key.split(".", 1)
+            state.setdefault(int(i), {})[name] = val
+        om = meta.get("optim") or {}
+        for key, val in (om.get("scalars") or {}).items():
+            i, name = key.split(".", 1)
+            state.setdefault(int(i), {})[name] = val
+        groups = copy.deepcopy(om.get("param_groups") or [])
+        for grp in groups:
+            if isinstance(grp.get("betas"), list):
+                grp["betas"] = tuple(grp["betas"])
+        try:
+            opt.load_state_dict({"state": state, "param_groups": groups})
+        except (ValueError, KeyError) as e:
+            raise PolydiffError(f"cannot resume from {path}: its optimizer state does not fit this network ({e})") from None
+
+        self._restore_rng(tensors, meta.get("rng") or {})
+        step = int(meta["step"])
+        self._last_good = (path, step)
+        return step, meta.get("loss"), float(meta.get("seconds") or 0.0)
+
+    def _check_compatible(self, meta: dict, path: Path):
+        old = meta.get("config") or {}
+        problems = []
+        if meta.get("modality") != self.modality:
+            problems.append(f"modality {meta.get('modality')!r} vs {self.modality!r}")
+        for key in _MODEL_KEYS:
+            if old.get(key) != self.config.get(key):
+                problems.append(f"{key} {json.dumps(old.get(key))} vs {json.dumps(self.config.get(key))}")
+        if (meta.get("encoder") or {}) != self.encoder_meta:
+            problems.append("the data encoder's metadata differs (different data or encoder settings)")
+        if problems:
+            raise PolydiffError(f"cannot resume from {path}: the checkpoint was trained with a different model: "
+                                + "; ".join(problems))
+        old_train = old.get("train") or {}
+        changed = [f"{k} {old_train.get(k)!r} -> {v!r}" for k, v in self.train_cfg.items()
+                   if k not in _FREE_TRAIN_KEYS and k in old_train and old_train[k] != v]
+        if changed and self.is_main:
+            warnings.warn("resuming with changed training settings (the run will not match an uninterrupted "
+                          "one): " + ", ".join(changed), stacklevel=4)
+
+    @staticmethod
+    def _restore_rng(tensors: dict, rng_meta: dict):
+        if "rng.torch" in tensors:
+            torch.set_rng_state(tensors["rng.torch"].to(torch.uint8).cpu())
+        cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.to(torch.uint8).cpu() for s in cuda])
+        py = rng_meta.get("python")
+        if py:
+            random.setstate((py[0], tuple(py[1]), py[2]))
+        npm = rng_meta.get("numpy")
+        if npm and "rng.numpy" in tensors:
+            import numpy as np
+
+            keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+            np.random.set_state((npm["name"], keys, npm["pos"], npm["has_gauss"], npm["cached_gaussian"]))
+
+
+def train(net: nn.Module, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict, out_dir, *,
+          resume: bool = False, **kwargs) -> dict:
+    """``Trainer(net, x, cond, config, out_dir, **kwargs).fit(resume=resume)``."""
+    return Trainer(net, x, cond, config, out_dir, **kwargs).fit(resume=resume)

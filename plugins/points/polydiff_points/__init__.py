@@ -1,0 +1,49 @@
+"""polydiff-points: 2-D point clouds, the reference modality plugin.
+
+This module holds hook implementations only; everything heavy is imported when a hook runs.
+"""
+from pathlib import Path
+
+import polydiff
+
+PRETRAINED = Path(__file__).parent / "pretrained"
+
+
+@polydiff.hookimpl
+def register_modalities(register):
+    import click
+    from polydiff.modality import Modality
+
+    from . import datasets, demo, encoder, denoiser
+
+    register(Modality(
+        name="points",
+        description="2-D point clouds (Gaussian mixtures, two moons, a spiral).",
+        encoder=encoder.PointsEncoder.from_metadata,
+        network=denoiser.PointsNet.from_config,
+        default_config={
+            "parameterisation": "edm",
+            "sigma_data": 0.5,
+            "network": {"hidden": 256, "depth": 4, "emb": 64, "num_classes": 0},
+            "train": {"steps": 4000, "batch_size": 512, "lr": 1e-3, "ema_decay": 0.999, "cond_drop": 0.1},
+            "sample": {"sampler": "heun", "steps": 18},
+        },
+        datasets=datasets.DATASETS,
+        recipes={
+            "shapes": {"data": "shapes", "config": {"network": {"num_classes": 3},
+                                                    "train": {"steps": 30000, "batch_size": 1024, "lr": 1e-3,
+                                                              "warmup": 500, "ema_decay": 0.9995}}},
+            "moons": {"data": "moons", "config": {"train": {"steps": 8000}}},
+            "spiral": {"data": "spiral", "config": {"train": {"steps": 8000}}},
+            "gmm": {"data": "gmm", "config": {"train": {"steps": 8000}}},
+        },
+        pretrained={"shapes": PRETRAINED / "shapes.safetensors"},
+        metrics={"sliced_wasserstein": datasets.sliced_wasserstein_to},
+        guidance={"label": -1},
+        sample_options=[click.Option(["--label"], default=None,
+                                     help="Class to generate (name or index), 'all' to spread n over the classes "
+                                          "[default], or 'none' for the unconditional model.")],
+        make_cond=encoder.make_cond,
+        demo=demo.run,
+        draw=demo.draw_frames,
+    ))
