@@ -8,11 +8,12 @@ __all__ = ["hookimpl", "get_sampler", "get_modality", "load", "__version__"]
 
 def get_sampler(name: str):
     """The sampler registered under ``name`` (built-in or from a plugin)."""
+    from .errors import UnknownName
     from .plugins import registry
 
     table = registry().samplers
     if name not in table:
-        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(sorted(table))}")
+        raise UnknownName(f"unknown sampler {name!r}; known: {', '.join(sorted(table))}")
     return table[name]
 
 

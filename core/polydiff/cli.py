@@ -60,8 +60,8 @@ class _ModalityGroup(_Group):
         if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
             try:
                 registry().modality(args[0])
-            except PolydiffError as e:
-                raise click.UsageError(_one_line(e), ctx) from None
+            except PolydiffError as e:  # one line, like every other user error (no usage block)
+                raise click.ClickException(_one_line(e)) from None
         return super().resolve_command(ctx, args)
 
 

@@ -33,6 +33,7 @@ __all__ = ["Registry", "PluginRecord", "Scorer", "registry", "reset", "ENTRY_POI
 
 ENTRY_POINT_GROUP = "polydiff"
 _HOOKS = ("register_modalities", "register_samplers", "register_schedules", "register_scorers")
+_SINGULAR = {"modalities": "modality", "samplers": "sampler", "schedules": "schedule", "scorers": "scorer"}
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Registry:
             self._register(module, rec, strict=False)
         if only is not None:
             for name in only:
-                if name not in seen:
+                if name not in seen and name not in self.plugins:  # e.g. the built-in "polydiff"
                     self.plugins[name] = PluginRecord(name=name, status="error",
                                                       error="no installed plugin of this name",
                                                       hint=f"pip install polydiff-{name}")
@@ -128,13 +129,24 @@ class Registry:
 
         An explicitly registered plugin with an unknown hook raises
         :class:`pluggy.PluginValidationError`; other failures are recorded like autoloaded ones and
-        returned in the record.
+        returned in the record. A name that is already taken by a registered plugin leaves that plugin
+        and its record alone; the newcomer is recorded as an error under ``"NAME (DISTRIBUTION)"``.
         """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         rec = PluginRecord(name=name, distribution=distribution, version=version, builtin=builtin)
         return self._register(plugin, rec, strict=True)
 
     def _register(self, plugin, rec: PluginRecord, strict: bool) -> PluginRecord:
+        if self.pm.get_plugin(rec.name) is not None:
+            taken = rec.name
+            base = f"{taken} ({rec.distribution or 'duplicate'})"
+            key, i = base, 2
+            while key in self.plugins:
+                key, i = f"{base} #{i}", i + 1
+            rec.name, rec.status = key, "error"
+            rec.error = f"another plugin is already registered under the name {taken!r}"
+            self.plugins[key] = rec
+            return rec
         self.plugins[rec.name] = rec
         try:
             self.pm.register(plugin, name=rec.name)
@@ -188,7 +200,7 @@ class Registry:
                 for key in table:
                     owner = self._owner.get((kind, key))
                     if owner is not None and owner != rec.name:
-                        raise ValueError(f"{kind[:-1]} {key!r} is already registered by plugin {owner!r}")
+                        raise ValueError(f"{_SINGULAR[kind]} {key!r} is already registered by plugin {owner!r}")
         except Exception as e:
             self.pm.unregister(plugin)
             rec.status, rec.error = "error", f"{type(e).__name__} in hook: {e}"

@@ -285,19 +285,18 @@ class Trainer:
         if not params:
             raise PolydiffError("the network has no trainable parameters")
         opt = torch.optim.AdamW(params, lr=self.lr_at(0), weight_decay=float(t["weight_decay"]))
+        model = net
+        if world > 1:  # wrapping broadcasts rank 0's weights, so the replicas (and EMAs below) start equal
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
         with torch.no_grad():
             self.ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
         start, last_loss, seconds0 = 0, None, 0.0
-        if resume:
+        if resume:  # every rank reads the same checkpoint
             start, last_loss, seconds0 = self._load_checkpoint(net, opt)
         self.step = start
-
-        model = net
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
         D = make_denoiser(model, self.config["parameterisation"], float(self.config["sigma_data"]))
 
         if self.is_main:
@@ -324,7 +323,7 @@ class Trainer:
             for step in range(start, steps):
                 # --- all randomness of this step comes from (seed, step, rank) -------------------
                 g = torch.Generator().manual_seed(_seed_for(seed, step, rank, "batch"))
-                torch.manual_seed(_seed_for(seed, step, rank, "global"))  # dropout etc. inside the network
+                self._seed_global(_seed_for(seed, step, rank, "global"))  # dropout etc. inside the network
                 idx = torch.randint(n_local, (local_batch,), generator=g)
                 sigma = sample_sigma(local_batch, generator=g, **sigma_args)
                 noise = torch.randn((local_batch,) + tuple(x_local.shape[1:]), generator=g)
@@ -383,6 +382,13 @@ class Trainer:
             dist.barrier()
         return {"step": self.step, "loss": last_loss, "model_path": str(self.model_path),
                 "checkpoint_path": str(self.checkpoint_path), "metrics_path": str(self.metrics_path)}
+
+    def _seed_global(self, s: int):
+        """Seed the default generators of the CPU and of the training device (cheaper than torch.manual_seed)."""
+        torch.default_generator.manual_seed(s)
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                torch.cuda.manual_seed(s)
 
     def _reduce(self, loss: torch.Tensor, grad_norm: torch.Tensor):
         """(mean loss over ranks, grad norm, all finite on every rank)."""

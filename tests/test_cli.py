@@ -1,0 +1,338 @@
+"""The ``polydiff`` command: plugin listing, help, one-line user errors, and sample/score/inspect on a toy bundle."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from polydiff.cli import cli
+
+POLYDIFF = Path(sys.executable).with_name("polydiff")
+
+
+class _Mkdir:
+    """Unpickling this creates a folder: proof that a file was (wrongly) unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+@pytest.fixture
+def toy(fresh_registry, fixture_plugins):
+    """The process-wide registry with the toy modality registered; returns the fixture module."""
+    import polydiff_toy
+
+    rec = fresh_registry.register_plugin(polydiff_toy.plugin, name="toy", distribution="polydiff-toy", version="0.0.1")
+    assert rec.status == "ok", rec.error
+    return polydiff_toy
+
+
+@pytest.fixture
+def bundle(toy, tmp_path):
+    return toy.save_bundle(tmp_path / "toy.safetensors")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_user_error(result, *words):
+    """Non-zero exit, one line on stderr naming the problem, no traceback, nothing on stdout."""
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and "Traceback" not in result.output
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert result.stdout == ""
+
+
+def run_polydiff(args, env=None, cwd=None):
+    exe = [str(POLYDIFF)] if POLYDIFF.exists() else [sys.executable, "-m", "polydiff.cli"]
+    return subprocess.run(exe + [str(a) for a in args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=120)
+
+
+def read_csv(path):
+    lines = Path(path).read_text().splitlines()
+    return lines[0], [tuple(float(v) for v in ln.split(",")) for ln in lines[1:]]
+
+
+# ------------------------------------------------------------------------------------ help
+def _verbs():
+    return sorted(cli.commands)
+
+
+def test_top_level_help():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for verb in ("plugins", "train", "sample", "score", "inspect", "demo"):
+        assert verb in result.stdout
+
+
+@pytest.mark.parametrize("verb", _verbs())
+def test_every_verb_has_help(toy, verb):
+    result = invoke(verb, "--help")
+    assert result.exit_code == 0 and "Usage: " in result.stdout and result.stderr == ""
+
+
+@pytest.mark.parametrize("verb", ["train", "sample"])
+def test_modality_subcommands_have_help(toy, verb):
+    listing = invoke(verb, "--help")
+    assert listing.exit_code == 0 and "toy" in listing.stdout
+    result = invoke(verb, "toy", "--help")
+    assert result.exit_code == 0 and "Rows of numbers" in result.stdout
+
+
+# ------------------------------------------------------------------------------------ plugins
+def test_plugins_json_lists_builtin_and_toy(toy):
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert isinstance(data, list) and all(isinstance(d, dict) for d in data)
+    for d in data:
+        assert {"name", "version", "status", "modalities"} <= set(d)
+    by_name = {d["name"]: d for d in data}
+    assert data[0]["name"] == "polydiff" and data[0]["status"] == "ok" and "euler" in data[0]["samplers"]
+    assert by_name["toy"]["modalities"] == ["toy"] and by_name["toy"]["version"] == "0.0.1"
+
+
+def test_plugins_table(toy, fixture_plugins):
+    import polydiff_fixture_plugins as fx
+    import polydiff.plugins
+
+    polydiff.plugins.registry().register_plugin(fx.needs_package, name="needs")
+    result = invoke("plugins")
+    assert result.exit_code == 0
+    assert "modalities: toy" in result.stdout and "fix: pip install polydiff-fixture-absent" in result.stdout
+
+
+def test_plugins_json_subprocess_with_broken_plugin(fake_site, tmp_path):
+    fake_site.add("polydiff-toy", {"toy": "polydiff_toy:plugin"}, version="0.0.2")
+    fake_site.add("polydiff-fixture-broken", {"broken": "polydiff_fixture_broken"})
+    fake_site.add("polydiff-fixture-extras", {"extras": "polydiff_fixture_plugins:extras"})
+    env = fake_site.env(POLYDIFF_LOAD_PLUGINS="toy,broken,extras")
+    proc = run_polydiff(["plugins", "--json"], env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    by_name = {d["name"]: d for d in json.loads(proc.stdout)}
+    assert by_name["toy"]["status"] == "ok" and by_name["toy"]["modalities"] == ["toy"]
+    assert by_name["toy"]["version"] == "0.0.2"
+    broken = by_name["broken"]
+    assert broken["status"] == "error" and broken["hint"] == "pip install polydiff_fixture_missing_dependency"
+    # the command's main() let plugins add their commands through register_commands
+    assert by_name["extras"]["status"] == "ok" and by_name["extras"]["commands"] == ["fixture-hello"]
+
+
+# ------------------------------------------------------------------------------------ user errors
+@pytest.mark.parametrize("verb", ["sample", "train"])
+def test_unknown_modality_is_one_line(toy, verb, tmp_path):
+    result = invoke(verb, "nope", "--out", tmp_path / "x.csv")
+    assert_user_error(result, "unknown modality 'nope'", "toy")
+
+
+def test_unknown_recipe_is_one_line(toy):
+    pytest.importorskip("polydiff.training")
+    assert_user_error(invoke("train", "toy", "--recipe", "nope"), "no recipe 'nope'", "tiny")
+
+
+@pytest.fixture
+def bad_models(tmp_path):
+    """Model files that must be refused: torch.save (.pt), a pickle under a .safetensors name, random bytes."""
+    marker = tmp_path / "unpickled"
+    evil = {"w": torch.zeros(2), "payload": _Mkdir(marker)}
+    files = {}
+    files["torch.pt"] = tmp_path / "model.pt"
+    torch.save(evil, files["torch.pt"])
+    files["pickle.safetensors"] = tmp_path / "pickled.safetensors"
+    files["pickle.safetensors"].write_bytes(pickle.dumps(evil, protocol=4))
+    files["zip.safetensors"] = tmp_path / "zipped.safetensors"
+    files["zip.safetensors"].write_bytes(files["torch.pt"].read_bytes())
+    files["random.safetensors"] = tmp_path / "random.safetensors"
+    files["random.safetensors"].write_bytes(random.Random(0).randbytes(4096))
+    files["missing.safetensors"] = tmp_path / "missing.safetensors"
+    yield files
+    assert not marker.exists(), "a model file was unpickled"
+
+
+BAD = ["torch.pt", "pickle.safetensors", "zip.safetensors", "random.safetensors", "missing.safetensors"]
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_inspect_refuses_bad_model_files(toy, bad_models, kind):
+    path = bad_models[kind]
+    assert_user_error(invoke("inspect", path), path.name)
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_score_refuses_bad_model_files(toy, bad_models, kind, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("x0,x1\n0,1\n")
+    assert_user_error(invoke("score", data, "--model", bad_models[kind], "--out", tmp_path / "s.csv"),
+                      bad_models[kind].name)
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("kind", ["torch.pt", "random.safetensors"])
+def test_sample_refuses_bad_model_files(toy, bad_models, kind, tmp_path):
+    result = invoke("sample", "toy", "--model", bad_models[kind], "-n", 2, "--out", tmp_path / "o.csv")
+    assert_user_error(result, bad_models[kind].name)
+
+
+def test_score_missing_data_file(bundle, tmp_path):
+    assert_user_error(invoke("score", tmp_path / "absent.csv", "--model", bundle, "--out", tmp_path / "s.csv"),
+                      "absent.csv")
+
+
+def test_score_bad_data_and_unknown_method(bundle, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("x0,x1\n0,1\n2,oops\n")
+    assert_user_error(invoke("score", data, "--model", bundle, "--out", tmp_path / "s.csv"), "line 3")
+    data.write_text("x0,x1\n0,1\n")
+    assert_user_error(invoke("score", data, "--model", bundle, "--method", "nope", "--out", tmp_path / "s.csv"),
+                      "unknown scoring method 'nope'", "elbo")
+
+
+def test_sample_modality_mismatch(toy, tmp_path, fixture_plugins):
+    import polydiff.plugins
+    import polydiff_toy
+
+    reg = polydiff.plugins.registry()
+    reg.modalities["other"] = polydiff_toy.make_modality("other")
+    path = polydiff_toy.save_bundle(tmp_path / "toy.safetensors")
+    result = invoke("sample", "other", "--model", path, "-n", 2, "--out", tmp_path / "o.csv")
+    assert_user_error(result, "a 'toy' model, not a 'other' model")
+
+
+def test_user_error_in_a_subprocess(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYDIFF_")}
+    env["POLYDIFF_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    proc = run_polydiff(["sample", "nope", "--out", tmp_path / "x.csv"], env=env, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "Error: unknown modality 'nope'; installed: none (pip install polydiff-nope if it exists)"]
+    assert proc.stdout == "" and not (tmp_path / "x.csv").exists()
+
+
+# ------------------------------------------------------------------------------------ with a bundle
+def test_inspect_prints_the_bundle_document(bundle):
+    result = invoke("inspect", bundle)
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["modality"] == "toy" and doc["kind"] == "model" and doc["format"] == "polydiff-bundle"
+    assert doc["config"]["sample"]["sampler"] == "euler" and doc["encoder"]["dim"] == 2
+
+
+def test_sample_end_to_end(bundle, tmp_path):
+    out = tmp_path / "f.csv"
+    result = invoke("sample", "toy", "--model", bundle, "-n", 4, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "wrote 4 toy samples" in result.stdout
+    header, rows = read_csv(out)
+    assert header == "x0,x1" and len(rows) == 4
+    assert all(len(r) == 2 and all(abs(v) < 1e6 for v in r) for r in rows)
+    again = tmp_path / "g.csv"
+    summary = json.loads(invoke("sample", "toy", "--model", bundle, "-n", 4, "--out", again, "--json").stdout)
+    assert summary["n"] == 4 and summary["sampler"] == "euler" and summary["steps"] == 5
+    assert summary["files"] == [str(again)]
+    assert again.read_text() == out.read_text()  # same seed, same samples
+    other = tmp_path / "h.csv"
+    assert invoke("sample", "toy", "--model", bundle, "-n", 4, "--seed", 1, "--sampler", "heun",
+                  "--steps", 3, "--out", other).exit_code == 0
+    assert other.read_text() != out.read_text()
+
+
+def test_sample_end_to_end_in_a_subprocess(fake_site, tmp_path, fixture_plugins):
+    import polydiff_toy
+
+    path = polydiff_toy.save_bundle(tmp_path / "toy.safetensors")
+    fake_site.add("polydiff-toy", {"toy": "polydiff_toy:plugin"})
+    proc = run_polydiff(["sample", "toy", "--model", path, "-n", 4, "--out", tmp_path / "f.csv", "--json"],
+                        env=fake_site.env(POLYDIFF_LOAD_PLUGINS="toy"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n"] == 4
+    assert len(read_csv(tmp_path / "f.csv")[1]) == 4
+
+
+def test_score_one_row_per_input_in_order(bundle, tmp_path):
+    rows = [(0.0, 1.0), (5.0, -3.0), (1.0, -1.0), (40.0, 40.0), (2.0, 0.5)]
+    data = tmp_path / "data.csv"
+    data.write_text("x0,x1\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    rev = tmp_path / "rev.csv"
+    rev.write_text("x0,x1\n" + "".join(f"{a},{b}\n" for a, b in reversed(rows)))
+
+    def score(path, out, *extra):
+        result = invoke("score", path, "--model", bundle, "--out", out, *extra)
+        assert result.exit_code == 0, result.output
+        lines = Path(out).read_text().splitlines()
+        assert lines[0] == "index,score"
+        idx, vals = zip(*((int(i), float(s)) for i, s in (ln.split(",") for ln in lines[1:])))
+        assert list(idx) == list(range(len(rows)))
+        return list(vals)
+
+    forward = score(data, tmp_path / "s.csv")
+    assert len(forward) == len(rows) and all(v >= 0 for v in forward)
+    assert forward[3] == max(forward)  # the far-away row is the most anomalous
+    backward = score(rev, tmp_path / "r.csv")
+    assert backward[::-1] == pytest.approx(forward, rel=1e-4)
+    assert score(data, tmp_path / "b.csv", "--batch-size", 2) == pytest.approx(forward, rel=1e-4)
+    assert score(data, tmp_path / "m.csv", "--method", "reconstruction") != forward
+    summary = json.loads(invoke("score", data, "--model", bundle, "--out", tmp_path / "j.csv", "--json").stdout)
+    assert summary["rows"] == len(rows) and summary["method"] == "elbo"
+
+
+def test_sample_without_model_and_no_pretrained(toy, tmp_path):
+    assert_user_error(invoke("sample", "toy", "-n", 2, "--out", tmp_path / "o.csv"), "no pretrained model")
+
+
+def test_trajectory_without_draw_fails_before_writing(bundle, tmp_path):
+    out = tmp_path / "o.csv"
+    result = invoke("sample", "toy", "--model", bundle, "-n", 2, "--out", out, "--trajectory", tmp_path / "t.png")
+    assert_user_error(result, "cannot draw trajectories")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["-n", 0], ["--steps", 0]])
+def test_sample_rejects_non_positive_counts(bundle, tmp_path, args):
+    result = invoke("sample", "toy", "--model", bundle, *args, "--out", tmp_path / "o.csv")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_score_rejects_zero_batch_size(bundle, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("x0,x1\n0,1\n")
+    result = invoke("score", data, "--model", bundle, "--batch-size", 0, "--out", tmp_path / "s.csv")
+    assert result.exit_code != 0 and "batch-size" in result.output
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_score_encoder_value_error_is_one_line(bundle, toy, tmp_path, monkeypatch):
+    """The Encoder protocol lets read() raise a plain ValueError for bad input."""
+    def read(self, path):
+        raise ValueError(f"{path}: line 2: not a toy row\nmore detail")
+
+    monkeypatch.setattr(toy.ToyEncoder, "read", read)
+    data = tmp_path / "data.csv"
+    data.write_text("x0,x1\n0,1\n")
+    assert_user_error(invoke("score", data, "--model", bundle, "--out", tmp_path / "s.csv"), "not a toy row")
+
+
+def test_score_no_items_is_one_line(bundle, toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(toy.ToyEncoder, "read", lambda self, path: [])
+    data = tmp_path / "data.csv"
+    data.write_text("x0,x1\n")
+    assert_user_error(invoke("score", data, "--model", bundle, "--out", tmp_path / "s.csv"), "data.csv")
+    assert not (tmp_path / "s.csv").exists()
