@@ -152,6 +152,10 @@ def _sample_command(modality):
     def cmd(model_name, n, sampler, steps, seed, cfg_scale, out, trajectory, device, as_json, **options):
         from .model import Model
 
+        if steps is not None and steps < 1:
+            raise PolydiffError(f"--steps must be at least 1, got {steps}")
+        if trajectory and modality.draw is None:
+            raise PolydiffError(f"modality {modality.name!r} cannot draw trajectories")
         if model_name is None:
             if not modality.pretrained:
                 raise PolydiffError(f"modality {modality.name!r} has no pretrained model; give --model PATH")
@@ -161,7 +165,8 @@ def _sample_command(modality):
         total = int(steps or model.config.get("sample", {}).get("steps", 20))
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=f"sampling {n} {modality.name}", disable=as_json, leave=False)
+        # no bar with --json or when stderr is not a terminal (disable=None), so errors stay one line in logs
+        bar = tqdm(total=total, desc=f"sampling {n} {modality.name}", disable=True if as_json else None, leave=False)
 
         def callback(info):
             bar.update(1)
@@ -170,10 +175,12 @@ def _sample_command(modality):
                 titles.append(f"sigma={info['sigma']:.3g}")
 
         t0 = time.perf_counter()
-        x, cond = model.sample(n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale, callback=callback,
-                               **options)
+        try:
+            x, cond = model.sample(n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale,
+                                   callback=callback, **options)
+        finally:
+            bar.close()
         seconds = time.perf_counter() - t0
-        bar.close()
         cond = {k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in cond.items()}
         items = model.encoder.decode(x.cpu(), cond)
         files = model.encoder.write(items, out)
@@ -181,8 +188,6 @@ def _sample_command(modality):
                    "sampler": sampler or model.config.get("sample", {}).get("sampler"),
                    "steps": total, "seed": seed, "seconds": round(seconds, 4), "files": [str(f) for f in files]}
         if trajectory:
-            if modality.draw is None:
-                raise PolydiffError(f"modality {modality.name!r} cannot draw trajectories")
             frames.append(x.cpu())
             titles.append("final")
             modality.draw(model.encoder, frames, cond, trajectory, titles=titles)
@@ -217,10 +222,21 @@ def sample_group():
 def score_cmd(data, model_name, method, out, batch_size, device, as_json):
     """Score how anomalous each item of DATA is under a trained model (higher = more anomalous)."""
     from .checkpoint import atomic_write_text
+    from .errors import InputError
     from .model import Model
 
+    if batch_size < 1:
+        raise PolydiffError(f"--batch-size must be at least 1, got {batch_size}")
     model = Model.load(model_name, device=device)
-    items = model.encoder.read(data)
+    try:
+        items = model.encoder.read(data)
+    except PolydiffError:
+        raise
+    except ValueError as e:  # the Encoder protocol: bad input raises ValueError naming the problem
+        msg = _one_line(e)
+        raise InputError(msg if str(data) in msg else f"{data}: {msg}") from None
+    if len(items) == 0:
+        raise InputError(f"{data}: no items to score")
     scores = model.score(items, method=method, batch_size=batch_size).tolist()
     lines = ["index,score"] + [f"{i},{s:.8g}" for i, s in enumerate(scores)]
     atomic_write_text(out, "\n".join(lines) + "\n")
