@@ -70,7 +70,7 @@ def eval_loss(net, x):
     g = torch.Generator().manual_seed(123)
     sigma = torch.tensor([0.1, 0.2, 0.3, 0.4]).repeat_interleave(len(x) // 4)
     noise = torch.randn(x.shape, generator=g)
-    D = make_denoiser(net, "edm", 0.5)
+    D = make_denoiser(net.cpu(), "edm", 0.5)
     with torch.no_grad():
         return denoising_loss(D, x, sigma, noise, weighting="edm", sigma_data=0.5).mean().item()
 
@@ -108,7 +108,7 @@ def test_training_reduces_loss_and_writes_bundles(tmp_path):
     assert meta["config"]["train"]["sigma_dist"] == "lognormal"  # defaults filled in
     assert "polydiff_version" in meta and meta["guidance"] is None
     for k, v in net.state_dict().items():
-        assert torch.equal(tensors[f"model.{k}"], v)
+        assert torch.equal(tensors[f"model.{k}"], v.cpu())
     # the EMA model also denoises well, and differs from the raw weights
     ema_net = TinyNet(hidden=64)
     ema_net.load_state_dict(checkpoint.split_prefix(tensors, "ema"))

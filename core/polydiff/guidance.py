@@ -83,14 +83,41 @@ def masked_denoiser(D: Callable, known: torch.Tensor, known_mask: torch.Tensor) 
 
 def sample_masked(sampler: Callable, D: Callable, x: torch.Tensor, sigmas: torch.Tensor, known: torch.Tensor,
                   known_mask: torch.Tensor, *, cond: Optional[dict] = None, generator=None, callback=None,
-                  **options) -> torch.Tensor:
+                  resample: int = 1, **options) -> torch.Tensor:
     """Run any sampler with masked conditioning; known values (mask == 1) are returned exactly.
 
     ``x`` is the starting noise ``sigmas[0] * eps``. The known region starts at ``known + x`` so it
     is already on the forward process.
+
+    Replacing the estimate alone lets the unknown region drift from the exact conditional when the two
+    regions are strongly coupled. ``resample = r > 1`` applies the resampling of RePaint (Lugmayr et al.
+    2022): each step is taken r times, and between takes the state is pushed back up from sigma_next to
+    sigma with fresh noise, so the unknown region keeps being harmonised with the known one. It costs
+    r times the network evaluations; the sampler is then run one step at a time (multistep samplers fall
+    back to their first-order step).
     """
+    if resample < 1:
+        raise ValueError(f"resample must be at least 1, got {resample}")
     keep = known_mask.to(x.dtype).expand_as(x)
     x = x + known * keep
-    out = sampler(masked_denoiser(D, known, keep), x, sigmas, cond=cond, generator=generator,
-                  callback=callback, **options)
-    return torch.where(keep.bool(), known, out)
+    Dm = masked_denoiser(D, known, keep)
+    if resample == 1:
+        out = sampler(Dm, x, sigmas, cond=cond, generator=generator, callback=callback, **options)
+        return torch.where(keep.bool(), known, out)
+    mask = (cond or {}).get("mask")
+    s = sigmas.tolist()
+    for i in range(len(s) - 1):
+        pair = sigmas[i:i + 2]
+        for r in range(resample):
+            x_next = sampler(Dm, x, pair, cond=cond, generator=generator, **options)
+            if r < resample - 1 and s[i + 1] < s[i]:
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                if mask is not None:
+                    noise = noise * mask
+                x = x_next + noise * (s[i] ** 2 - s[i + 1] ** 2) ** 0.5
+            else:
+                x = x_next
+        if callback is not None:  # the estimate at the new state (one extra evaluation, only when asked)
+            den = Dm(x, sigmas[i + 1].expand(x.shape[0]), **(cond or {})) if s[i + 1] > 0 else x
+            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": den})
+    return torch.where(keep.bool(), known, x)
