@@ -153,7 +153,7 @@ def reverse_trajectories() -> Path:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.0), gridspec_kw={"width_ratios": [1.4, 1]})
 
     # 1-D: x against sigma on a log axis, with the x0 estimate the step moves towards
-    sig = schedules.karras(14, sigma_min=0.02, sigma_max=6.0)
+    sig = schedules.karras(20, sigma_min=0.02, sigma_max=6.0)
     x = torch.randn(8, 1, generator=g, dtype=torch.float64) * sig[0]
     states, estimates = run_euler(LINE, x, sig)
     s_plot = sig.clone()
@@ -166,7 +166,7 @@ def reverse_trajectories() -> Path:
         ax.axhline(m, color=GREY, lw=0.6, ls=":")
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel(r"$\sigma$ (sampling runs right to left ... to 0)")
+    ax.set_xlabel(r"$\sigma$ (sampling runs left to right; the last point is $\sigma$ = 0)")
     ax.set_ylabel("x")
     ax.set_title(r"Euler steps (lines) and the estimates $D(x,\sigma)$ (dots)")
 
@@ -262,26 +262,44 @@ def classifier_free_guidance() -> Path:
 # ------------------------------------------------------------------------------------------------
 # (f) masked conditioning
 # ------------------------------------------------------------------------------------------------
+def exact_conditional_y(mix: GaussianMixture, known_x: float, ys: torch.Tensor) -> torch.Tensor:
+    """p(y | x = known_x) of a 2-D isotropic mixture: a 1-D mixture reweighted by how well x fits each part."""
+    v = mix.stds**2
+    logw = mix.weights.log() - 0.5 * (known_x - mix.means[:, 0]) ** 2 / v - 0.5 * v.log()
+    w = torch.softmax(logw, 0)
+    comp = torch.exp(-0.5 * (ys[:, None] - mix.means[None, :, 1]) ** 2 / v) / torch.sqrt(2 * math.pi * v)
+    return comp @ w
+
+
 def masked_conditioning() -> Path:
     """Fix the x coordinate of each point and let the sampler generate y in agreement with it."""
     g = seeded(4)
     sig = schedules.karras(24, sigma_min=0.01, sigma_max=20.0)
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.6, 3.9), gridspec_kw={"width_ratios": [1, 1.15]})
     bg = RING.sample(2000, generator=g)
     ax.scatter(bg[:, 0], bg[:, 1], s=1, color=GREY, alpha=0.25, rasterized=True)
-    for k, known_x in enumerate([-2.0, -1.41, 0.0, 1.0, 1.41]):
-        n = 150
+    ys = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    for k, known_x in enumerate([-2.0, 0.0, 1.41]):
+        n = 1000
         known = torch.zeros(n, 2, dtype=torch.float64)
         known[:, 0] = known_x
-        mask = torch.tensor([1.0, 0.0], dtype=torch.float64).expand(n, 2)
+        mask = torch.tensor([1.0, 0.0], dtype=torch.float64).expand(n, 2)  # 1 = given, 0 = generate
         x = torch.randn(n, 2, generator=g, dtype=torch.float64) * sig[0]
         out = guidance.sample_masked(samplers.heun, RING, x, sig, known, mask)
-        ax.scatter(out[:, 0], out[:, 1], s=6, alpha=0.6, color=COLORS[k], label=f"x = {known_x:g} (given)")
+        assert bool((out[:, 0] == known_x).all())  # the given values come back exactly
+        ax.scatter(out[:150, 0], out[:150, 1], s=6, alpha=0.6, color=COLORS[k], label=f"x = {known_x:g} (given)")
+        bx.hist(out[:, 1].numpy(), bins=60, range=(-3, 3), density=True, color=COLORS[k], alpha=0.35)
+        bx.plot(ys.numpy(), exact_conditional_y(RING, known_x, ys).numpy(), color=COLORS[k], lw=1.2,
+                label=f"x = {known_x:g}")
     ax.set_xlim(-3.5, 3.5)
     ax.set_ylim(-3.5, 3.5)
     ax.set_aspect("equal")
     ax.set_title("masked conditioning: x given, y generated")
     ax.legend(fontsize=7, frameon=False, loc="center")
+    bx.set_xlabel("generated y")
+    bx.set_ylabel("density")
+    bx.set_title("generated y (bars) and the exact p(y | x) (lines)")
+    bx.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return save(fig, "masked.png")
 
@@ -298,7 +316,7 @@ def anomaly_map() -> Path:
     score = scoring.elbo(model, grid, {}, n_sigmas=12).reshape(gx.shape)
 
     g = seeded(5)
-    inliers = RING.sample(6, generator=g)
+    inliers = (RING.means[1::2] + 0.1 * torch.randn(4, 2, generator=g, dtype=torch.float64)).float()
     outliers = torch.tensor([[0.0, 0.0], [3.3, -2.6], [-1.0, 1.1]], dtype=torch.float32)
     s_in = scoring.elbo(model, inliers.double(), {}, n_sigmas=12)
     s_out = scoring.elbo(model, outliers.double(), {}, n_sigmas=12)

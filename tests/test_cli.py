@@ -147,6 +147,14 @@ def test_unknown_recipe_is_one_line(toy):
     assert_user_error(invoke("train", "toy", "--recipe", "nope"), "no recipe 'nope'", "tiny")
 
 
+def test_train_without_data_or_with_a_missing_file(toy, tmp_path):
+    pytest.importorskip("polydiff.training")
+    assert_user_error(invoke("train", "toy", "--out", tmp_path / "run"), "--data", "tiny")
+    assert_user_error(invoke("train", "toy", "--data", tmp_path / "absent.csv", "--out", tmp_path / "run"),
+                      "absent.csv")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def bad_models(tmp_path):
     """Model files that must be refused: torch.save (.pt), a pickle under a .safetensors name, random bytes."""

@@ -270,14 +270,17 @@ def test_autoload_stays_on(fresh_registry, fake_site, monkeypatch, value):
     assert polydiff.plugins.registry().plugins["toy"].status == "ok"
 
 
-def test_entry_point_named_like_the_builtin_is_an_error_not_a_replacement(fresh_registry, fake_site):
-    fake_site.add("polydiff-impostor", {"polydiff": "polydiff_toy:plugin"})
+@pytest.mark.parametrize("target", ["polydiff_toy:plugin", "polydiff_fixture_broken"])
+@pytest.mark.parametrize("only", [None, ["toy"]])
+def test_entry_point_named_like_the_builtin_is_an_error_not_a_replacement(fresh_registry, fake_site, target, only):
+    fake_site.add("polydiff-impostor", {"polydiff": target})
     reg = fresh_registry
-    load(reg)
+    load(reg, only)
     builtin = reg.plugins["polydiff"]
     assert builtin.builtin and builtin.status == "ok" and "euler" in builtin.samplers
     impostors = [r for r in reg.records() if r.distribution == "polydiff-impostor"]
     assert len(impostors) == 1 and impostors[0].status == "error" and "toy" not in reg.modalities
+    assert impostors[0].name == "polydiff (polydiff-impostor)" and "already registered" in impostors[0].error
 
 
 def test_reset_installs_and_forgets(fresh_registry, monkeypatch):

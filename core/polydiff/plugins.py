@@ -97,6 +97,9 @@ class Registry:
             dist = getattr(ep, "dist", None)
             rec = PluginRecord(name=ep.name, distribution=getattr(dist, "name", None),
                                version=getattr(dist, "version", None))
+            if self.pm.get_plugin(ep.name) is not None:  # e.g. an entry point named "polydiff"
+                self._name_taken(rec)
+                continue
             if only is not None and ep.name not in only:
                 rec.status = "not-loaded"
                 rec.error = "not in POLYDIFF_LOAD_PLUGINS"
@@ -136,17 +139,21 @@ class Registry:
         rec = PluginRecord(name=name, distribution=distribution, version=version, builtin=builtin)
         return self._register(plugin, rec, strict=True)
 
+    def _name_taken(self, rec: PluginRecord) -> PluginRecord:
+        """Record ``rec`` as an error under a free key; the plugin already holding its name stays as it is."""
+        taken = rec.name
+        base = f"{taken} ({rec.distribution or 'duplicate'})"
+        key, i = base, 2
+        while key in self.plugins:
+            key, i = f"{base} #{i}", i + 1
+        rec.name, rec.status = key, "error"
+        rec.error = f"another plugin is already registered under the name {taken!r}"
+        self.plugins[key] = rec
+        return rec
+
     def _register(self, plugin, rec: PluginRecord, strict: bool) -> PluginRecord:
         if self.pm.get_plugin(rec.name) is not None:
-            taken = rec.name
-            base = f"{taken} ({rec.distribution or 'duplicate'})"
-            key, i = base, 2
-            while key in self.plugins:
-                key, i = f"{base} #{i}", i + 1
-            rec.name, rec.status = key, "error"
-            rec.error = f"another plugin is already registered under the name {taken!r}"
-            self.plugins[key] = rec
-            return rec
+            return self._name_taken(rec)
         self.plugins[rec.name] = rec
         try:
             self.pm.register(plugin, name=rec.name)

@@ -1,0 +1,439 @@
+"""Sampler benchmark: per-step overhead and sample quality per network evaluation, next to diffusers.
+
+    .venv/bin/python benchmarks/samplers.py             # tables on stdout
+    .venv/bin/python benchmarks/samplers.py --json      # one JSON document on stdout
+    .venv/bin/python benchmarks/samplers.py --runs 5    # runs (timing) / seeds (quality) per median
+
+Two parts.
+
+**Overhead.** A small conv network (batch 16, 3x32x32) and an MLP (batch 4096, d = 32) are treated as
+epsilon networks. polydiff drives them through :class:`polydiff.precond.EpsPrediction` (with the
+identity as ``sigma_to_t``), diffusers through its standard loop ``scale_model_input -> model -> step``.
+Both see the same network, the same batch, ``torch.inference_mode`` and 2 threads. A run's ratio is
+
+    wall time of one full sampling run (ladder / set_timesteps included) / (NFE x time of one forward)
+
+where the forward time is the mean of NFE back-to-back calls of the bare network, timed between the
+polydiff and the diffusers run of the same configuration, so that both runs share the baseline and a
+change in machine load between configurations does not bias the ratio. 1.00 means no overhead at all.
+
+**Quality per NFE.** The target is a 2-D ring of 8 Gaussians whose exact posterior mean
+(:class:`polydiff.gmm.GaussianMixture`) stands in for a perfectly trained network, so any remaining
+error is the sampler's (plus the noise of a finite sample). The score is the sliced Wasserstein-2
+distance (:func:`polydiff.metrics.sliced_wasserstein`, fixed projections) between the generated
+samples and fresh samples of the true distribution. Rows:
+
+* polydiff samplers on their default ladder ``karras(steps, sigma_min=0.002, sigma_max=80)``;
+* diffusers schedulers with their default configuration on VP linear betas (1e-4 .. 0.02, 1000 steps),
+  the exact denoiser wrapped as an epsilon network on the VP side;
+* polydiff samplers on the sigma ladder of the matching diffusers scheduler, from the same starting
+  noise (apples to apples; the largest difference to the diffusers result is reported too);
+* polydiff samplers on every built-in ladder at NFE = 10 (informative).
+
+Heun spends 2 * steps - 1 evaluations; its step counts are chosen as (NFE + 1) // 2, so its NFE is
+the requested one or one less (5, 9, 19, 49).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import polydiff
+from polydiff import samplers as S
+from polydiff import schedules as L
+from polydiff.gmm import GaussianMixture
+from polydiff.metrics import sliced_wasserstein
+from polydiff.precond import EpsPrediction
+
+try:
+    import diffusers
+except ImportError:  # the comparison rows are skipped
+    diffusers = None
+
+SAMPLER_NAMES = ["euler", "heun", "ddim", "ddpm", "dpmpp_2m", "unipc"]
+DIFFUSERS_CLASS = {
+    "euler": "EulerDiscreteScheduler", "heun": "HeunDiscreteScheduler", "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler",
+}
+VP_BETAS = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+OVERHEAD_STEPS = (10, 20, 50)
+QUALITY_NFE = (5, 10, 20, 50)
+N_SAMPLES = 10_000
+N_PROJECTIONS = 256
+PROJECTION_SEED = 1234
+TARGETS = {"conv": 1.02, "mlp": 1.10}
+
+
+def steps_for(name: str, nfe: int) -> int:
+    return (nfe + 1) // 2 if name == "heun" else nfe
+
+
+# ------------------------------------------------------------------------------------------------
+# diffusers side
+# ------------------------------------------------------------------------------------------------
+def make_scheduler(name: str):
+    """The diffusers scheduler matching polydiff sampler ``name``, default settings on VP linear betas.
+
+    DDIM and DDPM default to clipping x0 to [-1, 1], which is meant for images in that range; it is
+    switched off since the ring has radius 2. Everything else is left at the library defaults.
+    """
+    cls = getattr(diffusers, DIFFUSERS_CLASS[name])
+    extra = {"clip_sample": False} if name in ("ddim", "ddpm") else {}
+    if name == "dpmpp_2m":
+        extra.update(algorithm_type="dpmsolver++", solver_order=2)
+    if name == "unipc":
+        extra.update(solver_type="bh2", solver_order=2)
+    return cls(**VP_BETAS, **extra)
+
+
+def _is_vp(sched) -> bool:
+    """True when the scheduler's samples live on the VP side (x_vp = x_sigma / sqrt(1 + sigma^2))."""
+    return type(sched).__name__ not in ("EulerDiscreteScheduler", "HeunDiscreteScheduler")
+
+
+def current_sigma(sched, t) -> float:
+    """The VE noise level of the model call at timestep ``t`` (after scale_model_input)."""
+    if type(sched).__name__ in ("DDIMScheduler", "DDPMScheduler"):
+        ac = sched.alphas_cumprod[int(t)]
+        return float(((1 - ac) / ac) ** 0.5)
+    return float(sched.sigmas[sched.step_index or 0])
+
+
+def diffusers_ladder(sched) -> torch.Tensor:
+    """The sigma ladder a scheduler walks after ``set_timesteps`` (ending in 0)."""
+    if type(sched).__name__ in ("DDIMScheduler", "DDPMScheduler"):
+        ac = sched.alphas_cumprod[sched.timesteps.long()]
+        return torch.cat([((1 - ac) / ac) ** 0.5, torch.zeros(1)]).float()
+    return torch.unique_consecutive(sched.sigmas.float())
+
+
+def diffusers_sample(sched, model, z, steps, generator=None):
+    """The standard diffusers loop; returns the final sample (on the VE side, which at sigma = 0 is x0)."""
+    sched.set_timesteps(steps)
+    x = z * sched.init_noise_sigma
+    kw = {"generator": generator} if type(sched).__name__ == "DDPMScheduler" else {}
+    for t in sched.timesteps:
+        eps = model(sched.scale_model_input(x, t), t)
+        x = sched.step(eps, t, x, **kw).prev_sample
+    return x
+
+
+class GMMEps:
+    """The exact GMM denoiser as a diffusers-style epsilon network on the VP side of ``sched``."""
+
+    def __init__(self, gmm: GaussianMixture, sched):
+        self.gmm, self.sched = gmm, sched
+
+    def __call__(self, x_in, t):
+        s = current_sigma(self.sched, t)
+        x = x_in * math.sqrt(1 + s * s)  # model input is always VP-scaled: back to x_sigma
+        x0 = self.gmm(x, torch.full((x.shape[0],), s, dtype=torch.float64))
+        return (x - x0) / s
+
+
+def start_point(sched, z, ladder):
+    """polydiff's starting x (VE side) equal to diffusers' starting sample ``z * init_noise_sigma``."""
+    x = z * float(sched.init_noise_sigma)
+    return x * math.sqrt(1 + float(ladder[0]) ** 2) if _is_vp(sched) else x
+
+
+# ------------------------------------------------------------------------------------------------
+# overhead
+# ------------------------------------------------------------------------------------------------
+class ConvEps(nn.Module):
+    """Three 3x3 convolutions with an additive noise embedding; tanh keeps the output bounded."""
+
+    def __init__(self, ch: int = 32):
+        super().__init__()
+        self.inp = nn.Conv2d(3, ch, 3, padding=1)
+        self.mid = nn.Conv2d(ch, ch, 3, padding=1)
+        self.out = nn.Conv2d(ch, 3, 3, padding=1)
+        self.emb = nn.Parameter(torch.randn(ch) * 0.01)
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        h = F.silu(self.inp(x) + self.emb[:, None, None] * t)
+        return torch.tanh(self.out(F.silu(self.mid(h))))
+
+
+class MLPEps(nn.Module):
+    """Three linear layers with an additive noise embedding; tanh keeps the output bounded."""
+
+    def __init__(self, d: int = 32, width: int = 128):
+        super().__init__()
+        self.inp, self.mid, self.out = nn.Linear(d, width), nn.Linear(width, width), nn.Linear(width, d)
+        self.emb = nn.Parameter(torch.randn(width) * 0.01)
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, 1)
+        h = F.silu(self.inp(x) + self.emb * t)
+        return torch.tanh(self.out(F.silu(self.mid(h))))
+
+
+def _identity(sigma):
+    return sigma
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def overhead(runs: int, log) -> dict:
+    torch.manual_seed(0)
+    nets = {"conv": (ConvEps(), (16, 3, 32, 32)), "mlp": (MLPEps(), (4096, 32))}
+    out = {}
+    for key, (net, shape) in nets.items():
+        net.eval()
+        D = EpsPrediction(net, sigma_data=1.0, sigma_to_t=_identity)
+        z = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        t_probe = torch.tensor(1.0)
+        scheds = {n: make_scheduler(n) for n in SAMPLER_NAMES} if diffusers else {}
+
+        def run_polydiff(name, steps):
+            sig = L.karras(steps)
+            S.SAMPLERS[name](D, z * sig[0], sig, generator=torch.Generator().manual_seed(2))
+
+        def run_diffusers(name, steps):
+            diffusers_sample(scheds[name], net, z, steps, generator=torch.Generator().manual_seed(2))
+
+        def run_forward(nfe):
+            for _ in range(nfe):
+                net(z, t_probe)
+
+        ratios = {"polydiff": {n: {s: [] for s in OVERHEAD_STEPS} for n in SAMPLER_NAMES},
+                  "diffusers": {n: {s: [] for s in OVERHEAD_STEPS} for n in scheds}}
+        forward_ms = []
+        with torch.inference_mode():
+            for name in SAMPLER_NAMES:  # warm-up: every code path once
+                run_polydiff(name, 10)
+                if scheds:
+                    run_diffusers(name, 10)
+            run_forward(10)
+            for r in range(runs):
+                for name in SAMPLER_NAMES:
+                    for steps in OVERHEAD_STEPS:
+                        nfe = S.nfe(name, steps)
+                        # alternate the order so neither library always runs first
+                        first_poly = (r + OVERHEAD_STEPS.index(steps)) % 2 == 0
+                        if first_poly or not scheds:
+                            tp = _timed(lambda: run_polydiff(name, steps))
+                        tf = _timed(lambda: run_forward(nfe)) / nfe
+                        if scheds:
+                            td = _timed(lambda: run_diffusers(name, steps))
+                            ratios["diffusers"][name][steps].append(td / (nfe * tf))
+                        if not (first_poly or not scheds):
+                            tp = _timed(lambda: run_polydiff(name, steps))
+                        ratios["polydiff"][name][steps].append(tp / (nfe * tf))
+                        forward_ms.append(tf * 1e3)
+                log(f"overhead {key}: run {r + 1}/{runs} done")
+        med = {lib: {n: {str(s): statistics.median(v) for s, v in d.items()} for n, d in tab.items()}
+               for lib, tab in ratios.items()}
+        out[key] = {"batch_shape": list(shape), "forward_ms": statistics.median(forward_ms),
+                    "network": repr(net).replace("\n", " "), "ratio": med}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# quality per NFE
+# ------------------------------------------------------------------------------------------------
+def quality(runs: int, log) -> dict:
+    gmm = GaussianMixture.ring(k=8, radius=2.0, std=0.2)
+    proj = lambda: torch.Generator().manual_seed(PROJECTION_SEED)  # noqa: E731 - same directions everywhere
+    rows = {"polydiff_karras": {}, "diffusers": {}, "polydiff_on_diffusers_ladder": {}}
+    maxdiff = {}
+    ladders10 = {ln: {n: [] for n in SAMPLER_NAMES} for ln in L.LADDERS}
+    floor = []
+    nfe_used = {}
+
+    def put(table, name, nfe, value):
+        table.setdefault(name, {}).setdefault(str(nfe), []).append(value)
+
+    for seed in range(runs):
+        g = torch.Generator().manual_seed(seed)
+        ref = gmm.sample(N_SAMPLES, generator=g)
+        other = gmm.sample(N_SAMPLES, generator=g)
+        z = torch.randn(N_SAMPLES, 2, generator=g)
+        floor.append(sliced_wasserstein(ref, other, N_PROJECTIONS, generator=proj()))
+        swd = lambda x: sliced_wasserstein(x, ref, N_PROJECTIONS, generator=proj())  # noqa: E731
+        noise_gen = lambda: torch.Generator().manual_seed(10_000 + seed)  # noqa: E731
+        for nfe in QUALITY_NFE:
+            for name in SAMPLER_NAMES:
+                steps = steps_for(name, nfe)
+                nfe_used.setdefault(name, {})[str(nfe)] = S.nfe(name, steps)
+                sig = L.karras(steps, sigma_min=0.002, sigma_max=80.0)
+                x = S.SAMPLERS[name](gmm, z * sig[0], sig, generator=noise_gen())
+                put(rows["polydiff_karras"], name, nfe, swd(x))
+                if diffusers is None:
+                    continue
+                sched = make_scheduler(name)
+                xd = diffusers_sample(sched, GMMEps(gmm, sched), z, steps, generator=noise_gen())
+                put(rows["diffusers"], name, nfe, swd(xd))
+                lad = diffusers_ladder(sched)
+                xp = S.SAMPLERS[name](gmm, start_point(sched, z, lad), lad, generator=noise_gen())
+                put(rows["polydiff_on_diffusers_ladder"], name, nfe, swd(xp))
+                put(maxdiff, name, nfe, float((xp - xd).abs().max()))
+        for ln, fn in L.LADDERS.items():
+            for name in SAMPLER_NAMES:
+                sig = fn(steps_for(name, 10))
+                x = S.SAMPLERS[name](gmm, z * sig[0], sig, generator=noise_gen())
+                ladders10[ln][name].append(swd(x))
+        log(f"quality: seed {seed + 1}/{runs} done")
+
+    def med(table):
+        return {n: {k: statistics.median(v) for k, v in d.items()} for n, d in table.items()}
+
+    return {
+        "target": "GaussianMixture.ring(k=8, radius=2.0, std=0.2)",
+        "n_samples": N_SAMPLES, "n_projections": N_PROJECTIONS, "seeds": list(range(runs)),
+        "metric": "sliced Wasserstein-2 to fresh samples of the target (lower is better)",
+        "nfe": nfe_used,
+        "noise_floor": statistics.median(floor),
+        "swd": {k: med(v) for k, v in rows.items() if v},
+        "max_abs_diff_polydiff_vs_diffusers_same_ladder": {n: {k: max(v) for k, v in d.items()} for n, d in maxdiff.items()},
+        "ladders_nfe10": {ln: {n: statistics.median(v) for n, v in d.items()} for ln, d in ladders10.items()},
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "os": platform.platform()}
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
+    return info
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "diffusers": diffusers.__version__ if diffusers else None, "polydiff": polydiff.__version__}
+
+
+def targets(res: dict) -> list:
+    out = []
+    ov = res.get("overhead")
+    if ov:
+        for key, limit in TARGETS.items():
+            worst = max(v for d in ov[key]["ratio"]["polydiff"].values() for v in d.values())
+            out.append({"name": f"overhead {key}: every polydiff sampler and step count <= {limit}",
+                        "measured": round(worst, 4), "threshold": limit, "pass": worst <= limit})
+        if "diffusers" in ov["mlp"]["ratio"] and ov["mlp"]["ratio"]["diffusers"]:
+            pairs = [(n, s) for n in SAMPLER_NAMES for s in map(str, OVERHEAD_STEPS)]
+            below = [p for p in pairs if ov["mlp"]["ratio"]["polydiff"][p[0]][p[1]] < ov["mlp"]["ratio"]["diffusers"][p[0]][p[1]]]
+            out.append({"name": "overhead mlp: polydiff below the matching diffusers scheduler",
+                        "measured": f"{len(below)}/{len(pairs)} configurations", "threshold": "all",
+                        "pass": len(below) == len(pairs)})
+    q = res.get("quality")
+    if q and "diffusers" in q["swd"]:
+        best_p = min(q["swd"]["polydiff_karras"].items(), key=lambda kv: kv[1]["10"])
+        best_d = min(q["swd"]["diffusers"].items(), key=lambda kv: kv[1]["10"])
+        out.append({"name": "quality NFE=10: best polydiff sampler (default karras ladder) <= best diffusers scheduler",
+                    "measured": f"{best_p[0]} {best_p[1]['10']:.4f} vs {DIFFUSERS_CLASS[best_d[0]]} {best_d[1]['10']:.4f}",
+                    "threshold": "<=", "pass": best_p[1]["10"] <= best_d[1]["10"]})
+        best_a = min(q["swd"]["polydiff_on_diffusers_ladder"].items(), key=lambda kv: kv[1]["10"])
+        out.append({"name": "quality NFE=10, same ladders: best polydiff sampler <= best diffusers scheduler (informative)",
+                    "measured": f"{best_a[0]} {best_a[1]['10']:.4f} vs {DIFFUSERS_CLASS[best_d[0]]} {best_d[1]['10']:.4f}",
+                    "threshold": "<=", "pass": best_a[1]["10"] <= best_d[1]["10"]})
+    return out
+
+
+def print_tables(res: dict) -> None:
+    m, v = res["machine"], res["versions"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}; "
+          f"load average at start {m.get('load_average_at_start')}")
+    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    print(f"runs per median: {res['runs']}; total wall time {res['wall_s']:.0f} s\n")
+    ov = res.get("overhead")
+    if ov:
+        for key in ov:
+            print(f"Overhead ratio, {key} (batch {ov[key]['batch_shape']}, one forward {ov[key]['forward_ms']:.2f} ms)")
+            print(f"  {'sampler':<10}" + "".join(f"{'pd ' + str(s):>9}" for s in OVERHEAD_STEPS)
+                  + "".join(f"{'df ' + str(s):>9}" for s in OVERHEAD_STEPS) + "  diffusers class")
+            for n in SAMPLER_NAMES:
+                p = ov[key]["ratio"]["polydiff"][n]
+                d = ov[key]["ratio"].get("diffusers", {}).get(n)
+                line = f"  {n:<10}" + "".join(f"{p[str(s)]:9.3f}" for s in OVERHEAD_STEPS)
+                if d:
+                    line += "".join(f"{d[str(s)]:9.3f}" for s in OVERHEAD_STEPS) + "  " + DIFFUSERS_CLASS[n]
+                print(line)
+            print()
+    q = res.get("quality")
+    if q:
+        print(f"Quality: sliced W2 to the target, {q['n_samples']} samples, medians over {len(q['seeds'])} seeds; "
+              f"noise floor (two fresh sample sets) {q['noise_floor']:.4f}")
+        for table, title in [("polydiff_karras", "polydiff, karras(sigma_min=0.002, sigma_max=80)"),
+                             ("diffusers", "diffusers, default config, VP linear betas"),
+                             ("polydiff_on_diffusers_ladder", "polydiff on the diffusers scheduler's ladder")]:
+            if table not in q["swd"]:
+                continue
+            print(f"  {title}")
+            print(f"    {'sampler':<10}" + "".join(f"{'NFE ' + str(n):>10}" for n in QUALITY_NFE))
+            for n in SAMPLER_NAMES:
+                row = q["swd"][table][n]
+                print(f"    {n:<10}" + "".join(f"{row[str(k)]:10.4f}" for k in QUALITY_NFE))
+        if q.get("max_abs_diff_polydiff_vs_diffusers_same_ladder"):
+            print("  max |polydiff - diffusers| on the same ladder from the same noise")
+            for n, d in q["max_abs_diff_polydiff_vs_diffusers_same_ladder"].items():
+                print(f"    {n:<10}" + "".join(f"{d[str(k)]:10.1e}" for k in QUALITY_NFE))
+        print("  polydiff samplers on every built-in ladder, NFE=10")
+        print(f"    {'ladder':<14}" + "".join(f"{n:>10}" for n in SAMPLER_NAMES))
+        for ln, d in q["ladders_nfe10"].items():
+            print(f"    {ln:<14}" + "".join(f"{d[n]:10.4f}" for n in SAMPLER_NAMES))
+        print()
+    for t in res["targets"]:
+        print(f"[{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['measured']}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs / quality seeds per median (default 5)")
+    ap.add_argument("--only", choices=["overhead", "quality"], help="run one part only")
+    args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error("--runs must be >= 1")
+    torch.set_num_threads(2)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress never goes to stdout
+    if diffusers is None:
+        log("diffusers is not installed: only the polydiff rows are measured")
+    t0 = time.perf_counter()
+    res = {"benchmark": "samplers", "command": "python benchmarks/samplers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "runs": args.runs, "machine": machine(), "versions": versions()}
+    if args.only in (None, "overhead"):
+        res["overhead"] = overhead(args.runs, log)
+    if args.only in (None, "quality"):
+        res["quality"] = quality(args.runs, log)
+    res["wall_s"] = time.perf_counter() - t0
+    res["targets"] = targets(res)
+    if args.json:
+        json.dump(res, sys.stdout, indent=1)
+        print()
+    else:
+        print_tables(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
