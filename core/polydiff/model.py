@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from . import checkpoint
-from .errors import PolydiffError, UnknownName
+from .errors import InputError, PolydiffError, UnknownName
 from .guidance import cfg_denoiser
 from .modality import Modality
 from .precond import make_denoiser
@@ -55,7 +55,13 @@ def merge_config(base: dict, *overrides: Optional[dict]) -> dict:
 def default_device(device: Optional[str] = None) -> torch.device:
     """``device`` if given, else CUDA when present, else CPU."""
     if device:
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise PolydiffError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise PolydiffError(f"device {device!r} asked for, but no CUDA GPU is available here")
+        return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -215,7 +221,12 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
         config["train"]["steps"] = int(steps)
     encoder = modality.encoder(None)
     if data is not None:
-        items = encoder.read(data)
+        try:
+            items = encoder.read(data)
+        except PolydiffError:
+            raise
+        except ValueError as e:
+            raise InputError(f"{data}: {e}") from None
     elif rec.get("data"):
         ds = rec["data"]
         if ds not in modality.datasets:
@@ -228,6 +239,8 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     x, cond = encoder.encode(items)
     net = modality.network(config.get("network", {}))
     out = Path(out or f"runs/{modality.name}")
+    if device is not None:
+        device = str(default_device(device))  # validates the name and that the device exists
     trainer = Trainer(net, x, cond, config, out, modality=modality.name, encoder_meta=encoder.metadata(),
                       guidance=modality.guidance, device=device, progress=progress)
     return trainer.fit(resume=resume)

@@ -130,10 +130,11 @@ LADDERS = {"karras": karras, "exponential": exponential, "vp_linear": vp_linear,
 def get_ladder(name: str):
     """Look up a sampling ladder by name; unknown names raise a ValueError listing the known ones."""
     from . import plugins
+    from .errors import UnknownName
 
     table = plugins.registry().schedules
     if name not in table:
-        raise ValueError(f"unknown sigma schedule {name!r}; known: {', '.join(sorted(table))}")
+        raise UnknownName(f"unknown sigma schedule {name!r}; known: {', '.join(sorted(table))}")
     return table[name]
 
 
