@@ -275,15 +275,17 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_sigkilled_run_resumes_with_identical_losses(tmp_path):
+    import train_run
+
     steps, every = 60, 10
     script = str(HELPERS / "train_run.py")
     env = subprocess_env()
     full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
-    args = ["--steps", str(steps), "--ckpt-every", str(every), "--sleep", "0.02"]
-    full = subprocess.Popen([sys.executable, script, str(full_dir), "--steps", str(steps), "--ckpt-every",
-                             str(every)], env=env)
-    victim = subprocess.Popen([sys.executable, script, str(killed_dir)] + args, env=env)
+    args = ["--steps", str(steps), "--ckpt-every", str(every)]
+    victim = subprocess.Popen([sys.executable, script, str(killed_dir), "--sleep", "0.02"] + args, env=env)
     try:
+        # the uninterrupted run, here, while the other process starts
+        assert train_run.run(full_dir, steps, every)["step"] == steps
         # kill between two checkpoints, after at least two of them exist
         deadline = time.time() + 60
         metrics = killed_dir / "metrics.jsonl"
@@ -296,20 +298,17 @@ def test_sigkilled_run_resumes_with_identical_losses(tmp_path):
         assert victim.poll() is None, "the run finished before it could be killed"
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
-        assert full.wait(timeout=60) == 0
     finally:
-        for p in (full, victim):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
 
     ck_step = checkpoint.read_meta(killed_dir / "checkpoint.safetensors")["step"]
     assert every <= ck_step < steps and ck_step % every == 0
     assert not (killed_dir / "result.json").exists()
     assert checkpoint.read_meta(killed_dir / "model.safetensors")["step"] == ck_step
 
-    resumed = subprocess.run([sys.executable, script, str(killed_dir), "--resume"] + args[:4], env=env,
-                             timeout=60)
+    resumed = subprocess.run([sys.executable, script, str(killed_dir), "--resume"] + args, env=env, timeout=60)
     assert resumed.returncode == 0
     result = json.loads((killed_dir / "result.json").read_text())
     assert result["step"] == steps

@@ -71,6 +71,7 @@ class GaussianMixture:
         self.weights = weights / weights.sum()
         self._log_w = self.weights.log()  # -inf for zero weights: those components never win
         self._mean_sq = (self.means**2).sum(-1)  # [K]
+        self._var0 = self.stds**2
 
     # ----------------------------------------------------------------------------------------
     # factories
@@ -150,18 +151,21 @@ class GaussianMixture:
         return flat.to(torch.float64)
 
     def _variances(self, sigma, n: int) -> torch.Tensor:
-        """v_k = s_k^2 + sigma^2 as ``[n, K]`` (sigma a number, a 0-d tensor or a [n] tensor)."""
+        """v_k = s_k^2 + sigma^2, as ``[1, K]`` when every item shares one sigma, else ``[n, K]``."""
         s = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
         if s.shape[0] not in (1, n):
             raise ValueError(f"sigma must be a number or have {n} entries, got {s.shape[0]}")
-        return self.stds[None, :] ** 2 + (s**2)[:, None]
+        if s.shape[0] > 1 and (s.stride(0) == 0 or bool((s == s[0]).all())):
+            s = s[:1]  # the usual case inside a sampler: one noise level for the whole batch
+        return self._var0[None, :] + (s * s)[:, None]
 
     def _log_joint(self, xf: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; mu_k, v_k I) as ``[n, K]``."""
-        # |x - mu|^2 expanded; float64 keeps the cancellation error far below the variances used here
-        sq = ((xf**2).sum(-1, keepdim=True) - 2 * xf @ self.means.T + self._mean_sq).clamp(min=0)
-        d = self.dim
-        return self._log_w - 0.5 * d * (2 * math.pi * v).log() - sq / (2 * v)
+        # |x - mu_k|^2 = |x|^2 + |mu_k|^2 - 2 x.mu_k; float64 keeps the cancellation error far below
+        # the variances involved
+        sq = torch.addmm((xf * xf).sum(-1, keepdim=True) + self._mean_sq, xf, self.means.T, alpha=-2.0)
+        bias = self._log_w - 0.5 * self.dim * (2 * math.pi * v).log()
+        return torch.addcmul(bias, sq, v.reciprocal(), value=-0.5)
 
     def responsibilities(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """Posterior component probabilities r_k(x) at noise level sigma, ``[n, K]`` (float64)."""
@@ -174,9 +178,9 @@ class GaussianMixture:
         xf = self._flat(x)
         v = self._variances(sigma, xf.shape[0])
         r = torch.softmax(self._log_joint(xf, v), dim=-1)
-        a = self.stds**2 / v  # shrinkage towards each component's mean
-        ra = r * a
-        out = (r - ra) @ self.means + ra.sum(-1, keepdim=True) * xf
+        ra = r * (self._var0 / v)  # r_k * a_k, a_k = s_k^2 / v_k: shrinkage towards component k's mean
+        # sum_k r_k (mu_k + a_k (x - mu_k)) = sum_k (r_k - r_k a_k) mu_k + (sum_k r_k a_k) x
+        out = torch.addmm(ra.sum(-1, keepdim=True) * xf, r - ra, self.means)
         return out.reshape(x.shape).to(x.dtype)
 
     def __call__(self, x: torch.Tensor, sigma, **cond) -> torch.Tensor:
@@ -190,7 +194,7 @@ class GaussianMixture:
         xf = self._flat(x)
         v = self._variances(sigma, xf.shape[0])
         rv = torch.softmax(self._log_joint(xf, v), dim=-1) / v
-        out = rv @ self.means - rv.sum(-1, keepdim=True) * xf
+        out = torch.addmm(-rv.sum(-1, keepdim=True) * xf, rv, self.means)
         return out.reshape(x.shape).to(x.dtype)
 
     def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:

@@ -36,37 +36,37 @@ def _as_2d(a) -> torch.Tensor:
     return t
 
 
-def wasserstein_1d(u: torch.Tensor, v: torch.Tensor, p: int = 2) -> torch.Tensor:
+def wasserstein_1d(u, v, p: int = 2) -> np.ndarray:
     """Exact W_p^p between the empirical distributions in each row of ``u`` [P, n] and ``v`` [P, m].
 
     In 1-D the optimal coupling matches quantiles, so ``W_p^p = int_0^1 |F_u^-1(t) - F_v^-1(t)|^p dt``.
     Both empirical quantile functions are step functions, constant between the breakpoints ``i / n``
     and ``j / m``; on the merged set of breakpoints the integral is a finite sum, which is exact for any
     pair of sizes (for n == m it reduces to the mean of ``|u_(i) - v_(i)|^p`` over sorted values).
-    Returns ``[P]`` values of W_p^p.
+    Accepts numpy arrays or tensors (1-D inputs are one row); returns ``[P]`` values of W_p^p (float64).
     """
-    u = torch.sort(u, dim=-1).values
-    v = torch.sort(v, dim=-1).values
+    u = np.sort(np.atleast_2d(np.asarray(u, dtype=np.float64)), axis=-1)
+    v = np.sort(np.atleast_2d(np.asarray(v, dtype=np.float64)), axis=-1)
     n, m = u.shape[-1], v.shape[-1]
     if n == m:
-        return (u - v).abs().pow(p).mean(-1)
-    # breakpoints of both step functions, as exact fractions i*m / (n*m) and j*n / (n*m)
-    ticks = torch.unique(torch.cat([torch.arange(1, n + 1) * m, torch.arange(1, m + 1) * n]))  # sorted, ends at n*m
-    lo = torch.cat([ticks.new_zeros(1), ticks[:-1]])
-    widths = (ticks - lo).to(torch.float64) / (n * m)
-    # on (lo, tick] the u-quantile is u_(ceil(t*n)) -> index lo // m, and likewise for v
-    iu, iv = lo // m, lo // n
-    return ((u[:, iu] - v[:, iv]).abs().pow(p) * widths).sum(-1)
+        return (np.abs(u - v) ** p).mean(-1)
+    # breakpoints of both step functions, as integers: i/n = i*m / (n*m) and j/m = j*n / (n*m)
+    ticks = np.union1d(np.arange(1, n + 1) * m, np.arange(1, m + 1) * n)  # sorted, ends at n*m
+    lo = np.concatenate([[0], ticks[:-1]])
+    widths = (ticks - lo) / (n * m)
+    # on (lo, tick] the u-quantile is the value of rank ceil(t * n), i.e. index lo // m; likewise for v
+    return (np.abs(u[:, lo // m] - v[:, lo // n]) ** p * widths).sum(-1)
 
 
 def sliced_wasserstein(a, b, n_projections: int = 256, generator=None, p: int = 2) -> float:
     """Sliced Wasserstein-p distance (p = 2 by default) between sample sets ``a`` [n, ...] and ``b`` [m, ...].
 
     ``SW_p = (mean over random unit directions theta of W_p^p(theta . a, theta . b))^(1/p)``, with the
-    directions drawn uniformly on the sphere from ``generator`` (fixed seed -> reproducible value) and
-    each 1-D distance computed exactly by sorting (see :func:`wasserstein_1d`; sets of different sizes
-    are compared through their quantile functions). The value is in the units of the data. For 1-D
-    data the single direction is used and the result is the exact W_p.
+    directions drawn uniformly on the sphere from ``generator`` (a fixed seed gives a reproducible value
+    and the same directions for every comparison) and each 1-D distance computed exactly by sorting
+    (see :func:`wasserstein_1d`; sets of different sizes are compared through their quantile
+    functions). The value is in the units of the data. For 1-D data the single direction is used and
+    the result is the exact W_p.
     """
     if p < 1:
         raise ValueError(f"p must be >= 1, got {p}")
@@ -81,7 +81,8 @@ def sliced_wasserstein(a, b, n_projections: int = 256, generator=None, p: int = 
             raise ValueError(f"n_projections must be >= 1, got {n_projections}")
         dirs = torch.randn(n_projections, d, generator=generator, dtype=torch.float64)
         dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    wp = wasserstein_1d(dirs @ a.T, dirs @ b.T, p=p)
+    dirs = dirs.numpy()
+    wp = wasserstein_1d(dirs @ a.numpy().T, dirs @ b.numpy().T, p=p)
     return float(wp.mean() ** (1.0 / p))
 
 

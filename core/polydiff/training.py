@@ -268,15 +268,19 @@ class Trainer:
 
         # this rank's shard of the data
         n_all = self.x.shape[0]
-        shard = torch.arange(rank, n_all, world)
-        if len(shard) == 0:
+        if n_all < world:
             raise PolydiffError(f"{n_all} training items cannot be shared by {world} ranks")
-        x_local = self.x[shard].to(dev)
         per_sample = {k for k, v in self.cond.items() if isinstance(v, torch.Tensor) and v.ndim > 0
                       and v.shape[0] == n_all}
-        cond_local = {k: (v[shard].to(dev) if k in per_sample else
-                          v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in self.cond.items()}
-        n_local = len(shard)
+
+        def local(v, per_item=True):
+            if not isinstance(v, torch.Tensor):
+                return v
+            return (v[rank::world] if per_item and world > 1 else v).to(dev)
+
+        x_local = local(self.x)
+        cond_local = {k: local(v, k in per_sample) for k, v in self.cond.items()}
+        n_local = x_local.shape[0]
 
         net = self.net.to(dev)
         was_training = net.training
