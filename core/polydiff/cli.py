@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -121,6 +122,8 @@ def _train_command(modality):
         summary = train_modality(modality, data=data, recipe=recipe, steps=steps, out=out or f"runs/{modality.name}",
                                  resume=resume, overrides={"train": train} if train else None, device=device,
                                  progress=not as_json)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return  # under torchrun only rank 0 reports
         if as_json:
             click.echo(json.dumps(summary, indent=2, default=str))
         else:
