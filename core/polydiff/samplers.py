@@ -41,6 +41,15 @@ def _noise(x: torch.Tensor, generator, cond) -> torch.Tensor:
     return n * mask if mask is not None else n
 
 
+def _lincomb(*terms) -> torch.Tensor:
+    """sum(c * t for c, t in terms) with one full-size operation per term (c: Python float, t: tensor)."""
+    (c0, t0), *rest = terms
+    out = t0 * c0
+    for c, t in rest:
+        out.add_(t, alpha=c)
+    return out
+
+
 def euler(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[dict] = None,
           generator=None, callback=None) -> torch.Tensor:
     """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma.
@@ -68,15 +77,18 @@ def heun(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[d
     s, sb = _prep(x, sigmas)
     for i in range(len(s) - 1):
         den = D(x, sb[i], **cond)
-        d = (x - den) / s[i]
-        dt = s[i + 1] - s[i]
         if s[i + 1] == 0:
             x = den
         else:
-            x2 = x + d * dt
+            # Euler predictor x2 = x + d * dt with d = (x - den) / sigma, dt = sigma_next - sigma
+            x2 = torch.lerp(den, x, s[i + 1] / s[i])
             den2 = D(x2, sb[i + 1], **cond)
-            d2 = (x2 - den2) / s[i + 1]
-            x = x + (d + d2) * (dt / 2)
+            # trapezoidal corrector x + (d + d2) * dt / 2, d2 = (x2 - den2) / sigma_next; substituting x2
+            # makes it a weighted sum of x, den and den2 (weights summing to 1)
+            dt = s[i + 1] - s[i]
+            w_den2 = -dt / (2 * s[i + 1])
+            w_den = dt / (2 * s[i + 1]) - dt / s[i]
+            x = _lincomb((s[i + 1] / s[i], x), (w_den, den), (w_den2, den2))
         if callback is not None:
             callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": den})
     return x
@@ -108,7 +120,7 @@ def ddim(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[d
         down, up = ancestral_step(s[i], s[i + 1], eta)
         x = torch.lerp(den, x, down / s[i])
         if up > 0:
-            x = x + _noise(x, generator, cond) * up
+            x.add_(_noise(x, generator, cond), alpha=up)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": den})
     return x
