@@ -223,3 +223,14 @@ def test_truncated_bundle_is_refused(tmp_path):
     cut.write_bytes(data[: 8 + n // 2])  # header cut short
     with pytest.raises(BundleError, match="not a polydiff bundle"):
         read_meta(cut)
+
+
+@pytest.mark.parametrize("pad", range(0, 64))
+def test_bundles_whose_header_length_starts_like_a_pickle_still_load(tmp_path, pad):
+    """The first bytes of a safetensors file are its header length; lengths such as 0x..80 or 0x4B50
+    ('PK') must not be mistaken for pickle or zip magic numbers."""
+    from polydiff.checkpoint import load_bundle, save_bundle
+
+    p = save_bundle(tmp_path / "b.safetensors", {"w": torch.zeros(2)}, {"modality": "x", "pad": "p" * (pad * 8)})
+    tensors, meta = load_bundle(p)
+    assert meta["pad"] == "p" * (pad * 8) and torch.equal(tensors["w"], torch.zeros(2))

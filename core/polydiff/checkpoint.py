@@ -127,15 +127,17 @@ def _check_file(path: Path) -> bytes:
                           "polydiff reads only .safetensors bundles, because unpickling can run arbitrary code")
     with open(path, "rb") as f:
         head = f.read(9)
+    size = path.stat().st_size
+    if len(head) == 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if n <= min(_MAX_HEADER, size - 8) and head[8:9] == b"{":
+            return head  # a well-formed safetensors header; its first bytes are a length, not a magic number
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise BundleError(f"{path}: looks like a pickle/torch.save file; refusing to load it "
                           "(polydiff reads only .safetensors bundles)")
     if len(head) < 9:
         raise BundleError(f"{path}: not a polydiff bundle (file too short to be safetensors)")
-    (n,) = struct.unpack("<Q", head[:8])
-    if n > _MAX_HEADER or head[8:9] != b"{":
-        raise BundleError(f"{path}: not a polydiff bundle (no safetensors header)")
-    return head
+    raise BundleError(f"{path}: not a polydiff bundle (no safetensors header)")
 
 
 def read_meta(path) -> dict:

@@ -7,9 +7,11 @@
 * :func:`masked_denoiser` / :func:`sample_masked` — masked conditioning: known values plus a mask
   (1 = known, keep; 0 = generate). The denoiser's estimate is replaced by the known values where the
   mask is 1. Because every sampler moves x towards the x0 estimate, the known region of x then stays
-  on the forward process ``known + sigma * eps`` and the unknown region is generated in agreement
-  with it; the result is pasted so the known values are kept bit-for-bit. One mechanism serves image
-  inpainting, audio gap filling, text infilling and molecular scaffolds.
+  on the forward process ``known + sigma * eps``, and the network sees it while it fills the unknown
+  region; the result is pasted so the known values are kept bit-for-bit. Replacement alone only
+  approximately follows the exact conditional when the two regions are strongly coupled;
+  ``resample=r`` adds RePaint's resampling, which closes most of that gap for r times the cost. One
+  mechanism serves image inpainting, audio gap filling, text infilling and molecular scaffolds.
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
   **pretrained** checkpoints (name -> path of a bundled ``.safetensors`` file) and **metrics**;
 * **guidance**: the null value of each condition key that classifier-free guidance may drop
   (``{"label": -1}``);
+* **configure** ``configure(config, fitted_encoder) -> config``: fills data-dependent settings (number of
+  columns or classes, vocabulary size) into the config before the network is built for training; the
+  completed config is what the bundle stores, so loading never needs the training data;
 * **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``;
 * **demo**: ``demo(out_dir, echo, device)`` — what ``polydiff demo`` shows for this modality;
 * **draw**: ``draw(encoder, frames, cond, path, titles)`` — a picture of a list of batches (trajectories).
@@ -69,6 +72,7 @@ class Modality:
     guidance: Dict[str, Any] = field(default_factory=dict)
     sample_options: List[Any] = field(default_factory=list)
     make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
+    configure: Optional[Callable[[dict, Encoder], dict]] = None
     demo: Optional[Callable[..., Any]] = None
     draw: Optional[Callable[..., Any]] = None
     plugin: str = ""

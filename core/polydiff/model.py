@@ -103,15 +103,21 @@ class Model:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, model, modality: Optional[str] = None, device=None, ema: bool = True) -> "Model":
+    def load(cls, model, modality=None, device=None, ema: bool = True) -> "Model":
+        """Load a bundle by path or pretrained name. ``modality`` is a name or a :class:`Modality` object
+        (the object is used as is, without the plugin registry)."""
         from .plugins import registry
 
-        path, modality = resolve_model_path(str(model), modality)
+        given = modality if isinstance(modality, Modality) else None
+        wanted = given.name if given is not None else modality
+        if given is not None and not Path(str(model)).exists() and str(model) in given.pretrained:
+            model = given.pretrained[str(model)]
+        path, wanted = resolve_model_path(str(model), wanted)
         tensors, meta = checkpoint.load_bundle(path)
         name = meta.get("modality")
-        if modality and name and modality != name:
-            raise PolydiffError(f"{path}: a {name!r} model, not a {modality!r} model")
-        mod = registry().modality(name or modality)
+        if wanted and name and wanted != name:
+            raise PolydiffError(f"{path}: a {name!r} model, not a {wanted!r} model")
+        mod = given if given is not None else registry().modality(name or wanted)
         config = meta.get("config") or {}
         net = mod.network(config.get("network", {}))
         weights = checkpoint.split_prefix(tensors, "ema" if ema else "model") or checkpoint.split_prefix(tensors, "model")
@@ -237,6 +243,8 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
                             f"{', '.join(sorted(modality.recipes)) or 'none'})")
     encoder.fit(items)
     x, cond = encoder.encode(items)
+    if modality.configure is not None:  # data-dependent settings (columns, classes, vocabulary)
+        config = modality.configure(config, encoder)
     net = modality.network(config.get("network", {}))
     out = Path(out or f"runs/{modality.name}")
     if device is not None:

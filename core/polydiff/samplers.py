@@ -181,9 +181,26 @@ def _unipc_coeffs(rks: list, hh: float, order: int):
 
 
 def _solve(R, b):
-    import numpy as np
+    """Solve the small (at most 3 x 3) system R w = b: Gaussian elimination with partial pivoting."""
+    n = len(b)
+    a = [[float(v) for v in row] + [float(rhs)] for row, rhs in zip(R, b)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(a[r][c]))
+        a[c], a[p] = a[p], a[c]
+        for r in range(c + 1, n):
+            f = a[r][c] / a[c][c]
+            for k in range(c, n + 1):
+                a[r][k] -= f * a[c][k]
+    w = [0.0] * n
+    for r in reversed(range(n)):
+        w[r] = (a[r][n] - sum(a[r][k] * w[k] for k in range(r + 1, n))) / a[r][r]
+    return w
 
-    return np.linalg.solve(np.asarray(R, dtype=np.float64), np.asarray(b, dtype=np.float64)).tolist()
+
+def _unipc_combine(x, ratio: float, m0, h_phi_1: float, b_h: float, diffs):
+    """``ratio * x - h_phi_1 * m0 - b_h * sum(c * (m - m0) for c, m in diffs)`` as one weighted sum."""
+    w_m0 = -h_phi_1 + b_h * sum(c for c, _ in diffs)
+    return _lincomb((ratio, x), (w_m0, m0), *((-b_h * c, m) for c, m in diffs))
 
 
 def unipc(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[dict] = None,
@@ -200,26 +217,19 @@ def unipc(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[
     s, sb = _prep(x, sigmas)
     n = len(s) - 1
     lam = [(-math.log(v) if v > 0 else math.inf) for v in s]
-    hist: list = []  # model outputs (x0 estimates) of previous steps, newest last, paired with step index
+    hist: list = []  # model outputs (x0 estimates) of the last `order` steps, newest last
     last_x, last_order = None, 0
     for i in range(n):
         den = D(x, sb[i], **cond)
         if corrector and last_x is not None:
-            # UniC: correct x_i with the new model output (no extra evaluation)
+            # UniC: redo the step from last_x (sigma_{i-1}) to sigma_i, adding the new model output
             h = lam[i] - lam[i - 1]
-            m0 = hist[-1]
-            rks, d1s = [], []
-            for k in range(1, last_order):
-                rk = (lam[i - 1 - k] - lam[i - 1]) / h
-                rks.append(rk)
-                d1s.append((hist[-1 - k] - m0) / rk)
-            rks.append(1.0)
+            rks = [(lam[i - 1 - k] - lam[i - 1]) / h for k in range(1, last_order)] + [1.0]
             h_phi_1, b_h, R, b = _unipc_coeffs(rks, -h, last_order)
             rhos = [0.5] if last_order == 1 else _solve(R, b)
-            corr = (den - m0) * rhos[-1]
-            for rho, d1 in zip(rhos[:-1], d1s):
-                corr = corr + d1 * rho
-            x = last_x * (s[i] / s[i - 1]) - m0 * h_phi_1 - corr * b_h
+            diffs = [(rho / rk, hist[-1 - k]) for k, (rho, rk) in enumerate(zip(rhos[:-1], rks), start=1)]
+            diffs.append((rhos[-1], den))
+            x = _unipc_combine(last_x, s[i] / s[i - 1], hist[-1], h_phi_1, b_h, diffs)
         hist.append(den)
         if len(hist) > order:
             hist.pop(0)
@@ -227,22 +237,18 @@ def unipc(D: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Optional[
         if s[i + 1] == 0:
             x_next = den
         else:
+            # UniP: multistep predictor from sigma_i to sigma_{i+1}
             h = lam[i + 1] - lam[i]
-            m0 = den
-            rks, d1s = [], []
-            for k in range(1, this_order):
-                rk = (lam[i - k] - lam[i]) / h
-                rks.append(rk)
-                d1s.append((hist[-1 - k] - m0) / rk)
-            rks.append(1.0)
+            rks = [(lam[i - k] - lam[i]) / h for k in range(1, this_order)] + [1.0]
             h_phi_1, b_h, R, b = _unipc_coeffs(rks, -h, this_order)
-            x_next = x * (s[i + 1] / s[i]) - m0 * h_phi_1
-            if d1s:
-                rhos = [0.5] if this_order == 2 else _solve([r[:-1] for r in R[:-1]], b[:-1])
-                pred = d1s[0] * rhos[0]
-                for rho, d1 in zip(rhos[1:], d1s[1:]):
-                    pred = pred + d1 * rho
-                x_next = x_next - pred * b_h
+            if this_order == 1:
+                rhos = []
+            elif this_order == 2:
+                rhos = [0.5]
+            else:
+                rhos = _solve([r[:-1] for r in R[:-1]], b[:-1])
+            diffs = [(rho / rk, hist[-1 - k]) for k, (rho, rk) in enumerate(zip(rhos, rks), start=1)]
+            x_next = _unipc_combine(x, s[i + 1] / s[i], den, h_phi_1, b_h, diffs)
         last_x, last_order = x, this_order
         x = x_next
         if callback is not None:

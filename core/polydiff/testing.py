@@ -60,6 +60,8 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
     # 1. encoder: fit, encode, decode, encode again
     enc = modality.encoder(None).fit(items)
     x, cond = enc.encode(items)
+    if modality.configure is not None:
+        cfg = modality.configure(cfg, enc)
     assert isinstance(x, torch.Tensor) and x.is_floating_point(), "encode: x must be a float tensor"
     assert tuple(x.shape[1:]) == tuple(enc.sample_shape()), \
         f"encode: item shape {tuple(x.shape[1:])} != sample_shape() {tuple(enc.sample_shape())}"
@@ -103,8 +105,8 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
 
     # 6. checkpoint save/load equality
     if "checkpoint" not in skip:
-        model = Model.load(summary["model_path"], modality=modality.name, device="cpu")
-        reloaded = Model.load(model.save(tmp_path / "resaved.safetensors"), device="cpu")
+        model = Model.load(summary["model_path"], modality=modality, device="cpu")
+        reloaded = Model.load(model.save(tmp_path / "resaved.safetensors"), modality=modality, device="cpu")
         for (k, v), (k2, v2) in zip(model.net.state_dict().items(), reloaded.net.state_dict().items()):
             assert k == k2 and torch.equal(v, v2), f"checkpoint: parameter {k} differs after save/load"
         xb = x[:b] + 0.3 * torch.randn_like(x[:b])
@@ -113,7 +115,7 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
             o2 = reloaded.denoiser(xb, torch.full((b,), 0.3), **_take(cond, b))
         assert torch.equal(o1, o2), "checkpoint: outputs differ after save/load"
     else:
-        model = Model.load(summary["model_path"], modality=modality.name, device="cpu")
+        model = Model.load(summary["model_path"], modality=modality, device="cpu")
 
     # 7. seeded sampling determinism
     if "sampling" not in skip:

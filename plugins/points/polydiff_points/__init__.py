@@ -45,6 +45,7 @@ def register_modalities(register):
                                      help="Class to generate (name or index), 'all' to spread n over the classes "
                                           "[default], or 'none' for the unconditional model.")],
         make_cond=encoder.make_cond,
+        configure=encoder.configure,
         demo=demo.run,
         draw=demo.draw_frames,
     ))

@@ -14,7 +14,7 @@ import torch
 from polydiff.checkpoint import atomic_write_text
 from polydiff.errors import InputError
 
-__all__ = ["PointSet", "PointsEncoder", "make_cond"]
+__all__ = ["PointSet", "PointsEncoder", "make_cond", "configure"]
 
 
 @dataclass
@@ -155,6 +155,13 @@ class PointsEncoder:
         labels = cond.get("label")
         labels = labels.detach().cpu().numpy().astype(np.int64) if labels is not None else None
         return PointSet(xy.astype(np.float32), labels, list(self.classes))
+
+
+def configure(config: dict, encoder: PointsEncoder) -> dict:
+    """A labelled training set makes a class-conditional network with one class per label."""
+    net = dict(config.get("network", {}))
+    net["num_classes"] = len(encoder.classes)
+    return {**config, "network": net}
 
 
 def make_cond(encoder: PointsEncoder, n: int, label=None) -> dict:
