@@ -68,7 +68,7 @@ def run(out: Path, echo=print, device=None):
 
     model = polydiff.load("points:shapes", device=device)
     enc = model.encoder
-    real = shapes(n=3000, seed=123)
+    real = shapes(n=6000, seed=123)
 
     # 1. the forward process: the data dissolving into noise as sigma grows
     x0, cond = enc.encode(real)
@@ -79,7 +79,7 @@ def run(out: Path, echo=print, device=None):
     scatter(noisy, out / "forward.png", titles=[f"sigma = {s:g}" for s in levels], classes=enc.classes, lim=5.0)
 
     # 2. samples, per class, against fresh real data
-    n_per = 1000
+    n_per = 2000
     frames: list = []
     t0 = time.perf_counter()
     x, c = model.sample(3 * n_per, seed=0, callback=lambda info: frames.append(info["denoised"].cpu()))
@@ -90,7 +90,7 @@ def run(out: Path, echo=print, device=None):
     sc = model.config["sample"]
     echo(f"sampled {len(gen)} points in {secs:.2f} s ({sc['sampler']}, {sc['steps']} steps, "
          f"{polydiff.samplers.nfe(sc['sampler'], sc['steps'])} network evaluations)")
-    ref = shapes(n=3000, seed=7)
+    ref = shapes(n=6000, seed=7)
     for k, name in enumerate(enc.classes):
         g_k = PointSet(gen.xy[gen.labels == k])
         r_k = PointSet(real.xy[real.labels == k])
