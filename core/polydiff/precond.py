@@ -61,10 +61,14 @@ class Denoiser(nn.Module):
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.scalings(sigma))
-        out = self.net(x * c_in, self.sigma_to_t(sigma), **cond)
-        x0 = c_skip * x + self.out_sign * c_out * out.to(x.dtype)
+        out = self.net(x * c_in, self.sigma_to_t(sigma), **cond).to(x.dtype)
+        x0 = self.combine(x, out, c_skip, c_out)
         mask = cond.get("mask")
         return x0 * mask if mask is not None else x0
+
+    def combine(self, x: torch.Tensor, out: torch.Tensor, c_skip: torch.Tensor, c_out: torch.Tensor) -> torch.Tensor:
+        """x0_hat = c_skip * x + sign * c_out * out, in two fused tensor operations."""
+        return torch.addcmul(x * c_skip, c_out, out, value=self.out_sign)
 
     # training-side helper: the network's own regression target, for losses in the network's space
     def network_target(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -91,8 +95,11 @@ class EpsPrediction(Denoiser):
     out_sign = -1.0
 
     def scalings(self, sigma):
-        c_in = 1 / (sigma**2 + self.sigma_data**2).sqrt()
+        c_in = (sigma**2 + self.sigma_data**2).rsqrt()
         return torch.ones_like(sigma), sigma, c_in
+
+    def combine(self, x, out, c_skip, c_out):
+        return torch.addcmul(x, c_out, out, value=-1.0)  # x - sigma * eps_hat
 
 
 class VPrediction(Denoiser):
@@ -112,8 +119,11 @@ class X0Prediction(Denoiser):
     """Direct x0 prediction: the network's output is the estimate."""
 
     def scalings(self, sigma):
-        c_in = 1 / (sigma**2 + self.sigma_data**2).sqrt()
+        c_in = (sigma**2 + self.sigma_data**2).rsqrt()
         return torch.zeros_like(sigma), torch.ones_like(sigma), c_in
+
+    def combine(self, x, out, c_skip, c_out):
+        return out
 
 
 PARAMETERISATIONS = {"edm": EDM, "eps": EpsPrediction, "v": VPrediction, "x0": X0Prediction}
