@@ -1,0 +1,1 @@
+"""polydiff-anomaly: tabular anomaly scoring (hook implementations only; nothing heavy at import)."""

@@ -1,0 +1,240 @@
+"""Tables in, numbers out: reading numeric tables from arrays, DataFrames, CSV, Parquet, .npy and .npz,
+with one-line errors that name the file, the column and the first bad rows.
+
+Row numbers in messages are the ones a person sees: for CSV the line in the file (the header is line
+1), for other formats the 0-based row index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from polydiff.errors import InputError
+
+__all__ = ["Table", "read_table", "iter_table", "check_finite", "align_columns", "SUFFIXES"]
+
+SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npy", ".npz")
+
+
+@dataclass
+class Table:
+    """A numeric table: values [n, d] (float64) and one name per column."""
+
+    values: np.ndarray
+    columns: List[str]
+    source: str = "data"
+    row_offset: int = 0  # added to a 0-based row index to give the number shown in messages
+
+    def __len__(self):
+        return len(self.values)
+
+
+def _rows_text(rows: Sequence[int], offset: int, csv: bool) -> str:
+    shown = ", ".join(str(int(r) + offset) for r in rows[:5])
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return f"{'lines' if csv else 'rows'} {shown}{more}"
+
+
+def _is_csv(source: str) -> bool:
+    return source.lower().endswith((".csv", ".tsv", ".txt"))
+
+
+def _pandas():
+    from polydiff.deps import require
+
+    return require("pandas", "reading tables")
+
+
+def _from_frame(df, source: str, row_offset: int) -> Table:
+    pd = _pandas()
+    if df.shape[1] == 0:
+        raise InputError(f"{source}: no columns")
+    if df.shape[0] == 0:
+        raise InputError(f"{source}: has a header but no rows")
+    columns = [str(c) for c in df.columns]
+    dup = sorted({c for c in columns if columns.count(c) > 1})
+    if dup:
+        raise InputError(f"{source}: duplicate column names {', '.join(dup)}")
+    out = np.empty(df.shape, dtype=np.float64)
+    for j, c in enumerate(df.columns):
+        col = df[c]
+        if pd.api.types.is_bool_dtype(col.dtype):
+            out[:, j] = col.to_numpy(dtype=np.float64)
+            continue
+        if not pd.api.types.is_numeric_dtype(col.dtype):
+            num = pd.to_numeric(col, errors="coerce")
+            bad = np.nonzero(num.isna().to_numpy() & col.notna().to_numpy())[0]
+            if len(bad):
+                sample = str(col.iloc[bad[0]])[:30]
+                raise InputError(f"{source}: column {columns[j]!r} has text ({sample!r}) on "
+                                 f"{_rows_text(bad, row_offset, _is_csv(source))}; every column must be numeric")
+            col = num
+        out[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    return Table(out, columns, source, row_offset)
+
+
+def read_table(data, *, name: Optional[str] = None) -> Table:
+    """Read a whole table. ``data``: a path (CSV/TSV, Parquet, .npy, .npz), a DataFrame or an array."""
+    pd = None
+    if isinstance(data, Table):
+        return data
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        source = str(path)
+        if not path.exists():
+            raise InputError(f"{source}: no such file")
+        if path.is_dir():
+            raise InputError(f"{source}: is a folder, not a table")
+        suffix = path.suffix.lower()
+        if path.stat().st_size == 0:
+            raise InputError(f"{source}: empty file")
+        if suffix in (".npy", ".npz"):
+            return _from_array(_load_numpy(path), source)
+        if suffix in (".parquet", ".pq"):
+            from polydiff.deps import require
+
+            require("pyarrow", "reading Parquet files")
+            pd = _pandas()
+            try:
+                df = pd.read_parquet(path)
+            except Exception as e:
+                raise InputError(f"{source}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+            return _from_frame(df, source, 0)
+        if suffix in (".csv", ".tsv", ".txt") or suffix == "":
+            pd = _pandas()
+            try:
+                df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", skipinitialspace=True)
+            except pd.errors.EmptyDataError:
+                raise InputError(f"{source}: empty file") from None
+            except (pd.errors.ParserError, UnicodeDecodeError) as e:
+                raise InputError(f"{source}: not a readable CSV file ({str(e).splitlines()[0]})") from None
+            return _from_frame(df, source, 2)
+        raise InputError(f"{source}: unsupported table format {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    try:
+        import pandas as pd  # noqa: F811
+    except ImportError:
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        return _from_frame(data, name or "DataFrame", 0)
+    return _from_array(np.asarray(data), name or "array")
+
+
+def _load_numpy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise InputError(f"{path}: not a numeric NumPy file ({str(e).splitlines()[0]})") from None
+    except Exception as e:
+        raise InputError(f"{path}: unreadable NumPy file ({str(e).splitlines()[0]})") from None
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        keys = list(arr.keys())
+        if not keys:
+            raise InputError(f"{path}: the .npz archive holds no arrays")
+        key = "X" if "X" in keys else keys[0]
+        arr = arr[key]
+    return arr
+
+
+def _from_array(arr: np.ndarray, source: str) -> Table:
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise InputError(f"{source}: expected a 2-D table, got an array of shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{source}: no rows")
+    if arr.shape[1] == 0:
+        raise InputError(f"{source}: no columns")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{source}: expected numbers, got values of type {arr.dtype}")
+    return Table(arr.astype(np.float64, copy=False), [f"x{j}" for j in range(arr.shape[1])], source, 0)
+
+
+def check_finite(table: Table, medians: Optional[np.ndarray] = None) -> np.ndarray:
+    """Values with NaN replaced by ``medians`` (when given); any remaining NaN or inf is an error."""
+    v = table.values
+    if medians is not None:
+        nan = np.isnan(v)
+        if nan.any():
+            v = np.where(nan, medians[None, :], v)
+    bad = ~np.isfinite(v)
+    if bad.any():
+        j = int(np.nonzero(bad.any(0))[0][0])
+        rows = np.nonzero(bad[:, j])[0]
+        what = "NaN" if np.isnan(v[rows[0], j]) else "infinite values"
+        hint = " (use --impute median to fill NaN)" if what == "NaN" and medians is None else ""
+        raise InputError(f"{table.source}: column {table.columns[j]!r} has {what} on "
+                         f"{_rows_text(rows, table.row_offset, _is_csv(table.source))}{hint}")
+    return v
+
+
+def align_columns(table: Table, expected: Sequence[str]) -> Table:
+    """Reorder ``table``'s columns to ``expected``; a missing or extra column is an error naming it."""
+    expected = list(expected)
+    if table.columns == expected:
+        return table
+    generic = all(c == f"x{j}" for j, c in enumerate(table.columns))
+    if generic and len(table.columns) == len(expected):
+        return Table(table.values, expected, table.source, table.row_offset)  # unnamed array, same width
+    missing = [c for c in expected if c not in table.columns]
+    extra = [c for c in table.columns if c not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
+        if extra:
+            parts.append(f"unexpected {', '.join(map(repr, extra[:5]))}{' ...' if len(extra) > 5 else ''}")
+        raise InputError(f"{table.source}: columns differ from the training table ({'; '.join(parts)})")
+    idx = [table.columns.index(c) for c in expected]
+    return Table(table.values[:, idx], expected, table.source, table.row_offset)
+
+
+def iter_table(path, chunk_rows: int = 100_000) -> Iterator[Table]:
+    """Read a CSV or Parquet file in chunks of ``chunk_rows`` rows (bounded memory); other inputs whole."""
+    p = Path(path) if isinstance(path, (str, Path)) else None
+    if p is None or p.suffix.lower() not in (".csv", ".tsv", ".txt", ".parquet", ".pq"):
+        yield read_table(path)
+        return
+    source = str(p)
+    if not p.exists():
+        raise InputError(f"{source}: no such file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{source}: empty file")
+    pd = _pandas()
+    if p.suffix.lower() in (".parquet", ".pq"):
+        from polydiff.deps import require
+
+        pq = require("pyarrow.parquet", "reading Parquet files", pip="pyarrow")
+        try:
+            f = pq.ParquetFile(p)
+        except Exception as e:
+            raise InputError(f"{source}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+        start, any_rows = 0, False
+        for batch in f.iter_batches(batch_size=chunk_rows):
+            df = batch.to_pandas()
+            if len(df) == 0:
+                continue
+            any_rows = True
+            yield _from_frame(df, source, start)
+            start += len(df)
+        if not any_rows:
+            raise InputError(f"{source}: has a header but no rows")
+        return
+    try:
+        reader = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", chunksize=chunk_rows,
+                             skipinitialspace=True)
+        line, any_rows = 2, False
+        for df in reader:
+            if len(df) == 0:
+                continue
+            any_rows = True
+            yield _from_frame(df, source, line)
+            line += len(df)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{source}: empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputError(f"{source}: not a readable CSV file ({str(e).splitlines()[0]})") from None
+    if not any_rows:
+        raise InputError(f"{source}: has a header but no rows")
