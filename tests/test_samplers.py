@@ -131,16 +131,16 @@ def test_frechet_distance_closed_form():
 # ------------------------------------------------------------------------------------------------
 # (a) convergence in distribution at about 100 network evaluations
 # ------------------------------------------------------------------------------------------------
-# With 20000 samples, seed 0 and 128 fixed projections the measured distances are 0.022 (heun,
-# dpmpp_2m, unipc), 0.025 (euler, ddim) and 0.027 (ddpm); over seeds 0-4 they stay within
-# 0.018-0.043, and two fresh sets of true samples are 0.014-0.038 apart (the sampling-noise floor).
-# A sampler that is clearly off, e.g. Euler with only 8 steps, scores 0.18. Bound: 0.06.
-SWD_BOUND_100_NFE = 0.06
+# With 10000 samples, seed 0 and 128 fixed projections the measured distances are 0.039 (euler, heun,
+# ddim, dpmpp_2m, unipc) and 0.046 (ddpm); over seeds 0-5 they stay within 0.021-0.065, and two fresh
+# sets of true samples are 0.025-0.052 apart (the sampling-noise floor). A sampler that is clearly
+# off, e.g. Euler with only 8 steps, scores 0.18. Bound: 0.09.
+SWD_BOUND_100_NFE = 0.09
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_sampler_converges_to_the_mixture(name):
-    n = 20_000
+    n = 10_000
     g = gen(0)
     ref = RING.sample(n, generator=g)
     z = torch.randn(n, 2, generator=g)

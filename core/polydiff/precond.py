@@ -68,7 +68,7 @@ class Denoiser(nn.Module):
 
     def combine(self, x: torch.Tensor, out: torch.Tensor, c_skip: torch.Tensor, c_out: torch.Tensor) -> torch.Tensor:
         """x0_hat = c_skip * x + sign * c_out * out, in two fused tensor operations."""
-        return torch.addcmul(x * c_skip, c_out, out, value=self.out_sign)
+        return (x * c_skip).addcmul_(c_out, out, value=self.out_sign)
 
     # training-side helper: the network's own regression target, for losses in the network's space
     def network_target(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
