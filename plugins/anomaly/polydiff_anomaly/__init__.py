@@ -1,1 +1,25 @@
-"""polydiff-anomaly: tabular anomaly scoring (hook implementations only; nothing heavy at import)."""
+"""polydiff-anomaly: tabular data for polydiff (hook implementations only; nothing heavy at import)."""
+import polydiff
+
+
+@polydiff.hookimpl
+def register_modalities(register):
+    from polydiff.modality import Modality
+
+    from . import denoiser, encoder
+
+    register(Modality(
+        name="tabular",
+        description="Numeric tables (CSV, Parquet, NumPy, DataFrames): one row is one item.",
+        encoder=encoder.TableEncoder.from_metadata,
+        network=denoiser.TabularNet.from_config,
+        default_config={
+            "parameterisation": "edm",
+            "sigma_data": 0.5,
+            "network": {"hidden": 256, "depth": 3, "emb": 64},
+            "train": {"steps": 3000, "batch_size": 512, "lr": 1e-3, "warmup": 100, "ema_decay": 0.999,
+                      "cond_drop": 0.0},
+            "sample": {"sampler": "dpmpp_2m", "steps": 20},
+        },
+        configure=encoder.configure,
+    ))
