@@ -2,13 +2,13 @@
 import polydiff
 
 
-@polydiff.hookimpl
-def register_modalities(register):
+def tabular_modality():
+    """The ``tabular`` Modality (also used directly by :class:`DiffusionDetector`)."""
     from polydiff.modality import Modality
 
     from . import denoiser, encoder
 
-    register(Modality(
+    return Modality(
         name="tabular",
         description="Numeric tables (CSV, Parquet, NumPy, DataFrames): one row is one item.",
         encoder=encoder.TableEncoder.from_metadata,
@@ -22,4 +22,17 @@ def register_modalities(register):
             "sample": {"sampler": "dpmpp_2m", "steps": 20},
         },
         configure=encoder.configure,
-    ))
+    )
+
+
+@polydiff.hookimpl
+def register_modalities(register):
+    register(tabular_modality())
+
+
+def __getattr__(name):  # lazy: importing the plugin must stay cheap
+    if name == "DiffusionDetector":
+        from .detector import DiffusionDetector
+
+        return DiffusionDetector
+    raise AttributeError(name)
