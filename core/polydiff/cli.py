@@ -216,20 +216,71 @@ def sample_group():
 # --------------------------------------------------------------------------------------- score
 @cli.command("score")
 @click.argument("data", type=click.Path())
-@click.option("--model", "model_name", required=True, help="Pretrained name or .safetensors bundle.")
+@click.option("--model", "model_name", help="Pretrained name or .safetensors bundle (a model or a saved detector).")
+@click.option("--train", "train_data", type=click.Path(), help="Fit a detector on these clean rows first.")
+@click.option("--modality", default=None, help="Modality of a new detector [tabular].")
 @click.option("--method", default="elbo", show_default=True, help="Scoring method (see `polydiff plugins`).")
+@click.option("--contamination", type=float, default=None,
+              help="Expected anomaly fraction; adds an is_anomaly column [0.05 for a new detector].")
+@click.option("--impute", type=click.Choice(["median"]), help="Fill NaN with the training medians.")
 @click.option("--out", "out", type=click.Path(), required=True, help="CSV with one score per input item, in order.")
+@click.option("--plot", type=click.Path(), help="Write a histogram of the scores (PNG).")
+@click.option("--save-model", type=click.Path(), help="Save the fitted detector (.safetensors).")
+@click.option("--steps", type=int, help="Training steps of a new detector.")
 @click.option("--batch-size", type=int, default=4096, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", help="cpu, cuda, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def score_cmd(data, model_name, method, out, batch_size, device, as_json):
-    """Score how anomalous each item of DATA is under a trained model (higher = more anomalous)."""
-    from .checkpoint import atomic_write_text
+def score_cmd(data, model_name, train_data, modality, method, contamination, impute, out, plot, save_model, steps,
+              batch_size, seed, device, as_json):
+    """Score how anomalous each item of DATA is (higher = more anomalous).
+
+    With --model, score with a trained model or a saved detector. Without it, fit a new detector on
+    --train (or on DATA itself, unsupervised) and score DATA in chunks.
+    """
+    from .checkpoint import atomic_write_text, read_meta
     from .errors import InputError
-    from .model import Model
+    from .model import Model, resolve_model_path
+    from .plugins import registry
 
     if batch_size < 1:
         raise PolydiffError(f"--batch-size must be at least 1, got {batch_size}")
+    reg = registry()
+    det = None
+    if model_name is not None:
+        path, _ = resolve_model_path(model_name, modality)
+        meta = read_meta(path)
+        mod = reg.modality(meta.get("modality") or modality)
+        if meta.get("kind") == "detector" and mod.detector is not None:
+            det = mod.detector.load(path)
+            if contamination is not None:
+                raise PolydiffError("--contamination is fixed when a detector is fitted; refit without --model")
+    else:
+        mod = reg.modality(modality or "tabular")
+        if mod.detector is None:
+            raise PolydiffError(f"modality {mod.name!r} cannot fit a detector here; train a model and pass --model")
+        det = mod.detector(method=method, contamination=0.05 if contamination is None else contamination,
+                           steps=steps, impute=impute, batch_size=batch_size, random_state=seed, device=device)
+        if not as_json:
+            click.echo(f"fitting a {method} detector on {train_data or data} ...", err=True)
+        det.fit(train_data or data)
+    if det is not None:
+        if save_model:
+            det.save(save_model)
+        res = mod.detector.score_file(det, data, out, flag=True, progress=not as_json)
+        scores = res.pop("scores")
+        if plot:
+            mod.detector.plot_histogram(scores, det.threshold_, plot, title=f"{det.method} scores of {Path(data).name}")
+        summary = {**res, "method": det.method, "min": float(scores.min()), "max": float(scores.max()),
+                   "mean": float(scores.mean()), "model": save_model or model_name}
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+        else:
+            click.echo(f"scored {summary['rows']} rows with {det.method}: {summary['flagged']} flagged above "
+                       f"threshold {summary['threshold']:.4g}; scores in {out}")
+        return
+    if train_data or save_model or contamination is not None or impute:
+        raise PolydiffError("--train, --contamination, --impute and --save-model need a modality with a detector")
     model = Model.load(model_name, device=device)
     try:
         items = model.encoder.read(data)
@@ -245,6 +296,10 @@ def score_cmd(data, model_name, method, out, batch_size, device, as_json):
     atomic_write_text(out, "\n".join(lines) + "\n")
     summary = {"rows": len(scores), "method": method, "out": str(out),
                "min": min(scores), "max": max(scores), "mean": sum(scores) / len(scores)}
+    if plot:
+        from .viz import plot_histogram
+
+        plot_histogram(scores, None, plot)
     click.echo(json.dumps(summary, indent=2) if as_json else
                f"scored {len(scores)} items with {method}: {out} (mean {summary['mean']:.4g})")
 

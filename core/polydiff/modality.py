@@ -15,6 +15,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
 * **configure** ``configure(config, fitted_encoder) -> config``: fills data-dependent settings (number of
   columns or classes, vocabulary size) into the config before the network is built for training; the
   completed config is what the bundle stores, so loading never needs the training data;
+* **detector**: an estimator class (``fit``, ``decision_function``, ``save``, ``load``, ``threshold_``) that
+  ``polydiff score`` uses to fit on a table and score it in chunks (the tabular plugin's DiffusionDetector),
+  with module functions ``score_file`` and ``plot_histogram`` next to it;
 * **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``;
 * **demo**: ``demo(out_dir, echo, device)`` — what ``polydiff demo`` shows for this modality;
 * **draw**: ``draw(encoder, frames, cond, path, titles)`` — a picture of a list of batches (trajectories).
@@ -73,6 +76,7 @@ class Modality:
     sample_options: List[Any] = field(default_factory=list)
     make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
     configure: Optional[Callable[[dict, Encoder], dict]] = None
+    detector: Optional[Any] = None
     demo: Optional[Callable[..., Any]] = None
     draw: Optional[Callable[..., Any]] = None
     plugin: str = ""

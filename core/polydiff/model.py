@@ -203,7 +203,8 @@ class Model:
     def save(self, path) -> Path:
         """Write an inference bundle (weights, config, encoder metadata) to ``path``."""
         meta = {k: v for k, v in self.meta.items() if k not in ("format", "format_version")}
-        meta.update({"kind": "model", "modality": self.modality.name, "config": self.config,
+        meta.setdefault("kind", "model")
+        meta.update({"modality": self.modality.name, "config": self.config,
                      "encoder": self.encoder.metadata(), "guidance": self.guidance})
         sd = {f"ema.{k}": v for k, v in self.net.state_dict().items()}
         return checkpoint.save_bundle(path, sd, meta)

@@ -22,7 +22,24 @@ def tabular_modality():
             "sample": {"sampler": "dpmpp_2m", "steps": 20},
         },
         configure=encoder.configure,
+        detector=_LazyDetector(),
     )
+
+
+class _LazyDetector:
+    """Stands for DiffusionDetector without importing it until ``polydiff score`` needs it."""
+
+    def __call__(self, *args, **kwargs):
+        from .detector import DiffusionDetector
+
+        return DiffusionDetector(*args, **kwargs)
+
+    def __getattr__(self, name):
+        from . import detector
+
+        if name in ("score_file", "plot_histogram"):
+            return getattr(detector, name)
+        return getattr(detector.DiffusionDetector, name)
 
 
 @polydiff.hookimpl
