@@ -231,10 +231,21 @@ class Trainer:
             return self._fit(resume)
         finally:
             self._close_metrics()
+            self._release_ddp()
             if created_group:
                 import torch.distributed as dist
 
                 dist.destroy_process_group()
+
+    def _release_ddp(self):
+        # The DDP wrapper sits in reference cycles (its hooks point back at it), so it is freed by the
+        # garbage collector at some later time, possibly during interpreter shutdown, when its reducer's
+        # threads can no longer be joined cleanly. Drop it now, while the process group still exists.
+        if getattr(self, "_ddp", None) is not None:
+            self._ddp = None
+            import gc
+
+            gc.collect()
 
     def _init_distributed(self) -> bool:
         if self.world_size <= 1:
@@ -294,6 +305,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+            self._ddp = model  # released in fit() before the process group goes away
         with torch.no_grad():
             self.ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
