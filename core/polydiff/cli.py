@@ -219,7 +219,8 @@ def sample_group():
 @click.option("--model", "model_name", help="Pretrained name or .safetensors bundle (a model or a saved detector).")
 @click.option("--train", "train_data", type=click.Path(), help="Fit a detector on these clean rows first.")
 @click.option("--modality", default=None, help="Modality of a new detector [tabular].")
-@click.option("--method", default="elbo", show_default=True, help="Scoring method (see `polydiff plugins`).")
+@click.option("--method", default=None,
+              help="Scoring method (see `polydiff plugins`) [a new detector: its modality's default; --model: elbo].")
 @click.option("--contamination", type=float, default=None,
               help="Expected anomaly fraction; adds an is_anomaly column [0.05 for a new detector].")
 @click.option("--impute", type=click.Choice(["median"]), help="Fill NaN with the training medians.")
@@ -255,14 +256,17 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
             det = mod.detector.load(path)
             if contamination is not None:
                 raise PolydiffError("--contamination is fixed when a detector is fitted; refit without --model")
+            if method and method != det.method:
+                raise PolydiffError(f"{path}: a {det.method} detector; --method {method} needs a new detector (drop --model)")
     else:
         mod = reg.modality(modality or "tabular")
         if mod.detector is None:
             raise PolydiffError(f"modality {mod.name!r} cannot fit a detector here; train a model and pass --model")
-        det = mod.detector(method=method, contamination=0.05 if contamination is None else contamination,
-                           steps=steps, impute=impute, batch_size=batch_size, random_state=seed, device=device)
+        kw = {"method": method} if method else {}
+        det = mod.detector(**kw, novelty=train_data is not None,
+                           contamination=0.05 if contamination is None else contamination, steps=steps, impute=impute, batch_size=batch_size, random_state=seed, device=device)
         if not as_json:
-            click.echo(f"fitting a {method} detector on {train_data or data} ...", err=True)
+            click.echo(f"fitting a {det.method} detector on {train_data or data} ...", err=True)
         det.fit(train_data or data)
     if det is not None:
         if save_model:
@@ -281,6 +285,7 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
         return
     if train_data or save_model or contamination is not None or impute:
         raise PolydiffError("--train, --contamination, --impute and --save-model need a modality with a detector")
+    method = method or "elbo"
     model = Model.load(model_name, device=device)
     try:
         items = model.encoder.read(data)

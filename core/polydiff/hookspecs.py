@@ -22,7 +22,11 @@ def register_schedules(register):
 
 @hookspec
 def register_scorers(register):
-    """register(name, fn, modalities=None): add anomaly scorers fn(model, x, cond, **options) -> Tensor[batch]."""
+    """register(name, fn, modalities=None): add anomaly scorers.
+
+    ``fn(model, x, cond, **options) -> Tensor[batch]`` scores with a trained model; or ``fn`` is a class with
+    ``fit``/``load`` class methods for a scorer with its own fitted state (see :class:`polydiff.plugins.Scorer`).
+    """
 
 
 @hookspec

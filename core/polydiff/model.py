@@ -190,7 +190,7 @@ class Model:
         """Anomaly scores (higher = more anomalous), one per item, with a registered scorer."""
         from .plugins import registry
 
-        sc = registry().scorer(method, self.modality.name)
+        sc = registry().model_scorer(method, self.modality.name)
         if x is None:
             x, cond = self.encode(items)
         cond = cond or {}

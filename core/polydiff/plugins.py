@@ -59,12 +59,23 @@ class PluginRecord:
 
 @dataclass
 class Scorer:
-    """An anomaly scorer: ``fn(model, x, cond, **options) -> Tensor[batch]`` (higher = more anomalous)."""
+    """An anomaly scorer (higher = more anomalous).
+
+    Two kinds. A *model scorer* is a function ``fn(model, x, cond, **options) -> Tensor[batch]`` that scores
+    with any trained :class:`polydiff.model.Model`. A *fitted scorer* has its own state fitted on the
+    training rows: ``fn`` is then a class with ``fn.fit(x, *, seed, **options) -> instance``,
+    ``fn.load(tensors, meta) -> instance``, and instances with ``score(x) -> array[batch]`` and
+    ``bundle() -> (tensors, meta)``; a modality's detector drives it.
+    """
 
     name: str
     fn: Callable
     modalities: Optional[List[str]] = None  # None: any modality
     plugin: str = ""
+
+    @property
+    def fitted(self) -> bool:
+        return all(callable(getattr(self.fn, a, None)) for a in ("fit", "load"))
 
 
 class Registry:
@@ -267,6 +278,14 @@ class Registry:
         sc = self.scorers[name]
         if modality and sc.modalities and modality not in sc.modalities:
             raise UnknownName(f"scoring method {name!r} works on {', '.join(sc.modalities)}, not {modality!r}")
+        return sc
+
+    def model_scorer(self, name: str, modality: Optional[str] = None) -> Scorer:
+        """A scorer that works on a trained model (not a fitted scorer, which needs a detector)."""
+        sc = self.scorer(name, modality)
+        if sc.fitted:
+            raise UnknownName(f"scoring method {name!r} fits its own state and cannot score with a trained model; "
+                              f"fit a detector with it instead (polydiff score DATA --method {name})")
         return sc
 
     def records(self) -> List[PluginRecord]:

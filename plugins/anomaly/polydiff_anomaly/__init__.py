@@ -47,6 +47,15 @@ def register_modalities(register):
     register(tabular_modality())
 
 
+@polydiff.hookimpl
+def register_scorers(register):
+    from .dte import NeuralDTE
+    from .nonparametric import EmpiricalDTE
+
+    register("dte-np", EmpiricalDTE, modalities=["tabular"])
+    register("dte", NeuralDTE, modalities=["tabular"])
+
+
 def __getattr__(name):  # lazy: importing the plugin must stay cheap
     if name == "DiffusionDetector":
         from .detector import DiffusionDetector

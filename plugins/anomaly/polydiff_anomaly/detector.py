@@ -2,7 +2,7 @@
 
     from polydiff_anomaly import DiffusionDetector
 
-    det = DiffusionDetector(method="elbo", contamination=0.05).fit(X_train)   # array, DataFrame or file
+    det = DiffusionDetector(contamination=0.05).fit(X)    # array, DataFrame or file; method="dte-np"
     scores = det.decision_function(X_test)        # higher = more anomalous
     flags = det.predict(X_test)                   # 1 = anomaly, using threshold_ from the training scores
     det.save("detector.safetensors"); det = DiffusionDetector.load("detector.safetensors")
@@ -24,38 +24,99 @@ from polydiff.errors import InputError, PolydiffError
 
 __all__ = ["DiffusionDetector", "METHODS"]
 
-#: scoring methods available to the detector, each a core or plugin scorer fn(model, x, cond) -> [batch]
-METHODS = ("elbo", "reconstruction")
+#: scoring methods, default first: the plugin's own fitted scorers, then the core's denoiser-based ones
+METHODS = ("dte-np", "dte", "elbo", "reconstruction")
 
 
-def _scorer(method: str):
-    from polydiff import scoring
+class DenoiserScorer:
+    """Fitted state of the ``elbo`` and ``reconstruction`` scorers: a tabular diffusion model (EDM denoiser
+    MLP) trained on the rows; scoring calls the core's modality-agnostic scorer of the same name."""
 
-    table = {"elbo": scoring.elbo, "reconstruction": scoring.reconstruction}
+    def __init__(self, method: str, model):
+        self.name, self.model = method, model
+
+    @classmethod
+    def fit(cls, x, *, method: str, encoder, seed: int = 0, steps=None, device=None, **_) -> "DenoiserScorer":
+        from polydiff.model import Model, default_config, merge_config
+        from polydiff.training import Trainer
+
+        from . import tabular_modality
+
+        modality = tabular_modality()
+        overrides = {"train": {"seed": int(seed)}}
+        if steps is not None:
+            overrides["train"]["steps"] = int(steps)
+        config = modality.configure(merge_config(default_config(), modality.default_config, overrides), encoder)
+        config["train"]["log_every"] = config["train"]["ckpt_every"] = 10**9  # no intermediate files
+        net = modality.network(config["network"])
+        with tempfile.TemporaryDirectory(prefix="polydiff-detector-") as tmp:
+            trainer = Trainer(net, torch.from_numpy(np.asarray(x, np.float32)), {}, config, tmp, modality=modality.name,
+                              encoder_meta=encoder.metadata(), device=device, progress=False)
+            trainer.fit()
+            net.load_state_dict(trainer.ema)
+        return cls(method, Model(modality, net, encoder, config, {"kind": "detector"}, device=device))
+
+    @torch.no_grad()
+    def score(self, x, seed: int = 0, batch_size: int = 8192) -> np.ndarray:
+        from polydiff import scoring
+
+        fn = getattr(scoring, self.name)
+        x = torch.as_tensor(np.asarray(x, np.float32)).to(self.model.device)
+        out = [fn(self.model, x[i:i + batch_size], {}, seed=int(seed)).cpu() for i in range(0, len(x), int(batch_size))]
+        return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+    def bundle(self):
+        return ({f"ema.{k}": v for k, v in self.model.net.state_dict().items()}, {"config": self.model.config})
+
+    @classmethod
+    def load_with(cls, method, tensors, meta, encoder, device=None):
+        from polydiff.checkpoint import split_prefix
+        from polydiff.model import Model
+
+        from . import tabular_modality
+
+        modality = tabular_modality()
+        config = meta["config"]
+        net = modality.network(config["network"])
+        net.load_state_dict(split_prefix(tensors, "ema"))
+        return cls(method, Model(modality, net, encoder, config, {"kind": "detector"}, device=device))
+
+
+def _engine(method: str):
+    from .dte import NeuralDTE
+    from .nonparametric import EmpiricalDTE
+
+    table = {"dte-np": EmpiricalDTE, "dte": NeuralDTE, "elbo": DenoiserScorer, "reconstruction": DenoiserScorer}
     if method not in table:
         raise PolydiffError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     return table[method]
 
 
 class DiffusionDetector:
-    """A tabular diffusion model fitted on (mostly) normal rows, scoring rows by how hard they are to denoise.
+    """A diffusion anomaly detector over the rows of a numeric table (higher score = more anomalous).
 
     Parameters
     ----------
-    method : scoring method, one of ``METHODS``.
-    contamination : expected fraction of anomalies in the training data, in (0, 0.5]; sets ``threshold_``.
-    steps : training steps (default: the tabular modality's default).
-    max_train_rows : rows beyond this are subsampled (seeded) for training, to bound fit time.
+    method : ``"dte-np"`` (default: nonparametric diffusion-time estimation, no training), ``"dte"`` (a network
+        estimates the diffusion time, one forward per row), ``"elbo"`` or ``"reconstruction"`` (a trained
+        diffusion denoiser; the core's scorers).
+    novelty : ``False`` (default): the rows passed to ``fit`` may contain anomalies, as when a table is
+        scored against itself. ``True``: they are clean, normal rows and the detector scores new rows
+        (scikit-learn's novelty detection); ``dte-np`` then uses a sharper reference set.
+    contamination : expected fraction of anomalies, in (0, 0.5]; sets ``threshold_`` from the training scores.
+    steps : training steps of ``dte``, ``elbo`` and ``reconstruction`` (default: their own defaults).
+    max_train_rows : rows beyond this are subsampled (seeded) before fitting, to bound fit time.
     impute : ``None`` (NaN is an error) or ``"median"`` (NaN filled with training medians).
     batch_size : rows per scoring batch.
-    random_state : seed of the subsample, the training run and the scoring noise.
-    device : ``"cpu"``, ``"cuda"`` ...; default CUDA when present.
+    random_state : seed of every random choice (subsample, reference bags, training, scoring noise).
+    device : ``"cpu"``, ``"cuda"`` ... for the network methods; default CUDA when present.
     """
 
-    def __init__(self, method: str = "elbo", contamination: float = 0.05, steps: Optional[int] = None,
-                 max_train_rows: int = 50_000, impute: Optional[str] = None, batch_size: int = 8192,
-                 random_state: int = 0, device: Optional[str] = None):
+    def __init__(self, method: str = "dte-np", novelty: bool = False, contamination: float = 0.05,
+                 steps: Optional[int] = None, max_train_rows: int = 50_000, impute: Optional[str] = None,
+                 batch_size: int = 8192, random_state: int = 0, device: Optional[str] = None):
         self.method = method
+        self.novelty = novelty
         self.contamination = contamination
         self.steps = steps
         self.max_train_rows = max_train_rows
@@ -83,7 +144,7 @@ class DiffusionDetector:
         return "DiffusionDetector(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
 
     def _check_params(self):
-        _scorer(self.method)
+        _engine(self.method)
         if not (0 < float(self.contamination) <= 0.5):
             raise PolydiffError(f"contamination must be in (0, 0.5], got {self.contamination}")
         if int(self.max_train_rows) < 2:
@@ -91,53 +152,50 @@ class DiffusionDetector:
 
     # ------------------------------------------------------------------ fitting and scoring
     def fit(self, X, y=None) -> "DiffusionDetector":
-        """Fit on the rows of ``X`` (``y`` is ignored, as in PyOD's unsupervised detectors)."""
-        from polydiff.model import Model, default_config, merge_config
-        from polydiff.training import Trainer
+        """Fit on the rows of ``X`` (``y`` is ignored, as in PyOD's unsupervised detectors).
 
-        from . import tabular_modality
+        ``X`` is an array, a DataFrame or a file. A CSV or Parquet file with more than ``max_train_rows``
+        rows is read in chunks and reduced to a uniform random sample of that many rows; the column
+        statistics, ``decision_scores_`` and ``threshold_`` then come from that sample."""
         from .encoder import TableEncoder
 
+        from .table import is_streamable, sample_table
+
         self._check_params()
-        modality = tabular_modality()
+        if is_streamable(X):  # a CSV/Parquet file is sampled in chunks: memory bounded by max_train_rows
+            X = sample_table(X, int(self.max_train_rows), seed=int(self.random_state))
         enc = TableEncoder(impute=self.impute).fit(X)
         x = enc.transform(X)
         rng = np.random.default_rng(self.random_state)
+        sub = x
         if len(x) > self.max_train_rows:
-            x = x[np.sort(rng.choice(len(x), int(self.max_train_rows), replace=False))]
-        overrides = {"train": {"seed": int(self.random_state)}}
-        if self.steps is not None:
-            overrides["train"]["steps"] = int(self.steps)
-        config = modality.configure(merge_config(default_config(), modality.default_config, overrides), enc)
-        config["train"]["log_every"] = config["train"]["ckpt_every"] = 10**9  # no intermediate files
-        net = modality.network(config["network"])
-        with tempfile.TemporaryDirectory(prefix="polydiff-detector-") as tmp:
-            trainer = Trainer(net, torch.from_numpy(x), {}, config, tmp, modality=modality.name,
-                              encoder_meta=enc.metadata(), device=self.device, progress=False)
-            trainer.fit()
-            net.load_state_dict(trainer.ema)
-        self.model_ = Model(modality, net, enc, config, {"kind": "detector"}, device=self.device)
+            sub = x[np.sort(rng.choice(len(x), int(self.max_train_rows), replace=False))]
+        self.encoder_ = enc
+        self.engine_ = _engine(self.method).fit(sub, method=self.method, encoder=enc, seed=int(self.random_state),
+                                                novelty=bool(self.novelty), steps=self.steps, device=self.device)
         self.n_features_in_ = len(enc.columns)
         self.feature_names_in_ = np.asarray(enc.columns, dtype=object)
-        self.decision_scores_ = self.decision_function(X)
+        self.decision_scores_ = self._score(x)
         self.threshold_ = float(np.quantile(self.decision_scores_, 1 - float(self.contamination)))
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
 
     def _fitted(self):
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "engine_"):
             raise PolydiffError("this DiffusionDetector is not fitted yet; call fit(X) first")
-        return self.model_
+        return self.engine_
 
-    @torch.no_grad()
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        eng = self._fitted()
+        bs = int(self.batch_size)
+        if isinstance(eng, DenoiserScorer):
+            return eng.score(x, seed=int(self.random_state), batch_size=bs)
+        return np.concatenate([eng.score(x[i:i + bs]) for i in range(0, len(x), bs)]) if len(x) else np.zeros(0)
+
     def decision_function(self, X) -> np.ndarray:
         """Anomaly score of every row of ``X`` (higher = more anomalous), in row order."""
-        model = self._fitted()
-        x = torch.from_numpy(model.encoder.transform(X)).to(model.device)
-        fn = _scorer(self.method)
-        out = [fn(model, x[i:i + self.batch_size], {}, seed=int(self.random_state)).cpu()
-               for i in range(0, len(x), int(self.batch_size))]
-        return torch.cat(out).double().numpy()
+        self._fitted()
+        return self._score(self.encoder_.transform(X)).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
         """1 for rows scoring above ``threshold_``, else 0."""
@@ -146,27 +204,44 @@ class DiffusionDetector:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> Path:
-        """One safetensors bundle: EMA weights, config, encoder metadata, parameters and threshold."""
-        model = self._fitted()
-        model.meta = {"kind": "detector", "detector": {"params": self.get_params(), "threshold": self.threshold_}}
-        return model.save(path)
+        """One safetensors file: the fitted scorer's tensors; parameters, encoder and threshold as JSON."""
+        from polydiff.checkpoint import save_bundle
+
+        eng = self._fitted()
+        tensors, state = eng.bundle()
+        meta = {"kind": "detector", "modality": "tabular", "encoder": self.encoder_.metadata(),
+                "detector": {"params": self.get_params(), "threshold": self.threshold_, "method": self.method,
+                             "state": state}}
+        if isinstance(eng, DenoiserScorer):  # also loadable as a plain tabular model (polydiff sample/score --model)
+            meta["config"] = eng.model.config
+        return save_bundle(path, tensors, meta)
 
     @classmethod
     def load(cls, path) -> "DiffusionDetector":
         """Load a detector written by :meth:`save` (never unpickles)."""
-        from polydiff.model import Model
+        from polydiff.checkpoint import load_bundle
 
-        from . import tabular_modality
+        from .encoder import TableEncoder
 
-        model = Model.load(path, modality=tabular_modality())
-        info = model.meta.get("detector")
-        if not info:
-            raise InputError(f"{path}: a tabular model, but not a saved DiffusionDetector")
-        det = cls(**info["params"])
-        det.model_ = model
+        tensors, meta = load_bundle(path)
+        info = meta.get("detector")
+        if meta.get("modality") not in (None, "tabular"):
+            raise InputError(f"{path}: a {meta.get('modality')!r} bundle, not a tabular detector")
+        if not info or "state" not in info:
+            raise InputError(f"{path}: a polydiff bundle, but not a saved DiffusionDetector")
+        det = cls(**{k: v for k, v in info["params"].items() if k in cls._param_names()})
+        det.encoder_ = TableEncoder.from_metadata(meta.get("encoder"))
+        eng = _engine(info["method"])
+        try:
+            if eng is DenoiserScorer:
+                det.engine_ = DenoiserScorer.load_with(info["method"], tensors, info["state"], det.encoder_, det.device)
+            else:
+                det.engine_ = eng.load(tensors, info["state"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise InputError(f"{path}: damaged detector bundle ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         det.threshold_ = float(info["threshold"])
-        det.n_features_in_ = len(model.encoder.columns)
-        det.feature_names_in_ = np.asarray(model.encoder.columns, dtype=object)
+        det.n_features_in_ = len(det.encoder_.columns)
+        det.feature_names_in_ = np.asarray(det.encoder_.columns, dtype=object)
         return det
 
 

@@ -238,3 +238,38 @@ def iter_table(path, chunk_rows: int = 100_000) -> Iterator[Table]:
         raise InputError(f"{source}: not a readable CSV file ({str(e).splitlines()[0]})") from None
     if not any_rows:
         raise InputError(f"{source}: has a header but no rows")
+
+
+def is_streamable(data) -> bool:
+    """True for a CSV or Parquet path, which is read in chunks rather than whole."""
+    return isinstance(data, (str, Path)) and Path(data).suffix.lower() in (".csv", ".tsv", ".txt", ".parquet", ".pq")
+
+
+def sample_table(path, max_rows: int, seed: int = 0, chunk_rows: int = 100_000) -> Table:
+    """A uniform random sample of at most ``max_rows`` rows of a CSV or Parquet file, read in chunks
+    (reservoir sampling, Vitter's algorithm R): memory is bounded by ``max_rows`` and ``chunk_rows``, not by
+    the file. Rows keep their file order. Returns the whole table when it has at most ``max_rows`` rows."""
+    rng = np.random.default_rng(seed)
+    res, ids, seen, columns, source = None, None, 0, None, str(path)
+    for chunk in iter_table(path, chunk_rows=chunk_rows):
+        v = chunk.values
+        if columns is None:
+            columns = list(chunk.columns)
+            res = np.empty((max_rows, v.shape[1]), dtype=v.dtype)
+            ids = np.empty(max_rows, dtype=np.int64)
+        elif list(chunk.columns) != columns:
+            raise InputError(f"{source}: the columns change between chunks")
+        take = min(max(max_rows - seen, 0), len(v))
+        if take:  # fill the reservoir
+            res[seen:seen + take] = v[:take]
+            ids[seen:seen + take] = np.arange(seen, seen + take)
+        if take < len(v):  # replace with probability max_rows / (index + 1)
+            gidx = np.arange(seen + take, seen + len(v))
+            r = rng.integers(0, gidx + 1)
+            hit = np.flatnonzero(r < max_rows)
+            res[r[hit]] = v[take:][hit]  # later rows overwrite earlier ones at the same slot, as in the loop
+            ids[r[hit]] = gidx[hit]
+        seen += len(v)
+    n = min(seen, max_rows)
+    order = np.argsort(ids[:n], kind="stable")
+    return Table(res[:n][order], columns, source)

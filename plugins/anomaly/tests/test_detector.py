@@ -14,10 +14,12 @@ def _data(seed=0):
     return normal, outliers
 
 
-@pytest.fixture(scope="module")
-def fitted():
+@pytest.fixture(scope="module", params=["dte-np", "dte-np-novelty", "dte", "elbo", "reconstruction"])
+def fitted(request):
     normal, _ = _data()
-    return DiffusionDetector(steps=200, contamination=0.1, random_state=0).fit(pd.DataFrame(normal, columns=list("abcd")))
+    method, novelty = request.param.replace("-novelty", ""), request.param.endswith("-novelty")
+    det = DiffusionDetector(method=method, novelty=novelty, steps=300, contamination=0.1, random_state=0)
+    return det.fit(pd.DataFrame(normal, columns=list("abcd")))
 
 
 def test_fit_sets_pyod_attributes(fitted):
@@ -46,7 +48,7 @@ def test_numpy_and_dataframe_agree_and_rows_are_independent(fitted):
 def test_params_round_trip():
     det = DiffusionDetector()
     p = det.get_params()
-    assert p["method"] == "elbo" and p["contamination"] == 0.05
+    assert p["method"] == "dte-np" and p["contamination"] == 0.05 and p["novelty"] is False
     assert det.set_params(contamination=0.2).contamination == 0.2
     with pytest.raises(ValueError, match="invalid parameter 'nope'"):
         det.set_params(nope=1)
@@ -54,6 +56,8 @@ def test_params_round_trip():
         DiffusionDetector(contamination=0.9).fit(np.zeros((10, 2)))
     with pytest.raises(PolydiffError, match="not fitted yet"):
         DiffusionDetector().decision_function(np.zeros((2, 2)))
+    with pytest.raises(PolydiffError, match="unknown method 'knn'"):
+        DiffusionDetector(method="knn").fit(np.zeros((10, 2)))
 
 
 def test_save_load_gives_identical_scores(fitted, tmp_path):
@@ -63,3 +67,51 @@ def test_save_load_gives_identical_scores(fitted, tmp_path):
     again = DiffusionDetector.load(p)
     assert again.get_params() == fitted.get_params() and again.threshold_ == fitted.threshold_
     assert np.array_equal(again.decision_function(X), fitted.decision_function(X))
+
+
+def test_saved_detector_is_safetensors_without_pickle(fitted, tmp_path):
+    p = fitted.save(tmp_path / "det.safetensors")
+    from polydiff.checkpoint import read_meta
+
+    meta = read_meta(p)
+    assert meta["kind"] == "detector" and meta["detector"]["method"] == fitted.method
+    assert b"pickle" not in p.read_bytes()[:8] and p.read_bytes()[8:9] == b"{"
+
+
+def test_not_a_detector_bundle_is_refused(tmp_path):
+    from polydiff.checkpoint import save_bundle
+    import torch
+
+    p = save_bundle(tmp_path / "x.safetensors", {"w": torch.zeros(2)}, {"kind": "model", "modality": "tabular"})
+    with pytest.raises(PolydiffError, match="not a saved DiffusionDetector"):
+        DiffusionDetector.load(p)
+
+
+def _auroc(y, s):
+    from scipy.stats import rankdata
+
+    r = rankdata(s)
+    pos = y == 1
+    return (r[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum())
+
+
+def test_dte_np_outlier_mode_resists_a_cluster_of_anomalies():
+    """Fitted on a table holding a tight cluster of anomalies, the outlier mode still ranks them on top,
+    while the novelty mode (which trusts its training rows) lets the cluster explain itself."""
+    rng = np.random.default_rng(5)
+    normal = rng.normal(size=(2000, 5))
+    cluster = rng.normal(size=(12, 5)) * 0.05 + 3.0  # 0.6% of the rows
+    X = np.vstack([normal, cluster])
+    y = np.r_[np.zeros(len(normal)), np.ones(len(cluster))]
+    outlier = DiffusionDetector().fit(X).decision_scores_
+    novelty = DiffusionDetector(novelty=True).fit(X).decision_scores_
+    assert _auroc(y, outlier) > 0.99
+    assert _auroc(y, novelty) < 0.5
+
+
+def test_dte_np_needs_no_training_steps_and_scales_with_the_reference_not_the_data():
+    rng = np.random.default_rng(0)
+    det = DiffusionDetector(novelty=True).fit(rng.normal(size=(20_000, 8)))
+    assert det.engine_.refs["std"].shape == (4096, 8)  # one reference sample of at most 4,096 rows
+    det = DiffusionDetector().fit(rng.normal(size=(20_000, 8)))
+    assert det.engine_.refs["std"].shape == (16 * 256, 8)  # 16 bags of 256 rows

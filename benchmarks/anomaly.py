@@ -1,0 +1,270 @@
+"""Anomaly benchmark: polydiff's diffusion detectors next to PyOD's KNN, IForest, ECOD and LOF on ADBench.
+
+    python benchmarks/anomaly.py --data-dir ../shared/data/adbench_classical --protocol semi --seeds 5 --json
+    python benchmarks/anomaly.py --protocol unsup --methods dte-np,IForest,ECOD --seeds 5
+    python benchmarks/anomaly.py --throughput-only --json       # scoring rows/s and fit seconds only
+
+Protocol (ADBench, Han et al. 2022; DTE, Livernoche et al. 2024):
+
+* every dataset (an ``.npz`` with ``X`` and ``y``) is capped at ``--max-rows`` rows (50,000, as in DTE's code)
+  by a seeded random subsample;
+* ``semi``: fit on a random 50% of the normal rows, test on the other normal rows plus every anomaly;
+  polydiff detectors are told their training rows are clean (``novelty=True``);
+* ``unsup``: fit and score all rows (anomalies included), ``novelty=False``;
+* features are standardized with the training rows' mean and std for every method;
+* AUROC and AUPRC (average precision) per dataset and seed; fit and score seconds; mean over datasets of
+  the per-dataset mean over seeds.
+
+PyOD is a benchmark-only dependency (``pip install pyod scikit-learn``); a missing method is reported, not
+faked. Per-(method, dataset, seed) results are cached in ``--cache`` so an interrupted run continues.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+POLYDIFF_METHODS = ("dte-np", "dte", "elbo", "reconstruction")
+PYOD_METHODS = ("KNN", "IForest", "ECOD", "LOF")
+TARGETS = {"semi_over_knn": 1.0, "unsup_vs_iforest": 0.0, "rows_per_s": 100_000, "fit_s": 60.0}
+
+
+def dataset_names(data_dir):
+    names = [os.path.splitext(os.path.basename(f))[0] for f in glob.glob(os.path.join(data_dir, "*.npz"))]
+    return sorted(names, key=lambda s: (int(re.match(r"\d+", s).group()) if re.match(r"\d+", s) else 10**9, s))
+
+
+def split(data_dir, name, seed, protocol, max_rows):
+    """(X_train, X_test, y_test) standardized with the training rows' statistics."""
+    d = np.load(os.path.join(data_dir, name + ".npz"), allow_pickle=False)
+    X, y = np.asarray(d["X"], np.float64), np.asarray(d["y"]).astype(int).ravel()
+    rng = np.random.default_rng(seed)
+    if len(y) > max_rows:
+        idx = rng.choice(len(y), max_rows, replace=False)
+        X, y = X[idx], y[idx]
+    if protocol == "semi":
+        normal = rng.permutation(np.flatnonzero(y == 0))
+        ntr = int(round(0.5 * len(normal)))
+        tr = normal[:ntr]
+        te = np.concatenate([normal[ntr:], np.flatnonzero(y == 1)])
+        Xtr, Xte, yte = X[tr], X[te], y[te]
+    else:
+        Xtr, Xte, yte = X, X, y
+    mu, sd = Xtr.mean(0), Xtr.std(0)
+    sd[sd < 1e-12] = 1.0
+    return ((Xtr - mu) / sd).astype(np.float32), ((Xte - mu) / sd).astype(np.float32), yte
+
+
+def auroc(y, s):
+    from scipy.stats import rankdata
+
+    r = rankdata(s)
+    pos = y == 1
+    npos, nneg = int(pos.sum()), int((~pos).sum())
+    return float((r[pos].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def auprc(y, s):
+    """Average precision (ties broken pessimistically by a stable sort on -score)."""
+    order = np.argsort(-np.asarray(s), kind="stable")
+    yy = np.asarray(y)[order]
+    tp = np.cumsum(yy)
+    prec = tp / np.arange(1, len(yy) + 1)
+    return float((prec * yy).sum() / max(yy.sum(), 1))
+
+
+def make(method, seed, protocol):
+    if method in POLYDIFF_METHODS:
+        from polydiff_anomaly import DiffusionDetector
+
+        return DiffusionDetector(method=method, novelty=(protocol == "semi"), random_state=seed, device="cpu")
+    from pyod.models.ecod import ECOD
+    from pyod.models.iforest import IForest
+    from pyod.models.knn import KNN
+    from pyod.models.lof import LOF
+
+    return {"KNN": lambda: KNN(), "IForest": lambda: IForest(random_state=seed), "ECOD": lambda: ECOD(),
+            "LOF": lambda: LOF()}[method]()
+
+
+def available(method):
+    if method in POLYDIFF_METHODS:
+        return True
+    try:
+        import pyod  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def run_one(method, Xtr, Xte, y, seed, protocol):
+    det = make(method, seed, protocol)
+    t0 = time.perf_counter()
+    det.fit(Xtr)
+    t1 = time.perf_counter()
+    s = np.asarray(det.decision_function(Xte), np.float64)
+    t2 = time.perf_counter()
+    if not np.all(np.isfinite(s)):
+        raise RuntimeError(f"{method}: non-finite scores")
+    return {"auroc": auroc(y, s), "auprc": auprc(y, s), "fit_s": t1 - t0, "score_s": t2 - t1,
+            "n_train": int(len(Xtr)), "n_test": int(len(Xte))}
+
+
+def throughput(dims=(8, 32, 64), n_train=20_000, n_score=200_000, runs=3):
+    """Scoring rows/s of dte-np (both modes) on Gaussian data, median of ``runs``."""
+    from polydiff_anomaly import DiffusionDetector
+
+    out = []
+    rng = np.random.default_rng(0)
+    for d in dims:
+        Xtr = rng.normal(size=(n_train, d)).astype(np.float32)
+        Xs = rng.normal(size=(n_score, d)).astype(np.float32)
+        for novelty in (True, False):
+            det = DiffusionDetector(novelty=novelty)
+            t0 = time.perf_counter()
+            det.fit(Xtr)
+            fit_s = time.perf_counter() - t0
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                det.decision_function(Xs)
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            out.append({"method": "dte-np", "novelty": novelty, "dim": d, "rows": n_score, "fit_s": fit_s,
+                        "score_s": med, "rows_per_s": n_score / med})
+            print(f"throughput dte-np novelty={novelty} d={d}: {n_score / med:,.0f} rows/s (fit {fit_s:.2f} s)",
+                  file=sys.stderr, flush=True)
+    return out
+
+
+def summarize(results, methods, names, seeds):
+    table = {}
+    for m in methods:
+        per = {}
+        for ds in names:
+            rs = [results.get(f"{m}|{ds}|{s}") for s in seeds]
+            rs = [r for r in rs if r]
+            if len(rs) == len(seeds):
+                per[ds] = {k: float(np.mean([r[k] for r in rs])) for k in ("auroc", "auprc", "fit_s", "score_s")}
+                per[ds]["fit_s_max"] = float(max(r["fit_s"] for r in rs))
+        complete = len(per) == len(names)
+        table[m] = {"datasets": per, "complete": complete,
+                    "mean_auroc": float(np.mean([v["auroc"] for v in per.values()])) if per else None,
+                    "mean_auprc": float(np.mean([v["auprc"] for v in per.values()])) if per else None,
+                    "max_fit_s": float(max(v["fit_s_max"] for v in per.values())) if per else None,
+                    "n_datasets": len(per)}
+    return table
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                                       "adbench_classical"))
+    ap.add_argument("--protocol", choices=["semi", "unsup"], default="semi")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--methods", default=",".join(POLYDIFF_METHODS + PYOD_METHODS))
+    ap.add_argument("--datasets", help="comma-separated dataset names (default: every .npz in --data-dir)")
+    ap.add_argument("--max-rows", type=int, default=50_000)
+    ap.add_argument("--cache", help="JSON file of per-run results to reuse and extend")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--throughput-only", action="store_true")
+    ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+
+    doc = {"benchmark": "anomaly", "command": " ".join([os.path.basename(sys.executable), "benchmarks/anomaly.py"] + sys.argv[1:]),
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads},
+           "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}}
+    try:
+        import pyod
+
+        doc["versions"]["pyod"] = pyod.__version__
+    except ImportError:
+        pass
+    if not args.throughput_only:
+        if not os.path.isdir(args.data_dir):
+            sys.exit(f"error: --data-dir {args.data_dir} is not a folder")
+        names = args.datasets.split(",") if args.datasets else dataset_names(args.data_dir)
+        if not names:
+            sys.exit(f"error: no .npz datasets in {args.data_dir}")
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in POLYDIFF_METHODS + PYOD_METHODS]
+        if unknown:
+            sys.exit(f"error: unknown method(s) {', '.join(unknown)}; known: {', '.join(POLYDIFF_METHODS + PYOD_METHODS)}")
+        missing = [m for m in methods if not available(m)]
+        methods = [m for m in methods if m not in missing]
+        seeds = list(range(args.seeds))
+        results = {}
+        if args.cache and os.path.exists(args.cache):
+            results = json.load(open(args.cache))
+        for ds in names:
+            for s in seeds:
+                Xtr, Xte, y = split(args.data_dir, ds, s, args.protocol, args.max_rows)
+                for m in methods:
+                    key = f"{m}|{ds}|{s}"
+                    if key in results:
+                        continue
+                    torch.manual_seed(s)
+                    results[key] = run_one(m, Xtr, Xte, y, s, args.protocol)
+                    if args.cache:
+                        tmp = args.cache + ".tmp"
+                        with open(tmp, "w") as f:
+                            json.dump(results, f)
+                        os.replace(tmp, args.cache)
+            line = " ".join(f"{m}={np.mean([results[f'{m}|{ds}|{s}']['auroc'] for s in seeds]):.4f}" for m in methods)
+            print(f"{args.protocol} {ds}: {line}", file=sys.stderr, flush=True)
+        table = summarize(results, methods, names, seeds)
+        doc.update({"protocol": args.protocol, "seeds": seeds, "max_rows": args.max_rows, "datasets": names,
+                    "missing_methods": missing, "methods": table})
+        best = max((m for m in methods if m in POLYDIFF_METHODS and table[m]["complete"]),
+                   key=lambda m: table[m]["mean_auroc"], default=None)
+        checks = {}
+        if best and "KNN" in table and args.protocol == "semi":
+            checks["semi_auroc_over_knn"] = {"polydiff": best, "value": 100 * (table[best]["mean_auroc"] - table["KNN"]["mean_auroc"]),
+                                             "target": TARGETS["semi_over_knn"]}
+        if best and "IForest" in table and args.protocol == "unsup":
+            checks["unsup_auroc_vs_iforest"] = {"polydiff": best, "value": 100 * (table[best]["mean_auroc"] - table["IForest"]["mean_auroc"]),
+                                                "target": TARGETS["unsup_vs_iforest"]}
+        if "dte-np" in table and table["dte-np"]["max_fit_s"] is not None:
+            checks["dte_np_max_fit_s"] = {"value": table["dte-np"]["max_fit_s"], "target": TARGETS["fit_s"], "below": True}
+        for c in checks.values():
+            c["pass"] = (c["value"] <= c["target"]) if c.get("below") else (c["value"] >= c["target"])
+        doc["checks"] = checks
+    if not args.no_throughput:
+        doc["throughput"] = tp = throughput()
+        doc.setdefault("checks", {})["dte_np_rows_per_s_min"] = {
+            "value": min(r["rows_per_s"] for r in tp), "target": TARGETS["rows_per_s"]}
+        doc["checks"]["dte_np_rows_per_s_min"]["pass"] = doc["checks"]["dte_np_rows_per_s_min"]["value"] >= TARGETS["rows_per_s"]
+    doc["wall_s"] = time.perf_counter() - t_start
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        if "methods" in doc:
+            ms = list(doc["methods"])
+            print(f"protocol {doc['protocol']}, seeds {doc['seeds']}: mean AUROC / AUPRC over {len(doc['datasets'])} datasets")
+            print("dataset".ljust(22) + "".join(m.rjust(16) for m in ms))
+            for ds in doc["datasets"]:
+                print(ds[:22].ljust(22) + "".join(
+                    (f"{100 * doc['methods'][m]['datasets'][ds]['auroc']:.2f}" if ds in doc["methods"][m]["datasets"] else "-").rjust(16)
+                    for m in ms))
+            print("MEAN AUROC".ljust(22) + "".join(f"{100 * (doc['methods'][m]['mean_auroc'] or float('nan')):.2f}".rjust(16) for m in ms))
+            print("MEAN AUPRC".ljust(22) + "".join(f"{100 * (doc['methods'][m]['mean_auprc'] or float('nan')):.2f}".rjust(16) for m in ms))
+        for name, c in doc.get("checks", {}).items():
+            print(f"{name}: {c['value']:.3f} (target {c['target']}) {'PASS' if c['pass'] else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
