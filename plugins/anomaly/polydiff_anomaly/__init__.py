@@ -23,7 +23,14 @@ def tabular_modality():
         },
         configure=encoder.configure,
         detector=_LazyDetector(),
+        demo=_demo,
     )
+
+
+def _demo(out, echo=print, device=None):
+    from .demo import run
+
+    return run(out, echo=echo, device=device)
 
 
 class _LazyDetector:

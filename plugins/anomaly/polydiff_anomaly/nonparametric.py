@@ -103,7 +103,7 @@ class Gaussianizer:
 
 
 def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch.Tensor, k: int,
-                 exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 4096) -> torch.Tensor:
+                 exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 2048) -> torch.Tensor:
     """Mean over bags of log(mean of the k smallest squared distances from each row of ``q`` to the bag).
 
     ``refs`` holds the bags one after the other; ``bags`` is a tuple of (count, size) groups of equal-size
@@ -111,23 +111,30 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
     compute out-of-bag scores of training rows).
     """
     out = torch.empty(len(q), dtype=torch.float64)
-    r2 = (refs * refs).sum(1)
+    r2 = (refs * refs).sum(1)[None]
     for i in range(0, len(q), chunk):
         qq = q[i:i + chunk]
-        dist = torch.addmm(r2[None] + (qq * qq).sum(1, keepdim=True), qq, refs.T, alpha=-2).clamp_min_(0)
+        # |q - r|^2 = |q|^2 + |r|^2 - 2 q.r; |q|^2 is constant along a row, so it is added after the top-k
+        part = torch.addmm(r2, qq, refs.T, alpha=-2)
         if exclude is not None:
             ids, qids = exclude
-            dist.masked_fill_(ids[None, :] == qids[i:i + chunk, None], float("inf"))
+            part.masked_fill_(ids[None, :] == qids[i:i + chunk, None], float("inf"))
+        q2 = (qq * qq).sum(1, keepdim=True).double()
         tot = torch.zeros(len(qq), dtype=torch.float64)
         cnt = torch.zeros(len(qq), dtype=torch.float64)
         start = 0
         for count, size in bags:
             kk = min(k, size)
-            v = torch.topk(dist[:, start:start + count * size].view(len(qq), count, size), kk, 2, largest=False).values
-            ok = torch.isfinite(v).all(2)
-            s = torch.log(v.mean(2).double() + 1e-12)
-            tot += torch.where(ok, s, torch.zeros_like(s)).sum(1)
-            cnt += ok.double().sum(1)
+            v = torch.topk(part[:, start:start + count * size].view(len(qq), count, size), kk, 2, largest=False).values
+            v = (v.double() + q2[:, :, None]).clamp_min_(0)
+            s = torch.log(v.mean(2) + 1e-12)
+            if exclude is not None:
+                ok = torch.isfinite(v).all(2)
+                tot += torch.where(ok, s, torch.zeros_like(s)).sum(1)
+                cnt += ok.double().sum(1)
+            else:
+                tot += s.sum(1)
+                cnt += count
             start += count * size
         out[i:i + chunk] = tot / cnt.clamp_min(1)
     return out
