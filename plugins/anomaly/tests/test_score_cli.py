@@ -1,4 +1,5 @@
 """`polydiff score` on tables: fit on --train or on DATA, flags, plot, saved detector, and bad input."""
+import json
 import subprocess
 import sys
 
@@ -42,6 +43,7 @@ def test_scores_flags_plot_and_saved_detector(tables):
     ("a,b,c\n", "has a header but no rows"),
     ("a,b,c\n1,2,3\n4,five,6\n", "column 'b' has text ('five') on lines 3"),
     ("a,b,c\n1,2,3\n4,,6\n", "column 'b' has NaN on lines 3"),
+    ("a,b,c\n1,2,3\n4,5,inf\n1,1,-inf\n", "column 'c' has infinite values on lines 3, 4"),
     ("a,b,d\n1,2,3\n", "columns differ from the training table (missing 'c'; unexpected 'd')"),
 ])
 def test_bad_tables_one_line_no_output(tables, content, needle):
@@ -120,3 +122,17 @@ def test_method_choice_and_saved_method_mismatch(tables):
     r = _run(["test.csv", "--model", "dte.safetensors", "--method", "elbo", "--out", "x.csv"], cwd=tables)
     assert r.returncode == 1 and "a dte detector; --method elbo needs a new detector" in r.stderr
     assert not (tables / "x.csv").exists()
+
+
+def test_parquet_in_unsupervised_and_with_train(tmp_path):
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(rng.normal(size=(500, 4)), columns=list("wxyz"))
+    df.iloc[7] = [9.0, -9.0, 9.0, -9.0]
+    df.to_parquet(tmp_path / "t.parquet")
+    df.iloc[:250].drop(index=7).to_parquet(tmp_path / "clean.parquet")
+    for extra in ([], ["--train", "clean.parquet"]):
+        r = _run(["t.parquet", "--out", "s.csv", "--contamination", "0.01", "--json"] + extra, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        s = pd.read_csv(tmp_path / "s.csv")
+        assert len(s) == 500 and s["score"].idxmax() == 7 and s["is_anomaly"].iloc[7] == 1
+        assert json.loads(r.stdout)["rows"] == 500
