@@ -187,6 +187,31 @@ def summarize(results, methods, names, seeds):
     return table
 
 
+def render_markdown(paths):
+    """Markdown tables (mean AUROC / AUPRC per method, per-dataset AUROC) from saved --json outputs."""
+    lines = []
+    for path in paths:
+        doc = json.load(open(path))
+        ms = list(doc["methods"])
+        lines.append(f"**{doc['protocol']}** ({'fit on half the normal rows, test on the rest + all anomalies' if doc['protocol'] == 'semi' else 'fit and score all rows'}), "
+                     f"{len(doc['datasets'])} datasets, seeds {doc['seeds'][0]}..{doc['seeds'][-1]}; `{doc['command']}`\n")
+        lines.append("| | " + " | ".join(ms) + " |")
+        lines.append("|---|" + "---|" * len(ms))
+        for k, label in (("mean_auroc", "mean AUROC"), ("mean_auprc", "mean AUPRC")):
+            lines.append(f"| {label} | " + " | ".join(f"{100 * doc['methods'][m][k]:.2f}" if doc["methods"][m][k] is not None else "-" for m in ms) + " |")
+        lines.append("| max fit s | " + " | ".join(f"{doc['methods'][m]['max_fit_s']:.1f}" if doc["methods"][m]["max_fit_s"] is not None else "-" for m in ms) + " |")
+        wins = {m: sum(doc["methods"][m]["datasets"][ds]["auroc"] >= max(doc["methods"][o]["datasets"][ds]["auroc"] for o in ms if ds in doc["methods"][o]["datasets"]) - 1e-12
+                       for ds in doc["datasets"] if ds in doc["methods"][m]["datasets"]) for m in ms}
+        lines.append("| datasets won | " + " | ".join(str(wins[m]) for m in ms) + " |\n")
+        lines.append("<details><summary>per-dataset AUROC</summary>\n")
+        lines.append("| dataset | " + " | ".join(ms) + " |")
+        lines.append("|---|" + "---|" * len(ms))
+        for ds in doc["datasets"]:
+            lines.append(f"| {ds} | " + " | ".join(f"{100 * doc['methods'][m]['datasets'][ds]['auroc']:.2f}" if ds in doc["methods"][m]["datasets"] else "-" for m in ms) + " |")
+        lines.append("\n</details>\n")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
@@ -201,7 +226,11 @@ def main(argv=None):
     ap.add_argument("--throughput-only", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    ap.add_argument("--render", nargs="+", metavar="RESULT.json", help="print markdown tables of saved results and exit")
     args = ap.parse_args(argv)
+    if args.render:
+        print(render_markdown(args.render))
+        return
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()

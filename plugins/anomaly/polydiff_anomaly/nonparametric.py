@@ -164,7 +164,7 @@ class EmpiricalDTE:
         X = np.asarray(x, np.float32)
         n = len(X)
         rng = np.random.default_rng(seed)
-        self.gauss = Gaussianizer().fit(X) if ("gauss" in self.views or self.marginal) else None
+        self.gauss = Gaussianizer().fit(X) if ({"gauss", "joint"} & set(self.views) or self.marginal) else None
         idx, bags = [], []
         for count, size in self.bag_spec:
             if size >= n:
@@ -184,13 +184,20 @@ class EmpiricalDTE:
         return self
 
     def _view(self, X: np.ndarray, view: str) -> np.ndarray:
-        return np.asarray(X, np.float32) if view == "std" else self.gauss.transform(X)
+        if view == "std":
+            return np.asarray(X, np.float32)
+        if view == "gauss":
+            return self.gauss.transform(X)
+        if view == "joint":  # both views side by side: one neighbour search over the summed distances
+            return np.hstack([np.asarray(X, np.float32), self.gauss.transform(X)])
+        raise ValueError(f"unknown view {view!r}")
 
     def _components(self, X: np.ndarray, exclude=None) -> Dict[str, np.ndarray]:
         out = {}
         g = self.gauss.transform(X) if self.gauss is not None else None
         for v in self.views:
-            q = torch.from_numpy(np.ascontiguousarray(g if v == "gauss" else np.asarray(X, np.float32)))
+            q = np.asarray(X, np.float32) if v == "std" else g if v == "gauss" else np.hstack([np.asarray(X, np.float32), g])
+            q = torch.from_numpy(np.ascontiguousarray(q))
             out[v] = knn_log_time(self.refs[v], self.bags, q, self.k, exclude=exclude).numpy()
         if self.marginal:
             # diffusion time of the Gaussianized row under N(0, I) data: sigma^2 = mean(g^2) - 1 (mode)
