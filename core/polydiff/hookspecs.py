@@ -22,11 +22,7 @@ def register_schedules(register):
 
 @hookspec
 def register_scorers(register):
-    """register(name, fn, modalities=None): add anomaly scorers.
-
-    ``fn(model, x, cond, **options) -> Tensor[batch]`` scores with a trained model; or ``fn`` is a class with
-    ``fit``/``load`` class methods for a scorer with its own fitted state (see :class:`polydiff.plugins.Scorer`).
-    """
+    """register(name, fn, modalities=None): add anomaly scorers fn(model, x, cond, **options) -> Tensor[batch], or fitted-scorer classes (see polydiff.plugins.Scorer)."""
 
 
 @hookspec

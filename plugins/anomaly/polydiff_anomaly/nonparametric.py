@@ -71,8 +71,8 @@ class Gaussianizer:
         self.n_features = len(self.knots)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, np.float64)
-        out = np.empty(X.shape, np.float32)
+        X = np.asfortranarray(X, dtype=np.float64)  # column by column: contiguous columns are faster
+        out = np.empty(X.shape, np.float32, order="F")
         for j in range(X.shape[1]):
             u, z, x = self.knots[j], self.z[j], X[:, j]
             if len(u) == 1:  # a constant training column
@@ -82,7 +82,7 @@ class Gaussianizer:
             v = np.where(x > u[-1], z[-1] + (x - u[-1]) * self.slope[j], v)
             v = np.where(x < u[0], z[0] + (x - u[0]) * self.slope[j], v)
             out[:, j] = v
-        return out
+        return np.ascontiguousarray(out)
 
     # persistence: ragged per-column arrays flattened with offsets
     def tensors(self, prefix: str) -> Dict[str, torch.Tensor]:
@@ -102,13 +102,32 @@ class Gaussianizer:
         return g
 
 
+def smallest_k(d: torch.Tensor, k: int, block: int = 128) -> torch.Tensor:
+    """The k smallest values along the last dimension (unsorted), exactly as ``torch.topk(..., largest=False)``.
+
+    For long rows it is about three times faster than topk on a CPU: the row is cut into blocks, the k blocks
+    with the smallest minima are kept (every one of the k smallest values lies in one of them, because those k
+    block minima are themselves k values no larger than the k-th smallest block minimum), and topk runs on
+    those k blocks only.
+    """
+    n = d.shape[-1]
+    nb = n // block
+    if n % block or nb <= k:
+        return torch.topk(d, min(k, n), -1, largest=False, sorted=False).values
+    blocks = d.reshape(*d.shape[:-1], nb, block)
+    keep = torch.topk(blocks.amin(-1), k, -1, largest=False, sorted=False).indices
+    cand = torch.gather(blocks, -2, keep.unsqueeze(-1).expand(*keep.shape, block))
+    return torch.topk(cand.flatten(-2), k, -1, largest=False, sorted=False).values
+
+
 def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch.Tensor, k: int,
-                 exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 2048) -> torch.Tensor:
+                 exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 512) -> torch.Tensor:
     """Mean over bags of log(mean of the k smallest squared distances from each row of ``q`` to the bag).
 
     ``refs`` holds the bags one after the other; ``bags`` is a tuple of (count, size) groups of equal-size
     bags. ``exclude=(ref_ids, query_ids)`` skips, for each query, the reference rows with its own id (used to
-    compute out-of-bag scores of training rows).
+    compute out-of-bag scores of training rows). Queries go in chunks of ``chunk`` rows, so that the
+    chunk-by-reference distance block stays in the CPU cache.
     """
     out = torch.empty(len(q), dtype=torch.float64)
     r2 = (refs * refs).sum(1)[None]
@@ -125,7 +144,7 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
         start = 0
         for count, size in bags:
             kk = min(k, size)
-            v = torch.topk(part[:, start:start + count * size].view(len(qq), count, size), kk, 2, largest=False).values
+            v = smallest_k(part[:, start:start + count * size].view(len(qq), count, size), kk)
             v = (v.double() + q2[:, :, None]).clamp_min_(0)
             s = torch.log(v.mean(2) + 1e-12)
             if exclude is not None:

@@ -1,10 +1,86 @@
-"""polydiff-molecule: small organic molecules as padded dense graphs (the chemistry layer).
+"""polydiff-molecule: small organic molecules as padded dense graphs, the ``molecule`` modality.
 
 * :mod:`polydiff_molecule.io` reads ``.smi``, ``.csv``/``.csv.gz`` and ``.sdf``/``.sdf.gz`` files into RDKit
   molecules and writes ``.smi`` / ``.sdf`` files atomically; RDKit's own messages go to the Python logger
   ``polydiff.molecule.rdkit`` instead of raw stderr.
 * :mod:`polydiff_molecule.graph` holds :class:`~polydiff_molecule.graph.MoleculeEncoder`, the encoder between
   molecules and one float tensor per batch (node and edge one-hot features in [-1, 1]) plus a node mask.
+* :mod:`polydiff_molecule.encoder` holds :class:`~polydiff_molecule.encoder.GraphEncoder`, the modality's
+  encoder (element and node masks, properties, decode options) and ``make_cond`` / ``configure``.
+* :mod:`polydiff_molecule.denoiser` holds :class:`~polydiff_molecule.denoiser.GraphTransformer`, the network.
+* :mod:`polydiff_molecule.datasets` loads QM9 and a MOSES sample from a local data folder.
 
-Importing this package is cheap: RDKit and torch are only imported by the submodules above.
+This module holds the hook implementation only: importing it is cheap (RDKit and torch are imported when a
+hook runs or a submodule is imported).
 """
+from pathlib import Path
+
+import polydiff
+
+PRETRAINED = Path(__file__).parent / "pretrained"
+
+#: the modality's own defaults, merged over the core's (see polydiff.model.default_config)
+DEFAULT_CONFIG = {
+    "parameterisation": "edm",
+    "sigma_data": 1.0,  # real entries are +-1 one-hot values: second moment 1
+    "network": {"hidden": 256, "edge_hidden": 64, "layers": 6, "heads": 8, "emb": 128, "ffn_mult": 2,
+                "dropout": 0.0},
+    "train": {"steps": 20000, "batch_size": 256, "lr": 3e-4, "warmup": 1000, "ema_decay": 0.999,
+              "cond_drop": 0.1, "sigma_dist": "lognormal", "sigma_dist_args": {"p_mean": -0.5, "p_std": 1.2},
+              "log_every": 100, "ckpt_every": 2000},
+    "sample": {"sampler": "heun", "steps": 32, "schedule": "karras",
+               "schedule_args": {"sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0}},
+}
+
+RECIPES = {
+    "qm9": {"data": "qm9", "config": {"train": {"steps": 100000, "batch_size": 256, "lr": 3e-4, "warmup": 2000,
+                                                "ema_decay": 0.9995, "log_every": 200, "ckpt_every": 5000}}},
+    "qm9_props": {"data": "qm9_props", "config": {"train": {"steps": 100000, "batch_size": 256, "lr": 3e-4,
+                                                            "warmup": 2000, "ema_decay": 0.9995, "cond_drop": 0.1,
+                                                            "log_every": 200, "ckpt_every": 5000}}},
+    "moses": {"data": "moses", "config": {"train": {"steps": 200000, "batch_size": 128, "lr": 2e-4, "warmup": 2000,
+                                                    "ema_decay": 0.9995, "log_every": 200, "ckpt_every": 5000}}},
+    "qm9_sample": {"data": "qm9_sample", "config": {"train": {"steps": 2000, "batch_size": 64}}},
+}
+
+
+def _sample_options():
+    import click
+
+    return [
+        click.Option(["--decode"], type=click.Choice(["valence", "raw"]), default="valence", show_default=True,
+                     help="valence: add bonds by confidence within each atom's valence (always a valid molecule); "
+                          "raw: argmax atoms and bonds, invalid samples are None."),
+        click.Option(["--keep-invalid"], is_flag=True, default=False,
+                     help="Write an invalid sample as an empty line, so line i of a .smi file is sample i "
+                          "(default: drop it)."),
+        click.Option(["--atoms"], type=click.IntRange(min=1), default=None,
+                     help="Heavy atoms of every sample [drawn from the training size distribution]."),
+        click.Option(["--size-seed"], type=int, default=0, show_default=True,
+                     help="Seed of the draw of atom counts from the training size distribution."),
+        click.Option(["--props"], default=None,
+                     help="Property targets of a property-conditioned model, e.g. 'qed=0.6,logp=1.5' "
+                          "(raw units; properties left out are unconditioned)."),
+    ]
+
+
+@polydiff.hookimpl
+def register_modalities(register):
+    from polydiff.modality import Modality
+
+    from . import datasets, denoiser, encoder
+
+    register(Modality(
+        name="molecule",
+        description="Small organic molecules (SMILES / SDF) as dense graphs with a graph-transformer denoiser.",
+        encoder=encoder.GraphEncoder.from_metadata,
+        network=denoiser.GraphTransformer.from_config,
+        default_config=DEFAULT_CONFIG,
+        datasets=dict(datasets.DATASETS),
+        recipes=RECIPES,
+        pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"))},
+        guidance={"props": denoiser.NULL_PROP},
+        sample_options=_sample_options(),
+        make_cond=encoder.make_cond,
+        configure=encoder.configure,
+    ))

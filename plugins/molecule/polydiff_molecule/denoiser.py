@@ -1,0 +1,259 @@
+"""The molecule network: a permutation-equivariant graph transformer over dense node and edge features.
+
+    net(x_in, c_noise, node_mask=..., props=None, **cond) -> F      # [B, D]; the EDM adapter makes x0_hat
+
+``x_in`` is the scaled noisy batch in the layout of :class:`polydiff_molecule.graph.MoleculeEncoder`
+(``D = N*A + T*E``: node one-hots, then the upper-triangle pairs in ``torch.triu_indices(N, N, 1)`` order).
+The network splits it into node features ``[B, N, A]`` and symmetric edge features ``[B, N, N, E]``, runs
+``layers`` graph-transformer layers and joins its node and (symmetrized) edge outputs back into ``[B, D]``.
+
+One layer (after DiGress's graph transformer, Vignac et al. 2023, with the headwise softmax of a standard
+transformer):
+
+* node queries and keys give per-feature pair products ``P_ij = q_i * k_j / sqrt(d_head)`` ``[B, N, N, d]``;
+  the edge state modulates them, ``P_ij <- P_ij * (1 + W_mul e_ij) + W_add e_ij`` (multiplicative gating
+  and an additive bias);
+* attention logits are ``P`` summed over each head's features; keys that are padding atoms are masked
+  out, so padding is never attended; node i's update is ``sum_j softmax_j(logits) v_j``;
+* edges are updated from the symmetrized pair products ``(P_ij + P_ji) / 2`` (so edge states stay
+  symmetric), then node and edge MLPs;
+* every sub-layer is pre-norm with adaptive layer norm (FiLM shift and scale) and a zero-initialised
+  residual gate, all computed from one conditioning vector: an embedding of ``c_noise``, of the number of
+  atoms, and of the optional properties (adaLN-Zero, Peebles & Xie 2023);
+* node states of padding atoms and edge states of pairs with a padding atom (and of the diagonal) are
+  reset to zero after every layer, so padding takes no part in the computation.
+
+There are no positional encodings: permuting the atoms of the input permutes the output identically.
+
+Property conditioning (``n_props > 0``): ``cond["props"]`` is a float ``[B, n_props]`` of standardized
+property values. An entry that is NaN or at most :data:`NULL_PROP` / 2 means "no condition" for that
+property and is replaced by a learned null embedding; classifier-free guidance drops a whole row by setting
+it to :data:`NULL_PROP` (the modality's ``guidance`` null value).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polydiff.errors import PolydiffError
+
+__all__ = ["GraphTransformer", "GraphTransformerConfig", "NULL_PROP"]
+
+#: the null ("no condition") value of a property entry; guidance uses it to drop the condition
+NULL_PROP = -1000.0
+
+
+@dataclass
+class GraphTransformerConfig:
+    max_atoms: int               # N: node slots (filled from the fitted encoder by the modality's configure)
+    n_atom_types: int            # A: node classes
+    n_bond_types: int = 4        # E: edge classes, "none" included
+    hidden: int = 256            # node state width
+    edge_hidden: int = 64        # edge state width
+    layers: int = 6              # graph-transformer layers
+    heads: int = 8               # attention heads (hidden must be a multiple)
+    emb: int = 128               # width of the conditioning vector (noise level, atom count, properties)
+    ffn_mult: int = 2            # MLP expansion of node and edge feed-forward blocks
+    dropout: float = 0.0         # dropout on attention weights and MLP activations
+    n_props: int = 0             # 0: unconditional; P: cond["props"] is [B, P] standardized properties
+
+    def __post_init__(self):
+        for name in ("max_atoms", "n_atom_types", "n_bond_types", "hidden", "edge_hidden", "layers", "heads",
+                     "emb", "ffn_mult"):
+            if int(getattr(self, name)) < 1:
+                raise PolydiffError(f"network.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.hidden % self.heads:
+            raise PolydiffError(f"network.hidden ({self.hidden}) must be a multiple of network.heads ({self.heads})")
+        if self.n_props < 0:
+            raise PolydiffError(f"network.n_props must be >= 0, got {self.n_props!r}")
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """FiLM of normalised features: ``x * (1 + scale) + shift``; shift and scale are [B, C]."""
+    view = (shift.shape[0],) + (1,) * (x.ndim - 2) + (shift.shape[-1],)
+    return x * (1 + scale.view(view)) + shift.view(view)
+
+
+def _gate(g: torch.Tensor, ndim: int) -> torch.Tensor:
+    return g.view((g.shape[0],) + (1,) * (ndim - 2) + (g.shape[-1],))
+
+
+class FourierEmbedding(nn.Module):
+    """Fixed random Fourier features of the scalar noise input c_noise (Tancik et al. 2020)."""
+
+    def __init__(self, size: int, scale: float = 8.0):
+        super().__init__()
+        self.register_buffer("freqs", torch.randn(size // 2, generator=torch.Generator().manual_seed(0)) * scale)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        ang = c.float()[:, None] * self.freqs[None] * (2 * math.pi)
+        return torch.cat([ang.cos(), ang.sin()], dim=1)
+
+
+class ConditionEmbedding(nn.Module):
+    """One conditioning vector [B, emb] from c_noise, the number of real atoms and optional properties."""
+
+    def __init__(self, cfg: GraphTransformerConfig):
+        super().__init__()
+        self.noise = FourierEmbedding(cfg.emb)
+        self.noise_proj = nn.Linear(cfg.emb, cfg.emb)
+        self.size = nn.Embedding(cfg.max_atoms + 1, cfg.emb)
+        self.n_props = cfg.n_props
+        if cfg.n_props:
+            self.prop_weight = nn.Parameter(torch.randn(cfg.n_props, cfg.emb) * 0.02)
+            self.prop_bias = nn.Parameter(torch.zeros(cfg.n_props, cfg.emb))
+            self.prop_null = nn.Parameter(torch.randn(cfg.n_props, cfg.emb) * 0.02)
+        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(cfg.emb, cfg.emb), nn.SiLU(), nn.Linear(cfg.emb, cfg.emb))
+
+    def forward(self, c_noise: torch.Tensor, node_mask: torch.Tensor, props=None) -> torch.Tensor:
+        b = node_mask.shape[0]
+        c_noise = torch.as_tensor(c_noise, device=node_mask.device)
+        if c_noise.ndim == 0:
+            c_noise = c_noise.expand(b)
+        count = node_mask.sum(1).round().long().clamp(0, self.size.num_embeddings - 1)
+        c = self.noise_proj(self.noise(c_noise).to(node_mask.dtype)) + self.size(count)
+        if self.n_props:
+            if props is None:
+                missing = torch.ones(b, self.n_props, dtype=torch.bool, device=node_mask.device)
+                values = torch.zeros(b, self.n_props, dtype=node_mask.dtype, device=node_mask.device)
+            else:
+                props = props.to(node_mask.dtype)
+                if props.ndim != 2 or props.shape[1] != self.n_props:
+                    raise PolydiffError(f"cond['props'] has shape {list(props.shape)}, expected [{b}, {self.n_props}]")
+                missing = torch.isnan(props) | (props <= NULL_PROP / 2)
+                values = torch.where(missing, torch.zeros_like(props), props)
+            emb = values[..., None] * self.prop_weight + self.prop_bias             # [B, P, emb]
+            emb = torch.where(missing[..., None], self.prop_null.expand_as(emb), emb)
+            c = c + emb.sum(1)
+        return self.mlp(c)
+
+
+class GraphTransformerLayer(nn.Module):
+    """Edge-aware attention on nodes, edge update from pair products, node and edge MLPs; adaLN-Zero."""
+
+    def __init__(self, cfg: GraphTransformerConfig):
+        super().__init__()
+        d, de, m = cfg.hidden, cfg.edge_hidden, cfg.ffn_mult
+        self.heads, self.d, self.de = cfg.heads, d, de
+        self.ada = nn.Linear(cfg.emb, 6 * d + 6 * de)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+        self.norm_h1 = nn.LayerNorm(d, elementwise_affine=False)
+        self.norm_h2 = nn.LayerNorm(d, elementwise_affine=False)
+        self.norm_e1 = nn.LayerNorm(de, elementwise_affine=False)
+        self.norm_e2 = nn.LayerNorm(de, elementwise_affine=False)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.e_mul = nn.Linear(de, d)
+        self.e_add = nn.Linear(de, d)
+        self.h_out = nn.Linear(d, d)
+        self.e_out = nn.Linear(d, de)
+        self.ffn_h = nn.Sequential(nn.Linear(d, m * d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(m * d, d))
+        self.ffn_e = nn.Sequential(nn.Linear(de, m * de), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(m * de, de))
+        self.attn_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, h, e, c, node_mask, pair_mask):
+        b, n, d = h.shape
+        hd = d // self.heads
+        mods = self.ada(c)
+        sh1, sc1, g1, sh2, sc2, g2 = mods[:, :6 * d].chunk(6, dim=-1)
+        esh1, esc1, eg1, esh2, esc2, eg2 = mods[:, 6 * d:].chunk(6, dim=-1)
+
+        hn = _modulate(self.norm_h1(h), sh1, sc1)
+        en = _modulate(self.norm_e1(e), esh1, esc1)
+        q, k, v = self.qkv(hn).chunk(3, dim=-1)
+        pair = (q[:, :, None, :] * k[:, None, :, :]) * (1.0 / math.sqrt(hd))          # [B, N, N, d]
+        pair = pair * (1 + self.e_mul(en)) + self.e_add(en)
+        logits = pair.view(b, n, n, self.heads, hd).sum(-1)                            # [B, N, N, H]
+        key_ok = node_mask[:, None, :, None] > 0
+        logits = logits.masked_fill(~key_ok, torch.finfo(logits.dtype).min)
+        attn = self.attn_drop(torch.softmax(logits, dim=2))
+        out = torch.einsum("bijh,bjhc->bihc", attn, v.view(b, n, self.heads, hd)).reshape(b, n, d)
+        h = h + _gate(g1, 3) * self.h_out(out)
+        e = e + _gate(eg1, 4) * self.e_out(0.5 * (pair + pair.transpose(1, 2)))
+
+        h = h + _gate(g2, 3) * self.ffn_h(_modulate(self.norm_h2(h), sh2, sc2))
+        e = e + _gate(eg2, 4) * self.ffn_e(_modulate(self.norm_e2(e), esh2, esc2))
+        return h * node_mask[..., None], e * pair_mask[..., None]
+
+
+class GraphTransformer(nn.Module):
+    """The denoiser network of the molecule modality; see the module docstring."""
+
+    def __init__(self, cfg: GraphTransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        n, a, ne = cfg.max_atoms, cfg.n_atom_types, cfg.n_bond_types
+        iu = torch.triu_indices(n, n, 1)
+        self.register_buffer("iu", iu[0], persistent=False)
+        self.register_buffer("ju", iu[1], persistent=False)
+        self.register_buffer("offdiag", 1.0 - torch.eye(n), persistent=False)
+        self.dim = n * a + iu.shape[1] * ne
+        self.cond = ConditionEmbedding(cfg)
+        self.node_in = nn.Linear(a, cfg.hidden)
+        self.edge_in = nn.Linear(ne, cfg.edge_hidden)
+        self.blocks = nn.ModuleList(GraphTransformerLayer(cfg) for _ in range(cfg.layers))
+        self.final_ada = nn.Linear(cfg.emb, 2 * cfg.hidden + 2 * cfg.edge_hidden)
+        self.norm_h = nn.LayerNorm(cfg.hidden, elementwise_affine=False)
+        self.norm_e = nn.LayerNorm(cfg.edge_hidden, elementwise_affine=False)
+        self.node_out = nn.Linear(cfg.hidden, a)
+        self.edge_out = nn.Linear(cfg.edge_hidden, ne)
+        for lin in (self.final_ada, self.node_out, self.edge_out):  # the untrained model outputs F = 0
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "GraphTransformer":
+        """Build from the config's ``network`` section (``max_atoms`` and ``n_atom_types`` are required)."""
+        known = {f.name for f in fields(GraphTransformerConfig)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise PolydiffError(f"unknown molecule network settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        missing = [k for k in ("max_atoms", "n_atom_types") if k not in config]
+        if missing:
+            raise PolydiffError(f"the molecule network config lacks {', '.join(missing)} (the modality's configure "
+                                "fills them from the fitted encoder)")
+        return cls(GraphTransformerConfig(**config))
+
+    def config(self) -> dict:
+        return asdict(self.cfg)
+
+    def _node_mask(self, x_in: torch.Tensor, node_mask, mask) -> torch.Tensor:
+        b, n, a = x_in.shape[0], self.cfg.max_atoms, self.cfg.n_atom_types
+        if node_mask is None and mask is not None and mask.ndim == 2 and mask.shape[1] == self.dim:
+            node_mask = mask[:, :n * a].reshape(b, n, a)[..., 0]  # the element mask's node entries
+        if node_mask is None:
+            return x_in.new_ones(b, n)
+        if tuple(node_mask.shape) != (b, n):
+            raise PolydiffError(f"cond['node_mask'] has shape {list(node_mask.shape)}, expected [{b}, {n}]")
+        return node_mask.to(x_in.dtype)
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, node_mask=None, mask=None, props=None, **unused):
+        """``x_in [B, D]``, ``c_noise [B]`` -> ``[B, D]`` (node and symmetrized edge outputs, joined)."""
+        cfg = self.cfg
+        b, n, a, ne = x_in.shape[0], cfg.max_atoms, cfg.n_atom_types, cfg.n_bond_types
+        if x_in.ndim != 2 or x_in.shape[1] != self.dim:
+            raise PolydiffError(f"x has shape {list(x_in.shape)}, expected [B, {self.dim}] for N={n}, A={a}, E={ne}")
+        nm = self._node_mask(x_in, node_mask, mask)
+        pm = nm[:, :, None] * nm[:, None, :] * self.offdiag
+        nodes = x_in[:, :n * a].reshape(b, n, a)
+        tri = x_in[:, n * a:].reshape(b, -1, ne)
+        edges = x_in.new_zeros(b, n, n, ne)
+        edges[:, self.iu, self.ju] = tri
+        edges[:, self.ju, self.iu] = tri
+
+        c = F.silu(self.cond(c_noise, nm, props))
+        h = self.node_in(nodes) * nm[..., None]
+        e = self.edge_in(edges) * pm[..., None]
+        for block in self.blocks:
+            h, e = block(h, e, c, nm, pm)
+
+        d, de = cfg.hidden, cfg.edge_hidden
+        sh, sc, esh, esc = torch.split(self.final_ada(c), [d, d, de, de], dim=-1)
+        out_n = self.node_out(_modulate(self.norm_h(h), sh, sc)) * nm[..., None]
+        out_e = self.edge_out(_modulate(self.norm_e(e), esh, esc))
+        out_e = 0.5 * (out_e + out_e.transpose(1, 2))
+        return torch.cat([out_n.reshape(b, n * a), out_e[:, self.iu, self.ju].reshape(b, -1)], dim=1)

@@ -1,0 +1,436 @@
+"""The molecule modality's encoder and its sampling-side helpers (``make_cond``, ``configure``).
+
+:class:`GraphEncoder` is :class:`polydiff_molecule.graph.MoleculeEncoder` in the form the core needs:
+
+* ``encode`` returns ``x [B, D]`` with **zeros on padding** and
+  ``cond = {"mask": element mask [B, D] (float), "node_mask": [B, N] (float)}``: the core uses ``mask``
+  (it must expand to x) to keep padding at exactly 0 through noising, the loss, the adapters and the
+  samplers; the network uses ``node_mask``. A model trained with properties also gets ``"props"``
+  ``[B, P]`` (standardized).
+* ``read`` returns only the molecules this encoder can encode and warns with the number it skipped;
+* ``decode(x, cond)`` takes the decode mode from ``cond["decode"]`` (``valence`` by default, see
+  :meth:`MoleculeEncoder.decode`) and returns a :class:`Molecules` list (RDKit Mol or None per sample) that
+  carries ``keep_invalid`` from ``cond`` to ``write``; ``write`` writes None as an empty line when
+  ``keep_invalid`` is true and drops it otherwise.
+
+``make_cond`` builds the sampling ``cond`` for ``polydiff sample molecule``: it draws each sample's number of
+atoms from the training size histogram (``size_counts``), makes the node and element masks and carries the
+decode options. The CLI's sample options reach decoding and writing only through ``cond`` and the decoded
+list, because the core calls ``encoder.decode(x, cond)`` and ``encoder.write(items, path)`` without options.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from polydiff.errors import InputError, UnknownName
+
+from . import io as molio
+from .denoiser import NULL_PROP
+from .graph import DECODE_MODES, MoleculeEncoder, _show, _Unusable, atom_label
+
+__all__ = ["GraphEncoder", "MoleculeSet", "Molecules", "make_cond", "configure", "PROPERTIES",
+           "molecule_property", "DEFAULT_MAX_ATOMS_LIMIT", "NULL_PROP"]
+
+#: a fresh encoder refuses training molecules larger than this (the edge tensor grows as N^2)
+DEFAULT_MAX_ATOMS_LIMIT = 64
+_PREPARED = "_polydiff_prepared"
+
+
+def _qed(mol):
+    from rdkit.Chem import QED
+
+    return QED.qed(mol)
+
+
+def _logp(mol):
+    from rdkit.Chem import Crippen
+
+    return Crippen.MolLogP(mol)
+
+
+def _mw(mol):
+    from rdkit.Chem import Descriptors
+
+    return Descriptors.MolWt(mol)
+
+
+def _tpsa(mol):
+    from rdkit.Chem import rdMolDescriptors
+
+    return rdMolDescriptors.CalcTPSA(mol)
+
+
+def _hba(mol):
+    from rdkit.Chem import rdMolDescriptors
+
+    return rdMolDescriptors.CalcNumHBA(mol)
+
+
+def _hbd(mol):
+    from rdkit.Chem import rdMolDescriptors
+
+    return rdMolDescriptors.CalcNumHBD(mol)
+
+
+def _rings(mol):
+    from rdkit.Chem import rdMolDescriptors
+
+    return rdMolDescriptors.CalcNumRings(mol)
+
+
+#: properties a conditional model can be trained on: name -> (description, function of a sanitized Mol)
+PROPERTIES = {
+    "qed": ("quantitative estimate of drug-likeness (RDKit QED)", _qed),
+    "logp": ("Crippen logP", _logp),
+    "mw": ("molecular weight", _mw),
+    "tpsa": ("topological polar surface area", _tpsa),
+    "hba": ("hydrogen-bond acceptors", _hba),
+    "hbd": ("hydrogen-bond donors", _hbd),
+    "rings": ("number of rings", _rings),
+}
+
+
+def molecule_property(mol, name: str) -> float:
+    """Property ``name`` (a key of :data:`PROPERTIES`) of an RDKit molecule, computed on a sanitized copy
+    (aromaticity re-perceived, so a kekulized molecule gives the same value as its aromatic form)."""
+    from rdkit import Chem
+
+    if name not in PROPERTIES:
+        raise UnknownName(f"unknown molecule property {name!r}; known: {', '.join(PROPERTIES)}")
+    m = Chem.Mol(mol)
+    Chem.SanitizeMol(m)
+    return float(PROPERTIES[name][1](m))
+
+
+class MoleculeSet(list):
+    """A list of molecules that may name the :data:`PROPERTIES` a model trained on it is conditioned on.
+
+    Dataset loaders return one; :meth:`GraphEncoder.fit` takes ``properties`` from it.
+    """
+
+    def __init__(self, items: Sequence[Any] = (), properties: Sequence[str] = ()):
+        super().__init__(items)
+        self.properties = tuple(properties)
+
+
+class Molecules(list):
+    """Decoded samples: one RDKit Mol or None per sample. ``keep_invalid`` tells :meth:`GraphEncoder.write`
+    whether a None becomes an empty line (line i = sample i) or is dropped."""
+
+    def __init__(self, items: Sequence[Any] = (), keep_invalid: bool = False):
+        super().__init__(items)
+        self.keep_invalid = bool(keep_invalid)
+
+
+class GraphEncoder(MoleculeEncoder):
+    """:class:`MoleculeEncoder` with padding-zeroed ``x``, element and node masks, optional properties,
+    filtering ``read`` and decode options taken from ``cond``; see the module docstring.
+
+    ``properties``: names from :data:`PROPERTIES`; when non-empty, ``encode`` adds ``cond["props"]``, the
+    properties standardized with the training mean and std (``prop_mean``, ``prop_std``).
+    ``max_atoms_limit``: the largest heavy-atom count a fresh encoder accepts from training data.
+    """
+
+    def __init__(self, atom_types=None, max_atoms=None, size_counts=None, properties: Sequence[str] = (),
+                 prop_mean: Sequence[float] = (), prop_std: Sequence[float] = (),
+                 max_atoms_limit: int = DEFAULT_MAX_ATOMS_LIMIT):
+        super().__init__(atom_types, max_atoms, size_counts)
+        self.properties = self._check_properties(properties)
+        self.prop_mean = [float(v) for v in prop_mean]
+        self.prop_std = [float(v) for v in prop_std]
+        self.max_atoms_limit = int(max_atoms_limit)
+
+    @staticmethod
+    def _check_properties(names: Sequence[str]) -> tuple:
+        names = tuple(str(n) for n in names)
+        unknown = [n for n in names if n not in PROPERTIES]
+        if unknown:
+            raise UnknownName(f"unknown molecule property {unknown[0]!r}; known: {', '.join(PROPERTIES)}")
+        if len(set(names)) != len(names):
+            raise InputError(f"molecule properties named twice: {', '.join(names)}")
+        return names
+
+    # ------------------------------------------------------------------ metadata
+    @classmethod
+    def from_metadata(cls, meta: Optional[dict] = None) -> "GraphEncoder":
+        """An unfitted encoder for ``None``; otherwise the fitted encoder described by :meth:`metadata`."""
+        enc = super().from_metadata(meta)
+        if meta:
+            enc.properties = cls._check_properties(meta.get("properties") or ())
+            enc.prop_mean = [float(v) for v in meta.get("prop_mean") or ()]
+            enc.prop_std = [float(v) for v in meta.get("prop_std") or ()]
+            if len(enc.prop_mean) != len(enc.properties) or len(enc.prop_std) != len(enc.properties):
+                raise InputError("molecule encoder metadata: prop_mean / prop_std do not match properties")
+        return enc
+
+    def metadata(self) -> dict:
+        meta = super().metadata()
+        meta.update({"properties": list(self.properties), "prop_mean": list(self.prop_mean),
+                     "prop_std": list(self.prop_std)})
+        return meta
+
+    # ------------------------------------------------------------------ molecules
+    def _prepare(self, item: Any):
+        """As :meth:`MoleculeEncoder._prepare`, but a molecule this encoder already prepared is used as is."""
+        from rdkit import Chem
+
+        if isinstance(item, Chem.Mol) and item.HasProp(_PREPARED):
+            return item
+        mol = super()._prepare(item)
+        mol.SetBoolProp(_PREPARED, True)
+        return mol
+
+    def usable(self, items: Sequence[Any]):
+        """``(prepared molecules, [(index, reason), ...] of the items left out)``.
+
+        Left out: items RDKit cannot prepare (unparsable, unkekulizable, unsupported bonds), and, for a
+        fresh encoder, molecules above ``max_atoms_limit`` heavy atoms; for a fitted encoder, molecules
+        with more than ``max_atoms`` atoms or an atom outside the vocabulary. A molecule's ``_Name`` is kept.
+        """
+        vocab = set(self.atom_types)
+        kept, dropped = [], []
+        for i, item in enumerate(items):
+            try:
+                mol = self._prepare(item)
+                n = mol.GetNumAtoms()
+                limit = self.max_atoms if self.fitted else self.max_atoms_limit
+                if n > limit:
+                    what = "max_atoms" if self.fitted else "max_atoms_limit"
+                    raise _Unusable(f"{n} heavy atoms, more than {what}={limit}")
+                if self.fitted:
+                    for atom in mol.GetAtoms():
+                        key = self._atom_key(atom)
+                        if key not in vocab:
+                            raise _Unusable(f"atom {atom_label(*key)} is not in the vocabulary "
+                                            f"({', '.join(self.atom_labels())})")
+            except _Unusable as e:
+                dropped.append((i, str(e)))
+                continue
+            if not isinstance(item, str) and item is not mol and item.HasProp("_Name"):
+                mol.SetProp("_Name", item.GetProp("_Name"))
+            kept.append(mol)
+        return kept, dropped
+
+    def read(self, path, strict: bool = False) -> MoleculeSet:
+        """Molecules from a file (see :meth:`MoleculeEncoder.read`), keeping only those this encoder can
+        encode; the others are skipped with a warning that counts them and names the first."""
+        path = Path(path)
+        if path.is_dir():
+            path = self._file_in_folder(path)
+        mols, invalid = molio.read_molecules(path, strict=strict)
+        kept, dropped = self.usable(mols)
+        parts = []
+        if invalid:
+            parts.append(f"{invalid} unparsable record(s)")
+        if dropped:
+            i, why = dropped[0]
+            parts.append(f"{len(dropped)} molecule(s) that cannot be encoded (first: {_show(mols[i])}: {why})")
+        total = len(mols) + invalid
+        if not kept:
+            raise InputError(f"{path}: no usable molecule among {total} record(s): {'; '.join(parts)}")
+        if parts:
+            warnings.warn(f"{path}: skipped {' and '.join(parts)}; using {len(kept)} of {total} record(s)",
+                          stacklevel=2)
+        return MoleculeSet(kept)
+
+    # ------------------------------------------------------------------ tensors
+    def fit(self, items: Sequence[Any], skip_invalid: bool = False) -> "GraphEncoder":
+        """Learn vocabulary, ``max_atoms``, size histogram and (when ``items`` is a :class:`MoleculeSet`
+        naming properties, or ``self.properties`` is set) the property mean and std. Returns self.
+
+        A molecule above ``max_atoms_limit`` heavy atoms raises :class:`InputError` (``skip_invalid=True``:
+        it is skipped, like an unusable one).
+        """
+        if getattr(items, "properties", None):
+            self.properties = self._check_properties(items.properties)
+        mols, skipped = self._prepare_all(items, skip_invalid, check_vocab=False)
+        big = [i for i, m in enumerate(mols) if m.GetNumAtoms() > self.max_atoms_limit]
+        if big and not skip_invalid:
+            m = mols[big[0]]
+            raise InputError(f"molecule {_show(m)} has {m.GetNumAtoms()} heavy atoms, more than "
+                             f"max_atoms_limit={self.max_atoms_limit}; leave it out or raise the limit")
+        if big:
+            drop = set(big)
+            mols = [m for i, m in enumerate(mols) if i not in drop]
+        super().fit(mols)
+        self.fit_skipped = len(skipped) + len(big)
+        if self.properties:
+            vals = self._property_values(mols)
+            self.prop_mean = vals.mean(0).tolist()
+            self.prop_std = np.maximum(vals.std(0), 1e-6).tolist()
+        else:
+            self.prop_mean, self.prop_std = [], []
+        return self
+
+    def _property_values(self, mols: Sequence[Any]) -> np.ndarray:
+        return np.array([[molecule_property(m, p) for p in self.properties] for m in mols],
+                        dtype=np.float64).reshape(len(mols), len(self.properties))
+
+    def encode(self, items: Sequence[Any], skip_invalid: bool = False, return_skipped: bool = False):
+        """Molecules -> ``(x [B, D], {"mask": [B, D], "node_mask": [B, N][, "props": [B, P]]})``.
+
+        ``x`` is zero where ``mask`` is zero. Errors and ``skip_invalid`` / ``return_skipped`` as in
+        :meth:`MoleculeEncoder.encode`.
+        """
+        items = [items] if isinstance(items, str) else list(items)
+        x, base, skipped = super().encode(items, skip_invalid=skip_invalid, return_skipped=True)
+        node_mask = base["mask"]
+        mask = self.element_mask(node_mask)
+        cond = {"mask": mask, "node_mask": node_mask}
+        if self.properties:
+            gone = set(skipped)
+            mols = [self._prepare(it) for i, it in enumerate(items) if i not in gone]
+            vals = (self._property_values(mols) - np.asarray(self.prop_mean)) / np.asarray(self.prop_std)
+            cond["props"] = torch.as_tensor(vals, dtype=torch.float32)
+        x = x * mask
+        return (x, cond, skipped) if return_skipped else (x, cond)
+
+    def node_mask_of(self, cond: Optional[Dict[str, Any]], batch: int) -> Optional[torch.Tensor]:
+        """The ``[B, N]`` node mask in ``cond``: ``node_mask``, or the node part of an element ``mask``
+        ``[B, D]``, or a ``[B, N]`` ``mask`` (the layout of :class:`MoleculeEncoder`); None when absent."""
+        cond = cond or {}
+        n, a = self.max_atoms, self.num_atom_types
+        nm = cond.get("node_mask")
+        if nm is None:
+            m = cond.get("mask")
+            if m is None:
+                return None
+            m = torch.as_tensor(m)
+            if m.ndim == 2 and m.shape[-1] == self.dim:
+                nm = m[:, :n * a].reshape(m.shape[0], n, a)[..., 0]
+            else:
+                nm = m
+        nm = torch.as_tensor(nm).detach().cpu()
+        if tuple(nm.shape) != (batch, n):
+            raise InputError(f"node mask has shape {list(nm.shape)}, expected [{batch}, {n}]")
+        return nm
+
+    def decode(self, x: torch.Tensor, cond: Optional[Dict[str, Any]] = None, mode: Optional[str] = None) -> Molecules:
+        """``x [B, D]`` -> :class:`Molecules` (RDKit Mol or None each).
+
+        ``mode``: ``"valence"`` or ``"raw"`` (see :meth:`MoleculeEncoder.decode`); default ``cond["decode"]``,
+        else ``"valence"``. ``cond["keep_invalid"]`` is carried to :meth:`write` on the returned list.
+        """
+        molio.quiet_rdkit()  # sanitization failures of raw samples go to logging, not stderr
+        cond = cond or {}
+        mode = mode or cond.get("decode") or "valence"
+        x = torch.as_tensor(x).detach().float().cpu()
+        nm = self.node_mask_of(cond, x.shape[0]) if x.ndim == 2 else None
+        mols = super().decode(x, {"mask": nm} if nm is not None else {}, mode=mode)
+        return Molecules(mols, keep_invalid=bool(cond.get("keep_invalid", False)))
+
+    # ------------------------------------------------------------------ files
+    def write(self, items: Sequence[Any], path, keep_invalid: Optional[bool] = None) -> List[Path]:
+        """Write molecules to ``.smi`` / ``.sdf`` (``.gz`` allowed) or to ``<folder>/samples.smi``.
+
+        In ``.smi`` output an invalid item (None, or a molecule RDKit cannot write) is an empty line when
+        ``keep_invalid`` is true (line i = item i), and is dropped otherwise. ``keep_invalid=None`` takes
+        ``items.keep_invalid`` (set by :meth:`decode`), else true. ``.sdf`` output always skips invalid items
+        and names records ``sample_<i>``. Returns the file written.
+        """
+        if keep_invalid is None:
+            keep_invalid = getattr(items, "keep_invalid", True)
+        path = Path(path)
+        name = path.name.lower()
+        if any(name.endswith(s) for s in molio.WRITE_SUFFIXES):
+            target = path
+        elif path.suffix and not path.is_dir():
+            raise InputError(f"{path}: cannot write molecules to '{path.suffix}' files; use "
+                             f"{', '.join(molio.WRITE_SUFFIXES)} or a folder")
+        else:
+            target = path / "samples.smi"
+        if molio.file_kind(target) == "sdf":
+            return [molio.write_sdf(items, target)]
+        return [molio.write_smiles(items, target, keep_invalid=bool(keep_invalid))]
+
+    # ------------------------------------------------------------------ sampling
+    def draw_sizes(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``n`` atom counts drawn i.i.d. from the training size histogram ``size_counts``."""
+        self._need_fit()
+        counts = torch.as_tensor(self.size_counts[:self.max_atoms + 1], dtype=torch.float64)
+        if counts.numel() == 0 or counts[1:].sum() <= 0:
+            return torch.full((n,), self.max_atoms, dtype=torch.long)
+        counts[0] = 0.0
+        return torch.multinomial(counts / counts.sum(), n, replacement=True, generator=generator)
+
+    def props_tensor(self, props, n: int) -> torch.Tensor:
+        """``[n, P]`` standardized properties from ``{name: value}`` (raw units) or ``"name=value,..."``;
+        properties not given are :data:`NULL_PROP` (unconditional for that property)."""
+        out = torch.full((n, len(self.properties)), NULL_PROP)
+        if props is None or props == "" or props == {}:
+            return out
+        if isinstance(props, str):
+            pairs = {}
+            for part in props.split(","):
+                if not part.strip():
+                    continue
+                if "=" not in part:
+                    raise InputError(f"--props: expected name=value pairs separated by commas, got {part.strip()!r}")
+                k, v = part.split("=", 1)
+                pairs[k.strip()] = v.strip()
+            props = pairs
+        if not isinstance(props, dict):
+            raise InputError(f"props must be a dict of name -> value or 'name=value,...', got {type(props).__name__}")
+        for k, v in props.items():
+            if k not in self.properties:
+                raise InputError(f"unknown property {k!r} for this model; it is conditioned on: "
+                                 f"{', '.join(self.properties)}")
+            try:
+                val = float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"property {k}: expected a number, got {v!r}") from None
+            if not math.isfinite(val):
+                raise InputError(f"property {k}: expected a finite number, got {v!r}")
+            j = self.properties.index(k)
+            out[:, j] = (val - self.prop_mean[j]) / self.prop_std[j]
+        return out
+
+
+def configure(config: dict, encoder: GraphEncoder) -> dict:
+    """Fill the network's data-dependent sizes (N, A, E, number of properties) from the fitted encoder."""
+    net = dict(config.get("network", {}))
+    net.update({"max_atoms": encoder.max_atoms, "n_atom_types": encoder.num_atom_types,
+                "n_bond_types": encoder.num_bond_types, "n_props": len(encoder.properties)})
+    return {**config, "network": net}
+
+
+def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_invalid: bool = False,
+              atoms: Optional[int] = None, sizes=None, props=None, size_seed: Optional[int] = None,
+              generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
+    """The sampling ``cond`` for ``n`` molecules.
+
+    Sizes: ``sizes`` (a length-n sequence of atom counts), else ``atoms`` for every sample, else drawn from
+    the training size histogram with ``generator``, or a generator seeded with ``size_seed`` (default 0).
+    Returns ``{"mask": [n, D], "node_mask": [n, N], "decode": mode, "keep_invalid": bool}`` plus
+    ``"props": [n, P]`` for a property-conditioned model (``props`` as in :meth:`GraphEncoder.props_tensor`).
+    """
+    if decode not in DECODE_MODES:
+        raise InputError(f"unknown decode mode {decode!r}; use one of {', '.join(DECODE_MODES)}")
+    N = encoder.max_atoms
+    if sizes is not None:
+        sizes = torch.as_tensor(sizes, dtype=torch.long).reshape(-1)
+        if sizes.numel() != n:
+            raise InputError(f"sizes: expected {n} atom counts, got {sizes.numel()}")
+    elif atoms is not None:
+        sizes = torch.full((n,), int(atoms), dtype=torch.long)
+    else:
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if size_seed is None else int(size_seed))
+        sizes = encoder.draw_sizes(n, generator=generator)
+    if sizes.numel() and (int(sizes.min()) < 1 or int(sizes.max()) > N):
+        bad = int(sizes.min()) if int(sizes.min()) < 1 else int(sizes.max())
+        raise InputError(f"number of atoms must be between 1 and {N} (this model's max_atoms), got {bad}")
+    node_mask = (torch.arange(N)[None, :] < sizes[:, None]).float()
+    cond: Dict[str, Any] = {"mask": encoder.element_mask(node_mask), "node_mask": node_mask,
+                            "decode": decode, "keep_invalid": bool(keep_invalid)}
+    if encoder.properties:
+        cond["props"] = encoder.props_tensor(props, n)
+    elif props not in (None, "", {}):
+        raise InputError("this model was trained without property conditioning; drop --props")
+    return cond
