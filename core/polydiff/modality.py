@@ -89,4 +89,17 @@ class Modality:
         """The ``cond`` dict for generating n items with the given plugin sample options."""
         if self.make_cond is None:
             return {}
+        if "generator" in options and not _accepts(self.make_cond, "generator"):
+            options = {k: v for k, v in options.items() if k != "generator"}
         return self.make_cond(encoder, n, **options)
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name`` (or ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)

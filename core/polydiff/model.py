@@ -19,7 +19,7 @@ import torch
 
 from . import checkpoint
 from .errors import InputError, PolydiffError, UnknownName
-from .guidance import cfg_denoiser
+from .guidance import cfg_denoiser, sample_masked
 from .modality import Modality
 from .precond import make_denoiser
 
@@ -163,7 +163,11 @@ class Model:
         sargs.update(sampler_args or {})
         if generator is None:
             generator = torch.Generator(device="cpu").manual_seed(int(seed) if seed is not None else torch.seed() % 2**63)
-        cond = dict(cond) if cond is not None else self.cond(n, **options)
+        # make_cond may draw from the generator (e.g. the sizes of variable-size items), so the seed fixes them too
+        cond = dict(cond) if cond is not None else self.cond(n, generator=generator, **options)
+        # masked conditioning: make_cond (or the caller) may give known values to keep (inpainting, scaffolds)
+        known, known_mask = cond.pop("known", None), cond.pop("known_mask", None)
+        resample = int(cond.pop("resample", 1))
         sigmas = self.sigmas(steps, schedule)
         shape = (n,) + tuple(self.encoder.sample_shape())
         x = torch.randn(shape, generator=generator).to(self.device) * sigmas[0]
@@ -173,7 +177,13 @@ class Model:
         D = cfg_denoiser(self.denoiser, scale, self.guidance)
         gen = generator if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(
             int(torch.randint(0, 2**62, (1,), generator=generator)))
-        x = fn(D, x, sigmas, cond=cond, generator=gen, callback=callback, **sargs)
+        if known is not None:
+            if known_mask is None:
+                raise PolydiffError("cond has 'known' values but no 'known_mask'")
+            x = sample_masked(fn, D, x, sigmas, known.to(self.device), known_mask.to(self.device), cond=cond,
+                              generator=gen, callback=callback, resample=resample, **sargs)
+        else:
+            x = fn(D, x, sigmas, cond=cond, generator=gen, callback=callback, **sargs)
         return x, cond
 
     def generate(self, n: int, **kw) -> List[Any]:

@@ -56,8 +56,13 @@ def _sample_options():
                           "(default: drop it)."),
         click.Option(["--atoms"], type=click.IntRange(min=1), default=None,
                      help="Heavy atoms of every sample [drawn from the training size distribution]."),
-        click.Option(["--size-seed"], type=int, default=0, show_default=True,
-                     help="Seed of the draw of atom counts from the training size distribution."),
+        click.Option(["--size-seed"], type=int, default=None,
+                     help="Seed of the draw of atom counts from the training size distribution [--seed]."),
+        click.Option(["--scaffold"], default=None,
+                     help="SMILES of a substructure every sample must contain (masked conditioning: its atoms and "
+                          "bonds are kept exactly, the rest is generated around it)."),
+        click.Option(["--resample"], type=click.IntRange(min=1), default=1, show_default=True,
+                     help="With --scaffold: RePaint resampling passes per step (more harmonised, r times slower)."),
         click.Option(["--props"], default=None,
                      help="Property targets of a property-conditioned model, e.g. 'qed=0.6,logp=1.5' "
                           "(raw units; properties left out are unconditioned)."),

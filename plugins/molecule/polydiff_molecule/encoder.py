@@ -321,6 +321,10 @@ class GraphEncoder(MoleculeEncoder):
         cond = cond or {}
         mode = mode or cond.get("decode") or "valence"
         x = torch.as_tensor(x).detach().float().cpu()
+        fixed = cond.get("fixed")
+        if fixed is not None:  # scaffold atoms and bonds: exact +-1 values, made the most confident of all
+            fixed = torch.as_tensor(fixed).float().cpu().expand_as(x) > 0
+            x = torch.where(fixed, x * 1e3, x)
         nm = self.node_mask_of(cond, x.shape[0]) if x.ndim == 2 else None
         mols = super().decode(x, {"mask": nm} if nm is not None else {}, mode=mode)
         return Molecules(mols, keep_invalid=bool(cond.get("keep_invalid", False)))
@@ -350,13 +354,14 @@ class GraphEncoder(MoleculeEncoder):
         return [molio.write_smiles(items, target, keep_invalid=bool(keep_invalid))]
 
     # ------------------------------------------------------------------ sampling
-    def draw_sizes(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``n`` atom counts drawn i.i.d. from the training size histogram ``size_counts``."""
+    def draw_sizes(self, n: int, generator: Optional[torch.Generator] = None, at_least: int = 1) -> torch.Tensor:
+        """``n`` atom counts drawn i.i.d. from the training size histogram ``size_counts``, restricted to
+        counts of at least ``at_least`` atoms."""
         self._need_fit()
         counts = torch.as_tensor(self.size_counts[:self.max_atoms + 1], dtype=torch.float64)
-        if counts.numel() == 0 or counts[1:].sum() <= 0:
+        if counts.numel() == 0 or counts[max(at_least, 1):].sum() <= 0:
             return torch.full((n,), self.max_atoms, dtype=torch.long)
-        counts[0] = 0.0
+        counts[:max(at_least, 1)] = 0.0
         return torch.multinomial(counts / counts.sum(), n, replacement=True, generator=generator)
 
     def props_tensor(self, props, n: int) -> torch.Tensor:
@@ -402,14 +407,42 @@ def configure(config: dict, encoder: GraphEncoder) -> dict:
 
 def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_invalid: bool = False,
               atoms: Optional[int] = None, sizes=None, props=None, size_seed: Optional[int] = None,
-              generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
+              generator: Optional[torch.Generator] = None, scaffold: Optional[str] = None,
+              resample: int = 1) -> Dict[str, Any]:
     """The sampling ``cond`` for ``n`` molecules.
 
     Sizes: ``sizes`` (a length-n sequence of atom counts), else ``atoms`` for every sample, else drawn from
     the training size histogram with ``generator``, or a generator seeded with ``size_seed`` (default 0).
     Returns ``{"mask": [n, D], "node_mask": [n, N], "decode": mode, "keep_invalid": bool}`` plus
     ``"props": [n, P]`` for a property-conditioned model (``props`` as in :meth:`GraphEncoder.props_tensor`).
+
+    ``scaffold`` (SMILES): its k atoms take the first k node slots and, with the bonds among them, are
+    returned as ``known`` / ``known_mask`` for the core's masked conditioning (every sample then contains
+    the scaffold); sizes are drawn from the training sizes of at least k atoms. ``resample`` > 1 turns on
+    RePaint resampling.
     """
+    known = known_mask = None
+    k = 0
+    if scaffold:
+        from rdkit import Chem
+
+        from .io import quiet_rdkit
+
+        quiet_rdkit()
+        mol = Chem.MolFromSmiles(str(scaffold))
+        if mol is None or mol.GetNumAtoms() == 0:
+            raise InputError(f"--scaffold: {scaffold!r} is not a valid SMILES")
+        k = mol.GetNumHeavyAtoms()
+        if k > encoder.max_atoms:
+            raise InputError(f"--scaffold: {k} heavy atoms, more than this model's max_atoms {encoder.max_atoms}")
+        try:
+            xs, cs = MoleculeEncoder.encode(encoder, [mol])
+        except InputError as e:
+            raise InputError(f"--scaffold: {str(e).splitlines()[0]}") from None
+        node_k = torch.zeros(1, encoder.max_atoms)
+        node_k[0, :k] = 1.0
+        known_mask = encoder.element_mask(node_k)  # scaffold atoms and the pairs among them
+        known = xs * known_mask
     if decode not in DECODE_MODES:
         raise InputError(f"unknown decode mode {decode!r}; use one of {', '.join(DECODE_MODES)}")
     N = encoder.max_atoms
@@ -420,15 +453,22 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
     elif atoms is not None:
         sizes = torch.full((n,), int(atoms), dtype=torch.long)
     else:
-        if generator is None:
+        if generator is None or size_seed is not None:
             generator = torch.Generator().manual_seed(0 if size_seed is None else int(size_seed))
-        sizes = encoder.draw_sizes(n, generator=generator)
+        sizes = encoder.draw_sizes(n, generator=generator, at_least=max(k, 1))
+    if scaffold and sizes.numel() and int(sizes.min()) < k:
+        raise InputError(f"--scaffold has {k} atoms; every sample needs at least that many (got {int(sizes.min())})")
     if sizes.numel() and (int(sizes.min()) < 1 or int(sizes.max()) > N):
         bad = int(sizes.min()) if int(sizes.min()) < 1 else int(sizes.max())
         raise InputError(f"number of atoms must be between 1 and {N} (this model's max_atoms), got {bad}")
     node_mask = (torch.arange(N)[None, :] < sizes[:, None]).float()
     cond: Dict[str, Any] = {"mask": encoder.element_mask(node_mask), "node_mask": node_mask,
                             "decode": decode, "keep_invalid": bool(keep_invalid)}
+    if known is not None:
+        cond["known"] = known.expand(n, -1).clone() * cond["mask"]
+        cond["known_mask"] = known_mask.expand(n, -1).clone()
+        cond["fixed"] = cond["known_mask"]  # stays in cond after sampling: decode keeps these bonds first
+        cond["resample"] = int(resample)
     if encoder.properties:
         cond["props"] = encoder.props_tensor(props, n)
     elif props not in (None, "", {}):

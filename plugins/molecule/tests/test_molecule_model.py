@@ -242,6 +242,16 @@ def test_cli_train_and_sample(tmp_path, small):
     lines = val.read_text().splitlines()
     assert len(lines) == 8 and all(Chem.MolFromSmiles(s) is not None for s in lines)
 
+    scaf = tmp_path / "scaffold.smi"
+    r = run_cli("sample", "molecule", "--model", model, "-n", 12, "--steps", 4, "--scaffold", "C1CC1O",
+                "--out", scaf)
+    assert r.returncode == 0, r.stderr
+    query = Chem.MolFromSmiles("C1CC1O")
+    got = [Chem.MolFromSmiles(s) for s in scaf.read_text().splitlines()]
+    assert len(got) == 12 and all(m is not None and m.HasSubstructMatch(query) for m in got)
+    r = run_cli("sample", "molecule", "--model", model, "-n", 2, "--scaffold", "C1CC", "--out", tmp_path / "x.smi")
+    assert r.returncode == 1 and "--scaffold: 'C1CC' is not a valid SMILES" in r.stderr
+
     r = run_cli("sample", "molecule", "--model", model, "-n", 2, "--decode", "argmax", "--out", tmp_path / "x.smi")
     assert r.returncode == 2 and "Invalid value for '--decode'" in r.stderr
     r = run_cli("sample", "molecule", "--model", model, "-n", 2, "--atoms", 12, "--out", tmp_path / "x.smi")
