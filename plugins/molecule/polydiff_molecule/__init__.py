@@ -9,6 +9,8 @@
   encoder (element and node masks, properties, decode options) and ``make_cond`` / ``configure``.
 * :mod:`polydiff_molecule.denoiser` holds :class:`~polydiff_molecule.denoiser.GraphTransformer`, the network.
 * :mod:`polydiff_molecule.datasets` loads QM9 and a MOSES sample from a local data folder.
+* :mod:`polydiff_molecule.metrics` holds the metrics of generated molecules (validity, uniqueness, novelty,
+  FCD, ...) and the ``polydiff evaluate molecule`` command; :mod:`polydiff_molecule.draw` draws molecule grids.
 
 This module holds the hook implementation only: importing it is cheap (RDKit and torch are imported when a
 hook runs or a submodule is imported).
@@ -73,7 +75,7 @@ def _sample_options():
 def register_modalities(register):
     from polydiff.modality import Modality
 
-    from . import datasets, denoiser, encoder
+    from . import datasets, denoiser, draw, encoder, metrics
 
     register(Modality(
         name="molecule",
@@ -88,4 +90,21 @@ def register_modalities(register):
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,
         configure=encoder.configure,
+        metrics=dict(metrics.METRICS),
+        draw=draw.draw_frames,
     ))
+
+
+@polydiff.hookimpl
+def register_commands(cli):
+    """``polydiff evaluate molecule``: added to an ``evaluate`` group (created here unless a plugin made one)."""
+    import click
+
+    from .metrics import evaluate_command
+
+    group = cli.commands.get("evaluate") if hasattr(cli, "commands") else None
+    if not isinstance(group, click.Group):
+        @cli.group("evaluate")
+        def group():
+            """Evaluate generated samples: polydiff evaluate MODALITY [--model NAME|PATH] [-n N] [--json]."""
+    group.add_command(evaluate_command())
