@@ -141,8 +141,9 @@ def run_one(method, Xtr, Xte, y, seed, protocol, key=None):
             "n_train": int(len(Xtr)), "n_test": int(len(Xte))}
 
 
-def throughput(dims=(8, 32, 64), n_train=20_000, n_score=200_000, runs=3):
-    """Scoring rows/s of dte-np (both modes) on Gaussian data, median of ``runs``."""
+def throughput(dims=(16, 32, 64), n_train=20_000, n_score=200_000, runs=3):
+    """Scoring rows/s on Gaussian data, median of ``runs``: dte-np in both modes, and the dte network (its
+    scoring cost does not depend on training, so it is fitted with 200 steps here)."""
     from polydiff_anomaly import DiffusionDetector
 
     out = []
@@ -150,8 +151,8 @@ def throughput(dims=(8, 32, 64), n_train=20_000, n_score=200_000, runs=3):
     for d in dims:
         Xtr = rng.normal(size=(n_train, d)).astype(np.float32)
         Xs = rng.normal(size=(n_score, d)).astype(np.float32)
-        for novelty in (True, False):
-            det = DiffusionDetector(novelty=novelty)
+        for method, novelty in (("dte-np", True), ("dte-np", False), ("dte", False)):
+            det = DiffusionDetector(method=method, novelty=novelty, steps=200 if method == "dte" else None, device="cpu")
             t0 = time.perf_counter()
             det.fit(Xtr)
             fit_s = time.perf_counter() - t0
@@ -161,9 +162,9 @@ def throughput(dims=(8, 32, 64), n_train=20_000, n_score=200_000, runs=3):
                 det.decision_function(Xs)
                 times.append(time.perf_counter() - t0)
             med = statistics.median(times)
-            out.append({"method": "dte-np", "novelty": novelty, "dim": d, "rows": n_score, "fit_s": fit_s,
+            out.append({"method": method, "novelty": novelty, "dim": d, "rows": n_score, "fit_s": fit_s,
                         "score_s": med, "rows_per_s": n_score / med})
-            print(f"throughput dte-np novelty={novelty} d={d}: {n_score / med:,.0f} rows/s (fit {fit_s:.2f} s)",
+            print(f"throughput {method} novelty={novelty} d={d}: {n_score / med:,.0f} rows/s (fit {fit_s:.2f} s)",
                   file=sys.stderr, flush=True)
     return out
 
@@ -296,7 +297,7 @@ def main(argv=None):
     if not args.no_throughput:
         doc["throughput"] = tp = throughput()
         doc.setdefault("checks", {})["dte_np_rows_per_s_min"] = {
-            "value": min(r["rows_per_s"] for r in tp), "target": TARGETS["rows_per_s"]}
+            "value": min(r["rows_per_s"] for r in tp if r["method"] == "dte-np"), "target": TARGETS["rows_per_s"]}
         doc["checks"]["dte_np_rows_per_s_min"]["pass"] = doc["checks"]["dte_np_rows_per_s_min"]["value"] >= TARGETS["rows_per_s"]
     doc["wall_s"] = time.perf_counter() - t_start
     if args.json:
