@@ -224,6 +224,8 @@ def main(argv=None):
     ap.add_argument("--max-rows", type=int, default=50_000)
     ap.add_argument("--cache", help="JSON file of per-run results to reuse and extend")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--np-novelty-refs", type=int, help="dte-np ablation: reference rows per view in novelty mode [4096]")
+    ap.add_argument("--np-outlier-bags", type=int, help="dte-np ablation: number of 256-row bags in outlier mode [16]")
     ap.add_argument("--throughput-only", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -234,6 +236,13 @@ def main(argv=None):
         return
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
+    if args.np_novelty_refs or args.np_outlier_bags:  # ablations of the dte-np defaults (see docs/benchmarks.md)
+        from polydiff_anomaly import nonparametric as NP
+
+        if args.np_novelty_refs:
+            NP.NOVELTY["bags"] = ((1, int(args.np_novelty_refs)),)
+        if args.np_outlier_bags:
+            NP.OUTLIER["bags"] = ((int(args.np_outlier_bags), 256),)
     t_start = time.perf_counter()
 
     doc = {"benchmark": "anomaly", "command": " ".join([os.path.basename(sys.executable), "benchmarks/anomaly.py"] + sys.argv[1:]),
