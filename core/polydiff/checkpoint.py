@@ -11,6 +11,7 @@ bytes are not a safetensors header) without ever handing the bytes to an unpickl
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,18 +76,20 @@ def _remove_stale_temps(path: Path) -> None:
                 pass
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename.
+@contextlib.contextmanager
+def atomic_writer(path, mode: str = "wb"):
+    """Open a temporary file beside ``path`` for writing (``mode`` "wb" or "w"); on a clean exit it is
+    flushed, fsynced and renamed onto ``path``, on an exception it is removed and ``path`` is untouched.
 
     The temporary file is named ``.<name>.<host>.<pid>.<random>.tmp``; after the rename, temporary files
-    of the same target left by dead writers on this machine are removed.
+    of the same target left by dead writers on this machine are removed. Use it to stream large outputs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_head(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -97,7 +100,13 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             pass
         raise
     _remove_stale_temps(path)
-    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path, text: str) -> Path:

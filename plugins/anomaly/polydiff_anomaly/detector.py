@@ -250,35 +250,27 @@ def score_file(det: DiffusionDetector, data, out, *, chunk_rows: int = 100_000, 
     """Score DATA chunk by chunk (bounded memory) into a CSV at ``out`` with columns ``score`` and, when
     ``flag``, ``is_anomaly``; rows keep their input order. Written to a temporary file, then renamed,
     so a failure leaves no partial output. Returns a summary with the scores."""
-    import os
     import sys
 
     from tqdm.auto import tqdm
 
+    from polydiff.checkpoint import atomic_writer
+
     from .table import iter_table
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     scores = []
-    try:
-        with os.fdopen(fd, "w") as f, tqdm(unit="rows", desc="scoring", disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
-            f.write("score,is_anomaly\n" if flag else "score\n")
-            for chunk in iter_table(data, chunk_rows=chunk_rows):
-                s = det.decision_function(chunk)
-                if flag:
-                    f.writelines(f"{v:.8g},{int(v > det.threshold_)}\n" for v in s)
-                else:
-                    f.writelines(f"{v:.8g}\n" for v in s)
-                scores.append(s)
-                bar.update(len(s))
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_writer(out, "w") as f, tqdm(unit="rows", desc="scoring", disable=not progress or not sys.stderr.isatty(),
+                                            leave=False) as bar:
+        f.write("score,is_anomaly\n" if flag else "score\n")
+        for chunk in iter_table(data, chunk_rows=chunk_rows):
+            s = det.decision_function(chunk)
+            if flag:
+                f.writelines(f"{v:.8g},{int(v > det.threshold_)}\n" for v in s)
+            else:
+                f.writelines(f"{v:.8g}\n" for v in s)
+            scores.append(s)
+            bar.update(len(s))
     s = np.concatenate(scores)
     return {"rows": int(len(s)), "flagged": int((s > det.threshold_).sum()) if flag else None,
             "threshold": det.threshold_, "out": str(out), "scores": s}

@@ -340,18 +340,7 @@ class GraphEncoder(MoleculeEncoder):
         """
         if keep_invalid is None:
             keep_invalid = getattr(items, "keep_invalid", True)
-        path = Path(path)
-        name = path.name.lower()
-        if any(name.endswith(s) for s in molio.WRITE_SUFFIXES):
-            target = path
-        elif path.suffix and not path.is_dir():
-            raise InputError(f"{path}: cannot write molecules to '{path.suffix}' files; use "
-                             f"{', '.join(molio.WRITE_SUFFIXES)} or a folder")
-        else:
-            target = path / "samples.smi"
-        if molio.file_kind(target) == "sdf":
-            return [molio.write_sdf(items, target)]
-        return [molio.write_smiles(items, target, keep_invalid=bool(keep_invalid))]
+        return super().write(items, path, keep_invalid=bool(keep_invalid))
 
     # ------------------------------------------------------------------ sampling
     def draw_sizes(self, n: int, generator: Optional[torch.Generator] = None, at_least: int = 1) -> torch.Tensor:

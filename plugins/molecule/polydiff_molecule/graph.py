@@ -251,11 +251,12 @@ class MoleculeEncoder:
                              f"{', '.join(molio.READ_SUFFIXES)} file")
         return found[0]
 
-    def write(self, items: Sequence[Any], path) -> List[Path]:
+    def write(self, items: Sequence[Any], path, keep_invalid: bool = True) -> List[Path]:
         """Write molecules to ``.smi`` or ``.sdf`` (``.gz`` allowed) by suffix, or to ``<folder>/samples.smi``.
 
-        In ``.smi`` output line i is item i (an invalid item, e.g. None, gives an empty line); ``.sdf``
-        output skips invalid items and names records ``sample_<i>``. Writes are atomic; returns the file.
+        In ``.smi`` output line i is item i (an invalid item, e.g. None, gives an empty line) unless
+        ``keep_invalid`` is false (invalid items dropped); ``.sdf`` output skips invalid items and names
+        records ``sample_<i>``. Writes are atomic; returns the file.
         """
         path = Path(path)
         name = path.name.lower()
@@ -268,7 +269,7 @@ class MoleculeEncoder:
             target = path / "samples.smi"
         if molio.file_kind(target) == "sdf":
             return [molio.write_sdf(items, target)]
-        return [molio.write_smiles(items, target, keep_invalid=True)]
+        return [molio.write_smiles(items, target, keep_invalid=bool(keep_invalid))]
 
     # ------------------------------------------------------------------ molecules
     def _prepare(self, item: Any):
