@@ -89,20 +89,13 @@ def test_metadata_rebuilds_identical_encoder(qm9, qm9_encoder):
 
 
 # ------------------------------------------------------------------------------------------ round trips
-def test_qm9_round_trip_neutral(qm9, qm9_encoder):
-    neutral, _ = qm9
-    for mode in ("raw", "valence"):
-        rate = round_trip_rate(qm9_encoder, neutral, mode)
-        print(f"QM9 neutral ({len(neutral)}), {mode}: {rate:.4f}")
-        assert rate >= 0.995, (mode, rate)
-
-
-def test_qm9_round_trip_charged(qm9, qm9_encoder):
-    _, charged = qm9
-    for mode in ("raw", "valence"):
-        rate = round_trip_rate(qm9_encoder, charged, mode)
-        print(f"QM9 charged ({len(charged)}), {mode}: {rate:.4f}")
-        assert rate >= 0.995, (mode, rate)
+@pytest.mark.parametrize("which", ["neutral", "charged"])
+@pytest.mark.parametrize("mode", ["raw", "valence"])
+def test_qm9_round_trip(qm9, qm9_encoder, which, mode):
+    mols = qm9[0] if which == "neutral" else qm9[1]
+    rate = round_trip_rate(qm9_encoder, mols, mode)
+    print(f"QM9 {which} ({len(mols)}), {mode}: {rate:.4f}")
+    assert rate >= 0.995, (which, mode, rate)
 
 
 def test_encoder_conformance_round_trips(qm9, qm9_encoder, tmp_path):

@@ -30,14 +30,6 @@ needs_fcd = pytest.mark.skipif(not HAVE_FCD, reason="the optional fcd package is
 ITEMS = ["CCO", "OCC", "C1CC1", None, "C1=CC=CC=C1", "CC.O", "C1CC(", "c1ccccc1", Chem.MolFromSmiles("CN")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sample_smiles():
     """The bundled 2,000 QM9 molecules (ordered by size) as canonical SMILES."""

@@ -22,16 +22,6 @@ from polydiff_molecule.encoder import GraphEncoder, MoleculeSet, Molecules, conf
 TINY = {"network": {"hidden": 32, "edge_hidden": 16, "layers": 2, "heads": 4, "emb": 32, "ffn_mult": 2}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these small batches gain nothing from more, and on a busy machine the idle
-    threads' spin-waiting made the tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def modality():
     return check_plugin(polydiff_molecule, name="molecule").modality("molecule")
