@@ -17,6 +17,15 @@ where the forward time is the mean of NFE back-to-back calls of the bare network
 polydiff and the diffusers run of the same configuration, so that both runs share the baseline and a
 change in machine load between configurations does not bias the ratio. 1.00 means no overhead at all.
 
+A third row, ``floor``, is the cheapest loop any sampler can be: Euler written out by hand in epsilon
+form, ``eps = net(c_in * x, sigma); x = x + (sigma_next - sigma) * eps``, two full-size tensor operations
+per evaluation and no abstraction at all. Its ratio is what this machine charges for the network's
+inputs and outputs changing from call to call (allocation, caches), which the bare forward loop does
+not pay; a sampler cannot go below it, so the floor is the yardstick for the other two rows.
+
+``--malloc-tuned`` raises glibc's mmap and trim thresholds in the benchmark process (``mallopt``) before
+anything is measured, for every row alike; see docs/benchmarks.md for why it matters on CPU.
+
 **Quality per NFE.** The target is a 2-D ring of 8 Gaussians whose exact posterior mean
 (:class:`polydiff.gmm.GaussianMixture`) stands in for a perfectly trained network, so any remaining
 error is the sampler's (plus the noise of a finite sample). The score is the sliced Wasserstein-2
@@ -191,6 +200,19 @@ def _identity(sigma):
     return sigma
 
 
+def tune_malloc() -> bool:
+    """Raise glibc's mmap and trim thresholds to 256 MiB in this process (True if applied)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or platform.system() != "Linux":
+        return False
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     fn()
@@ -219,8 +241,17 @@ def overhead(runs: int, log) -> dict:
             for _ in range(nfe):
                 net(z, t_probe)
 
+        def run_floor(nfe):
+            sig = L.karras(nfe).tolist()
+            x = z * sig[0]
+            for i in range(nfe):
+                eps = net(x * (sig[i] ** 2 + 1) ** -0.5, torch.full((shape[0],), sig[i]))
+                x = torch.add(x, eps, alpha=sig[i + 1] - sig[i])
+            return x
+
         ratios = {"polydiff": {n: {s: [] for s in OVERHEAD_STEPS} for n in SAMPLER_NAMES},
-                  "diffusers": {n: {s: [] for s in OVERHEAD_STEPS} for n in scheds}}
+                  "diffusers": {n: {s: [] for s in OVERHEAD_STEPS} for n in scheds},
+                  "floor": {n: {s: [] for s in OVERHEAD_STEPS} for n in SAMPLER_NAMES}}
         extra_us = {lib: {n: {s: [] for s in OVERHEAD_STEPS} for n in tab} for lib, tab in ratios.items()}
         forward_ms = []
         with torch.inference_mode():
@@ -229,6 +260,7 @@ def overhead(runs: int, log) -> dict:
                 if scheds:
                     run_diffusers(name, 10)
             run_forward(10)
+            run_floor(10)
             for r in range(runs):
                 for name in SAMPLER_NAMES:
                     for steps in OVERHEAD_STEPS:
@@ -238,6 +270,9 @@ def overhead(runs: int, log) -> dict:
                         if first_poly or not scheds:
                             tp = _timed(lambda: run_polydiff(name, steps))
                         tf = _timed(lambda: run_forward(nfe)) / nfe
+                        tl = _timed(lambda: run_floor(nfe))
+                        ratios["floor"][name][steps].append(tl / (nfe * tf))
+                        extra_us["floor"][name][steps].append((tl / nfe - tf) * 1e6)
                         if scheds:
                             td = _timed(lambda: run_diffusers(name, steps))
                             ratios["diffusers"][name][steps].append(td / (nfe * tf))
@@ -356,6 +391,13 @@ def targets(res: dict) -> list:
             worst = max(v for d in ov[key]["ratio"]["polydiff"].values() for v in d.values())
             out.append({"name": f"overhead {key}: every polydiff sampler and step count <= {limit}",
                         "measured": round(worst, 4), "threshold": limit, "pass": worst <= limit})
+        for key in TARGETS:
+            rel = [ov[key]["ratio"]["polydiff"][n][s] / ov[key]["ratio"]["floor"][n][s]
+                   for n in SAMPLER_NAMES for s in map(str, OVERHEAD_STEPS)]
+            worst_floor = max(v for d in ov[key]["ratio"]["floor"].values() for v in d.values())
+            out.append({"name": f"overhead {key} (informative): polydiff / floor, worst configuration; floor's "
+                                f"own worst ratio {worst_floor:.3f}",
+                        "measured": round(max(rel), 4), "threshold": "-", "pass": True})
         if "diffusers" in ov["mlp"]["ratio"] and ov["mlp"]["ratio"]["diffusers"]:
             pairs = [(n, s) for n in SAMPLER_NAMES for s in map(str, OVERHEAD_STEPS)]
             below = [p for p in pairs if ov["mlp"]["ratio"]["polydiff"][p[0]][p[1]] < ov["mlp"]["ratio"]["diffusers"][p[0]][p[1]]]
@@ -402,6 +444,9 @@ def print_tables(res: dict) -> None:
                 if d:
                     line += "".join(f"{d[str(s)]:9.3f}" for s in OVERHEAD_STEPS) + "  " + DIFFUSERS_CLASS[n]
                 print(line)
+            fl = ov[key]["ratio"]["floor"]
+            print(f"  {'floor':<10}" + "".join(f"{statistics.median(fl[n][str(s)] for n in SAMPLER_NAMES):9.3f}"
+                                               for s in OVERHEAD_STEPS) + "  (hand-written Euler, median over rows)")
             print("  extra time per network evaluation, microseconds (wall / NFE - one forward)")
             for n in SAMPLER_NAMES:
                 p = ov[key]["overhead_us_per_nfe"]["polydiff"][n]
@@ -444,16 +489,21 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     ap.add_argument("--runs", type=int, default=5, help="timed runs / quality seeds per median (default 5)")
     ap.add_argument("--only", choices=["overhead", "quality"], help="run one part only")
+    ap.add_argument("--malloc-tuned", action="store_true",
+                    help="raise glibc's mmap/trim thresholds in this process first (all rows alike)")
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be >= 1")
     torch.set_num_threads(2)
+    malloc_tuned = tune_malloc() if args.malloc_tuned else False
+    if args.malloc_tuned and not malloc_tuned:
+        ap.error("--malloc-tuned needs glibc (Linux)")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress never goes to stdout
     if diffusers is None:
         log("diffusers is not installed: only the polydiff rows are measured")
     t0 = time.perf_counter()
     res = {"benchmark": "samplers", "command": "python benchmarks/samplers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "runs": args.runs, "machine": machine(), "versions": versions()}
+           "runs": args.runs, "malloc_tuned": malloc_tuned, "machine": machine(), "versions": versions()}
     if args.only in (None, "overhead"):
         res["overhead"] = overhead(args.runs, log)
     if args.only in (None, "quality"):

@@ -22,6 +22,7 @@ padding in the output, so padded positions stay exactly 0 through every sampler.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -41,6 +42,16 @@ def default_c_noise(sigma: torch.Tensor) -> torch.Tensor:
     return sigma.clamp(min=1e-20).log() / 4
 
 
+def _shared_sigma(sigma: torch.Tensor) -> Optional[float]:
+    """sigma as a Python float when every item of the batch has it by construction (a 0-stride view of one
+    value, as the samplers pass), on the CPU where reading it costs no device synchronisation; else None."""
+    if sigma.device.type != "cpu" or sigma.ndim != 1 or sigma.numel() == 0:
+        return None
+    if sigma.numel() == 1 or sigma.stride(0) == 0:
+        return float(sigma[0])
+    return None
+
+
 class Denoiser(nn.Module):
     """Base adapter. Subclasses define :meth:`scalings` returning (c_skip, c_out, c_in)."""
 
@@ -53,27 +64,43 @@ class Denoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.sigma_to_t = sigma_to_t or default_c_noise
 
-    def scalings(self, sigma: torch.Tensor):
+    def scalings(self, sigma):
+        """(c_skip, c_out, c_in) for ``sigma``: a [batch] tensor or a Python float. Write them with
+        arithmetic operators only (no tensor methods), so one definition serves both; a constant may be
+        returned as a plain number."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
-        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.scalings(sigma))
-        out = self.net(x * c_in, self.sigma_to_t(sigma), **cond).to(x.dtype)
+        shared = _shared_sigma(sigma)
+        if shared is not None:
+            # every item has the same sigma (the samplers' case): the scalings are Python floats, so the
+            # step costs two full-size tensor operations around the network and no per-item arithmetic
+            c_skip, c_out, c_in = self.scalings(shared)
+            if self.sigma_to_t is default_c_noise:
+                c_noise = sigma.new_full(sigma.shape, math.log(max(shared, 1e-20)) / 4)
+            else:
+                c_noise = self.sigma_to_t(sigma)
+            out = self.net(x * c_in, c_noise, **cond).to(x.dtype)
+        else:
+            c_skip, c_out, c_in = (append_dims(c, x.ndim) if torch.is_tensor(c) else c for c in self.scalings(sigma))
+            out = self.net(x * c_in, self.sigma_to_t(sigma), **cond).to(x.dtype)
         x0 = self.combine(x, out, c_skip, c_out)
         mask = cond.get("mask")
         return x0 * mask if mask is not None else x0
 
-    def combine(self, x: torch.Tensor, out: torch.Tensor, c_skip: torch.Tensor, c_out: torch.Tensor) -> torch.Tensor:
-        """x0_hat = c_skip * x + sign * c_out * out, in two fused tensor operations."""
-        return (x * c_skip).addcmul_(c_out, out, value=self.out_sign)
+    def combine(self, x: torch.Tensor, out: torch.Tensor, c_skip, c_out) -> torch.Tensor:
+        """x0_hat = c_skip * x + sign * c_out * out (coefficients: [batch, 1, ...] tensors or floats)."""
+        if torch.is_tensor(c_out):
+            return (x * c_skip).addcmul_(c_out, out, value=self.out_sign)
+        return torch.add(x * c_skip, out, alpha=self.out_sign * c_out)
 
     # training-side helper: the network's own regression target, for losses in the network's space
     def network_target(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The value the raw network should output for clean ``x0`` noised with ``sigma * noise``."""
-        c_skip, c_out, _ = (append_dims(c, x0.ndim) for c in self.scalings(sigma))
+        c_skip, c_out, _ = (append_dims(c, x0.ndim) if torch.is_tensor(c) else c for c in self.scalings(sigma))
         x = x0 + append_dims(sigma, x0.ndim) * noise
         return (x0 - c_skip * x) / (self.out_sign * c_out)
 
@@ -83,10 +110,8 @@ class EDM(Denoiser):
 
     def scalings(self, sigma):
         sd2 = self.sigma_data**2
-        c_skip = sd2 / (sigma**2 + sd2)
-        c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
-        c_in = 1 / (sigma**2 + sd2).sqrt()
-        return c_skip, c_out, c_in
+        c_in = (sigma**2 + sd2) ** -0.5
+        return sd2 / (sigma**2 + sd2), sigma * self.sigma_data * c_in, c_in
 
 
 class EpsPrediction(Denoiser):
@@ -95,11 +120,12 @@ class EpsPrediction(Denoiser):
     out_sign = -1.0
 
     def scalings(self, sigma):
-        c_in = (sigma**2 + self.sigma_data**2).rsqrt()
-        return torch.ones_like(sigma), sigma, c_in
+        return 1.0, sigma, (sigma**2 + self.sigma_data**2) ** -0.5
 
     def combine(self, x, out, c_skip, c_out):
-        return torch.addcmul(x, c_out, out, value=-1.0)  # x - sigma * eps_hat
+        if torch.is_tensor(c_out):
+            return torch.addcmul(x, c_out, out, value=-1.0)  # x - sigma * eps_hat
+        return torch.add(x, out, alpha=-c_out)
 
 
 class VPrediction(Denoiser):
@@ -109,18 +135,15 @@ class VPrediction(Denoiser):
 
     def scalings(self, sigma):
         sd2 = self.sigma_data**2
-        c_skip = sd2 / (sigma**2 + sd2)
-        c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
-        c_in = 1 / (sigma**2 + sd2).sqrt()
-        return c_skip, c_out, c_in
+        c_in = (sigma**2 + sd2) ** -0.5
+        return sd2 / (sigma**2 + sd2), sigma * self.sigma_data * c_in, c_in
 
 
 class X0Prediction(Denoiser):
     """Direct x0 prediction: the network's output is the estimate."""
 
     def scalings(self, sigma):
-        c_in = (sigma**2 + self.sigma_data**2).rsqrt()
-        return torch.zeros_like(sigma), torch.ones_like(sigma), c_in
+        return 0.0, 1.0, (sigma**2 + self.sigma_data**2) ** -0.5
 
     def combine(self, x, out, c_skip, c_out):
         return out
