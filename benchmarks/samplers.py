@@ -484,6 +484,37 @@ def print_tables(res: dict) -> None:
         print(f"[{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['measured']}")
 
 
+def render_overhead(path: str) -> str:
+    """Markdown tables of the overhead part of a saved ``--json`` result."""
+    res = json.load(open(path))
+    ov = res["overhead"]
+    steps = [str(s) for s in OVERHEAD_STEPS]
+    lines = []
+    for key in ov:
+        R, U = ov[key]["ratio"], ov[key]["overhead_us_per_nfe"]
+        lines += [f"**{key}, {'malloc tuned' if res.get('malloc_tuned') else 'default allocator'}** "
+                  f"(batch {ov[key]['batch_shape']}, one forward {ov[key]['forward_ms']:.2f} ms; "
+                  f"`{res['command']}`)", "",
+                  "| sampler | " + " | ".join(f"{lib} {s}" for lib in ("polydiff", "diffusers", "floor") for s in steps) + " |",
+                  "|---|" + "---|" * (3 * len(steps))]
+        for n in SAMPLER_NAMES:
+            cells = []
+            for lib in ("polydiff", "diffusers", "floor"):
+                for s in steps:
+                    v = R.get(lib, {}).get(n, {}).get(s)
+                    bold = lib == "polydiff" and v is not None and R.get("diffusers", {}).get(n, {}).get(s, 0) > v
+                    cells.append("-" if v is None else (f"**{v:.3f}**" if bold else f"{v:.3f}"))
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines += ["", "Extra microseconds per network evaluation (wall / NFE - one forward):", "",
+                  "| sampler | " + " | ".join(f"{lib} {s}" for lib in ("polydiff", "diffusers", "floor") for s in steps) + " |",
+                  "|---|" + "---|" * (3 * len(steps))]
+        for n in SAMPLER_NAMES:
+            lines.append(f"| {n} | " + " | ".join(
+                f"{U[lib][n][s]:.0f}" if n in U.get(lib, {}) else "-" for lib in ("polydiff", "diffusers", "floor") for s in steps) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
@@ -491,7 +522,11 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["overhead", "quality"], help="run one part only")
     ap.add_argument("--malloc-tuned", action="store_true",
                     help="raise glibc's mmap/trim thresholds in this process first (all rows alike)")
+    ap.add_argument("--render", metavar="RESULT.json", help="print the overhead tables of a saved result as markdown and exit")
     args = ap.parse_args(argv)
+    if args.render:
+        print(render_overhead(args.render))
+        return 0
     if args.runs < 1:
         ap.error("--runs must be >= 1")
     torch.set_num_threads(2)
