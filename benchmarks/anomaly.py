@@ -224,7 +224,7 @@ def main(argv=None):
     ap.add_argument("--max-rows", type=int, default=50_000)
     ap.add_argument("--cache", help="JSON file of per-run results to reuse and extend")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--np-novelty-refs", type=int, help="dte-np ablation: reference rows per view in novelty mode [4096]")
+    ap.add_argument("--np-novelty-refs", type=int, help="dte-np ablation: reference rows per view in novelty mode, at every width [4096, capped beyond 32 features]")
     ap.add_argument("--np-outlier-bags", type=int, help="dte-np ablation: number of 256-row bags in outlier mode [16]")
     ap.add_argument("--throughput-only", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
@@ -241,6 +241,7 @@ def main(argv=None):
 
         if args.np_novelty_refs:
             NP.NOVELTY["bags"] = ((1, int(args.np_novelty_refs)),)
+            NP.NOVELTY["ref_budget"] = None  # the same count at every width
         if args.np_outlier_bags:
             NP.OUTLIER["bags"] = ((int(args.np_outlier_bags), 256),)
     t_start = time.perf_counter()

@@ -79,7 +79,7 @@ class TableEncoder:
         """Standardised float32 values of a table with the training columns (reordered by name if needed)."""
         table = align_columns(read_table(items), self.columns)
         v = check_finite(table, self.median if self.impute == "median" else None)
-        return ((v - self.mean) / self.std * self.scale).astype(np.float32)
+        return standardize(v, self.mean, self.scale / self.std)
 
     def encode(self, items):
         return torch.from_numpy(self.transform(items)), {}
@@ -87,6 +87,18 @@ class TableEncoder:
     def decode(self, x: torch.Tensor, cond: dict) -> Table:
         v = x.detach().cpu().double().numpy() / self.scale * self.std + self.mean
         return Table(v, list(self.columns), "generated")
+
+
+def standardize(v: np.ndarray, mean: np.ndarray, factor: np.ndarray, block: int = 16384) -> np.ndarray:
+    """float32 ``(v - mean) * factor``: the subtraction in float64 (no cancellation for columns far from 0),
+    in row blocks that stay in the CPU cache, on torch's threads."""
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    out = np.empty(v.shape, np.float32)
+    src, dst = torch.from_numpy(v), torch.from_numpy(out)
+    m, f = torch.from_numpy(np.asarray(mean, np.float64)), torch.from_numpy(np.asarray(factor, np.float64))
+    for i in range(0, len(v), block):
+        dst[i:i + block] = (src[i:i + block] - m).mul_(f)
+    return out
 
 
 def configure(config: dict, encoder: TableEncoder) -> dict:

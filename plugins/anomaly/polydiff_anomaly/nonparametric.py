@@ -26,11 +26,13 @@ What this implementation adds to the published estimator, each measured in ``ben
   scores of training rows, so the score of a row never depends on the other rows being scored.
 
 Scoring costs one distance computation to each reference row: about 4,096-8,192 reference rows per scored
-row, independent of the training-set size.
+row, independent of the training-set size. Beyond 32 features the novelty reference is capped at
+4,096 x 32 / d rows per view (no fewer than 1,024), which keeps the cost per scored row about constant.
 """
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -73,15 +75,24 @@ class Gaussianizer:
     def transform(self, X: np.ndarray) -> np.ndarray:
         X = np.asfortranarray(X, dtype=np.float64)  # column by column: contiguous columns are faster
         out = np.empty(X.shape, np.float32, order="F")
-        for j in range(X.shape[1]):
+
+        def column(j):
             u, z, x = self.knots[j], self.z[j], X[:, j]
             if len(u) == 1:  # a constant training column
                 out[:, j] = (x - u[0]) * self.slope[j]
-                continue
+                return
+            # inside the knots: linear interpolation; beyond them: linear tails with slope 1/std
             v = np.interp(x, u, z)
-            v = np.where(x > u[-1], z[-1] + (x - u[-1]) * self.slope[j], v)
-            v = np.where(x < u[0], z[0] + (x - u[0]) * self.slope[j], v)
+            v += self.slope[j] * (np.maximum(x - u[-1], 0.0) + np.minimum(x - u[0], 0.0))
             out[:, j] = v
+
+        workers = min(torch.get_num_threads(), X.shape[1])
+        if workers > 1 and X.size >= 65536:  # np.interp releases the GIL: columns run in parallel
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(column, range(X.shape[1])))
+        else:
+            for j in range(X.shape[1]):
+                column(j)
         return np.ascontiguousarray(out)
 
     # persistence: ragged per-column arrays flattened with offsets
@@ -159,8 +170,10 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
     return out
 
 
-#: the two operating modes; see the module docstring
-NOVELTY = {"views": ("std", "gauss"), "bags": ((1, 4096),), "marginal": False}
+#: the two operating modes; see the module docstring. ``ref_budget`` caps reference rows x features per view
+#: (the distance computation's cost per scored row): beyond 32 features the novelty reference shrinks
+#: from 4,096 rows, to no fewer than ``min_refs``
+NOVELTY = {"views": ("std", "gauss"), "bags": ((1, 4096),), "marginal": False, "ref_budget": 4096 * 32, "min_refs": 1024}
 OUTLIER = {"views": ("std",), "bags": ((16, 256),), "marginal": True}
 
 
@@ -175,6 +188,14 @@ class EmpiricalDTE:
         self.views = tuple(mode["views"])
         self.bag_spec = tuple(tuple(b) for b in mode["bags"])
         self.marginal = bool(mode["marginal"])
+        self.ref_budget, self.min_refs = mode.get("ref_budget"), int(mode.get("min_refs", 1))
+
+    def _bag_spec(self, d: int):
+        """The bag layout for ``d`` features: single-bag references capped by the reference budget."""
+        if not self.ref_budget:
+            return self.bag_spec
+        cap = max(self.min_refs, self.ref_budget // max(d, 1) // 128 * 128)
+        return tuple((count, min(size, cap)) if count == 1 else (count, size) for count, size in self.bag_spec)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -185,7 +206,7 @@ class EmpiricalDTE:
         rng = np.random.default_rng(seed)
         self.gauss = Gaussianizer().fit(X) if ({"gauss", "joint"} & set(self.views) or self.marginal) else None
         idx, bags = [], []
-        for count, size in self.bag_spec:
+        for count, size in self._bag_spec(X.shape[1]):
             if size >= n:
                 idx.append(np.arange(n))
                 bags.append((1, n))

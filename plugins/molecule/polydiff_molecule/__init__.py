@@ -92,7 +92,14 @@ def register_modalities(register):
         configure=encoder.configure,
         metrics=dict(metrics.METRICS),
         draw=draw.draw_frames,
+        demo=_demo,
     ))
+
+
+def _demo(out, echo=print, device=None):
+    from .demo import run
+
+    return run(out, echo=echo, device=device)
 
 
 @polydiff.hookimpl
