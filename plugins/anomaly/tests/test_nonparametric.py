@@ -1,0 +1,93 @@
+"""The dte-np internals: exact k-smallest search, the Gaussianizer, the reference budget, calibration."""
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from polydiff_anomaly import nonparametric as NP
+
+
+@pytest.mark.parametrize("shape", [(7, 4096), (5, 16, 256), (3, 1000), (4, 130)])
+def test_smallest_k_matches_topk(shape):
+    d = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    d[..., 5] = d[..., 6]  # ties
+    got = NP.smallest_k(d, 3).sort(-1).values
+    want = torch.topk(d, 3, -1, largest=False).values.sort(-1).values
+    assert torch.equal(got, want)
+
+
+def _train(n=5000, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([rng.normal(size=n), rng.exponential(size=n), rng.integers(0, 3, size=n)])[:, :d]
+    return X.astype(np.float32)
+
+
+def test_gaussianizer_maps_training_columns_onto_normal_quantiles():
+    X = _train()
+    g = NP.Gaussianizer().fit(X)
+    Z = g.transform(X)
+    for j in (0, 1):  # continuous columns: the transform is the normal quantile of the rank
+        zs = np.sort(Z[:, j])
+        want = norm.ppf((np.arange(len(zs)) + 1) / (len(zs) + 1))
+        err = np.abs(zs - want)  # knots are subsampled to 1,024: exact at the knots, interpolated between
+        assert err[50:-50].max() < 0.02 and err.max() < 0.2
+    assert len(np.unique(Z[:, 2])) == 3  # ties share one value
+    # monotone in every column, linear tails with slope 1/std beyond the training range
+    x = np.linspace(-10, 10, 201, dtype=np.float32)[:, None].repeat(3, 1)
+    z = g.transform(x)
+    assert (np.diff(z, axis=0) >= 0).all()
+    hi = X[:, 0].max()
+    probe = np.array([[hi + 1, 0, 0], [hi + 2, 0, 0]], np.float32)
+    step = np.diff(g.transform(probe)[:, 0])[0]
+    assert step == pytest.approx(1 / X[:, 0].astype(np.float64).std(), rel=1e-4)
+
+
+def test_gaussianizer_threaded_equals_sequential_and_round_trips():
+    X = _train(n=30000)
+    g = NP.Gaussianizer().fit(X)
+    torch.set_num_threads(2)
+    a = g.transform(X)  # 90,000 values: the column-parallel path
+    torch.set_num_threads(1)
+    try:
+        b = g.transform(X)
+    finally:
+        torch.set_num_threads(2)
+    assert np.array_equal(a, b)
+    h = NP.Gaussianizer.from_tensors(g.tensors("g"), "g")
+    assert np.array_equal(h.transform(X[:100]), a[:100])
+    const = NP.Gaussianizer().fit(np.ones((10, 1), np.float32))
+    assert np.isfinite(const.transform(np.array([[1.0], [3.0]], np.float32))).all()
+
+
+@pytest.mark.parametrize("d,refs", [(8, 4096), (32, 4096), (64, 2048), (100, 1280), (1000, 1024)])
+def test_novelty_reference_is_capped_beyond_32_features(d, refs):
+    X = np.random.default_rng(0).normal(size=(6000, d)).astype(np.float32)
+    est = NP.EmpiricalDTE.fit(X, novelty=True)
+    assert est.bags == ((1, refs),)
+    assert all(r.shape == (refs, d) for r in est.refs.values())
+
+
+def test_outlier_mode_keeps_its_bags_at_any_width():
+    X = np.random.default_rng(0).normal(size=(3000, 64)).astype(np.float32)
+    est = NP.EmpiricalDTE.fit(X, novelty=False)
+    assert est.bags == ((16, 256),) and est.refs["std"].shape == (16 * 256, 64)
+
+
+def test_scores_do_not_depend_on_the_rows_scored_together_and_rank_outliers_high():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 5)).astype(np.float32)
+    for novelty in (True, False):
+        est = NP.EmpiricalDTE.fit(X, novelty=novelty, seed=0)
+        Q = np.vstack([rng.normal(size=(200, 5)), rng.normal(size=(20, 5)) * 0.5 + 6]).astype(np.float32)
+        s = est.score(Q)
+        assert np.allclose(est.score(Q[:7]), s[:7])
+        assert s[200:].min() > np.quantile(s[:200], 0.95)
+
+
+def test_out_of_bag_exclusion_skips_a_rows_own_copy():
+    refs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    q = refs[:1]
+    with_self = NP.knn_log_time(refs, ((1, 4),), q, 1)
+    excluded = NP.knn_log_time(refs, ((1, 4),), q, 1, exclude=(torch.arange(4), torch.tensor([0])))
+    assert with_self.item() < -20  # log of ~0: the row itself
+    assert excluded.item() == pytest.approx(np.log(1.0 + 1e-12), abs=1e-6)  # nearest other row at distance 1
