@@ -26,8 +26,8 @@ What this implementation adds to the published estimator, each measured in ``ben
   scores of training rows, so the score of a row never depends on the other rows being scored.
 
 Scoring costs one distance computation to each reference row: about 4,096-8,192 reference rows per scored
-row, independent of the training-set size. Beyond 32 features the novelty reference is capped at
-4,096 x 32 / d rows per view (no fewer than 1,024), which keeps the cost per scored row about constant.
+row, independent of the training-set size. Beyond 24 features the novelty reference is capped at
+4,096 x 24 / d rows per view (no fewer than 1,024), which keeps the cost per scored row about constant.
 """
 from __future__ import annotations
 
@@ -171,9 +171,9 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
 
 
 #: the two operating modes; see the module docstring. ``ref_budget`` caps reference rows x features per view
-#: (the distance computation's cost per scored row): beyond 32 features the novelty reference shrinks
+#: (the distance computation's cost per scored row): beyond 24 features the novelty reference shrinks
 #: from 4,096 rows, to no fewer than ``min_refs``
-NOVELTY = {"views": ("std", "gauss"), "bags": ((1, 4096),), "marginal": False, "ref_budget": 4096 * 32, "min_refs": 1024}
+NOVELTY = {"views": ("std", "gauss"), "bags": ((1, 4096),), "marginal": False, "ref_budget": 4096 * 24, "min_refs": 1024}
 OUTLIER = {"views": ("std",), "bags": ((16, 256),), "marginal": True}
 
 

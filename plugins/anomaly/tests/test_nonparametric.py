@@ -59,8 +59,8 @@ def test_gaussianizer_threaded_equals_sequential_and_round_trips():
     assert np.isfinite(const.transform(np.array([[1.0], [3.0]], np.float32))).all()
 
 
-@pytest.mark.parametrize("d,refs", [(8, 4096), (32, 4096), (64, 2048), (100, 1280), (1000, 1024)])
-def test_novelty_reference_is_capped_beyond_32_features(d, refs):
+@pytest.mark.parametrize("d,refs", [(8, 4096), (24, 4096), (32, 3072), (64, 1536), (100, 1024), (1000, 1024)])
+def test_novelty_reference_is_capped_beyond_24_features(d, refs):
     X = np.random.default_rng(0).normal(size=(6000, d)).astype(np.float32)
     est = NP.EmpiricalDTE.fit(X, novelty=True)
     assert est.bags == ((1, refs),)
