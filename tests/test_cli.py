@@ -247,7 +247,7 @@ def test_sample_end_to_end(bundle, tmp_path):
     out = tmp_path / "f.csv"
     result = invoke("sample", "toy", "--model", bundle, "-n", 4, "--out", out)
     assert result.exit_code == 0, result.output
-    assert "wrote 4 toy samples" in result.stdout
+    assert "wrote 4 of 4 toy samples" in result.stdout
     header, rows = read_csv(out)
     assert header == "x0,x1" and len(rows) == 4
     assert all(len(r) == 2 and all(abs(v) < 1e6 for v in r) for r in rows)

@@ -187,7 +187,8 @@ def _sample_command(modality):
         cond = {k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in cond.items()}
         items = model.encoder.decode(x.cpu(), cond)
         files = model.encoder.write(items, out)
-        summary = {"modality": modality.name, "model": str(model.path), "n": n,
+        invalid = sum(1 for it in items if it is None) if isinstance(items, (list, tuple)) else 0
+        summary = {"modality": modality.name, "model": str(model.path), "n": n, "invalid": invalid,
                    "sampler": sampler or model.config.get("sample", {}).get("sampler"),
                    "steps": total, "seed": seed, "seconds": round(seconds, 4), "files": [str(f) for f in files]}
         if trajectory:
@@ -198,8 +199,13 @@ def _sample_command(modality):
         if as_json:
             click.echo(json.dumps(summary, indent=2))
         else:
-            click.echo(f"wrote {n} {modality.name} samples to {', '.join(summary['files'][:3])}"
-                       f"{' ...' if len(files) > 3 else ''} ({seconds:.2f} s)")
+            bad = ""
+            if invalid:
+                kept = getattr(items, "keep_invalid", True)
+                bad = f"; {invalid} invalid, {'written as empty entries' if kept else 'left out'}"
+            click.echo(f"wrote {n - (0 if getattr(items, 'keep_invalid', True) else invalid)} of {n} {modality.name} "
+                       f"samples to {', '.join(summary['files'][:3])}{' ...' if len(files) > 3 else ''} "
+                       f"({seconds:.2f} s{bad})")
             if trajectory:
                 click.echo(f"trajectory: {trajectory}")
 

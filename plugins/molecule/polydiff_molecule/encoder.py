@@ -327,6 +327,14 @@ class GraphEncoder(MoleculeEncoder):
             x = torch.where(fixed, x * 1e3, x)
         nm = self.node_mask_of(cond, x.shape[0]) if x.ndim == 2 else None
         mols = super().decode(x, {"mask": nm} if nm is not None else {}, mode=mode)
+        if cond.get("scaffold"):
+            # the scaffold's atoms and bonds are always there, but a ring system built around an aromatic
+            # scaffold can lose its aromaticity when RDKit perceives the whole molecule; such a sample does
+            # not contain the scaffold as a chemist would search for it, so it counts as invalid
+            from rdkit import Chem
+
+            query = Chem.MolFromSmiles(str(cond["scaffold"]))
+            mols = [m if m is not None and m.HasSubstructMatch(query) else None for m in mols]
         return Molecules(mols, keep_invalid=bool(cond.get("keep_invalid", False)))
 
     # ------------------------------------------------------------------ files
@@ -407,7 +415,8 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
 
     ``scaffold`` (SMILES): its k atoms take the first k node slots and, with the bonds among them, are
     returned as ``known`` / ``known_mask`` for the core's masked conditioning (every sample then contains
-    the scaffold); sizes are drawn from the training sizes of at least k atoms. ``resample`` > 1 turns on
+    the scaffold's atoms and bonds; decoding turns a sample in which RDKit does not find the scaffold as a
+    substructure, e.g. an aromatic ring that lost its aromaticity in a fused system, into None); sizes are drawn from the training sizes of at least k atoms. ``resample`` > 1 turns on
     RePaint resampling.
     """
     known = known_mask = None
@@ -457,6 +466,7 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
         cond["known"] = known.expand(n, -1).clone() * cond["mask"]
         cond["known_mask"] = known_mask.expand(n, -1).clone()
         cond["fixed"] = cond["known_mask"]  # stays in cond after sampling: decode keeps these bonds first
+        cond["scaffold"] = Chem.MolToSmiles(mol)  # decode checks that every sample contains it
         cond["resample"] = int(resample)
     if encoder.properties:
         cond["props"] = encoder.props_tensor(props, n)

@@ -239,6 +239,16 @@ def test_cli_train_and_sample(tmp_path, small):
     query = Chem.MolFromSmiles("C1CC1O")
     got = [Chem.MolFromSmiles(s) for s in scaf.read_text().splitlines()]
     assert len(got) == 12 and all(m is not None and m.HasSubstructMatch(query) for m in got)
+    # an aromatic scaffold: a sample whose ring system loses the ring's aromaticity does not contain it as a
+    # substructure, and is reported as invalid (an empty line with --keep-invalid)
+    arom = tmp_path / "aromatic.smi"
+    r = run_cli("sample", "molecule", "--model", model, "-n", 12, "--steps", 4, "--scaffold", "c1ccccc1",
+                "--keep-invalid", "--out", arom, "--json")
+    assert r.returncode == 0, r.stderr
+    lines = arom.read_text().split("\n")[:12]
+    benzene = Chem.MolFromSmiles("c1ccccc1")
+    assert all(Chem.MolFromSmiles(s).HasSubstructMatch(benzene) for s in lines if s)
+    assert json.loads(r.stdout)["invalid"] == sum(1 for s in lines if not s)
     r = run_cli("sample", "molecule", "--model", model, "-n", 2, "--scaffold", "C1CC", "--out", tmp_path / "x.smi")
     assert r.returncode == 1 and "--scaffold: 'C1CC' is not a valid SMILES" in r.stderr
 
