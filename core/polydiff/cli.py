@@ -110,8 +110,10 @@ def _train_command(modality):
     @click.option("--batch-size", type=int, help="Batch size (overrides the recipe).")
     @click.option("--seed", type=int, help="Training seed (overrides the recipe).")
     @click.option("--device", help="cpu, cuda, cuda:1 ... [cuda when present, else cpu]")
+    @click.option("--strict", is_flag=True,
+                  help="Fail on the first unusable record of --data instead of skipping it with a count.")
     @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-    def cmd(data, recipe, steps, out, resume, batch_size, seed, device, as_json):
+    def cmd(data, recipe, steps, out, resume, batch_size, seed, device, strict, as_json):
         from .model import train_modality
 
         train = {}
@@ -121,7 +123,7 @@ def _train_command(modality):
             train["seed"] = seed
         summary = train_modality(modality, data=data, recipe=recipe, steps=steps, out=out or f"runs/{modality.name}",
                                  resume=resume, overrides={"train": train} if train else None, device=device,
-                                 progress=not as_json)
+                                 progress=not as_json, strict=strict)
         if int(os.environ.get("RANK", "0")) != 0:
             return  # under torchrun only rank 0 reports
         if as_json:
@@ -361,7 +363,12 @@ def demo_cmd(out, only, device):
 
 def main(argv: Optional[list] = None) -> None:
     """Entry point of the ``polydiff`` command."""
+    import warnings
+
     from .plugins import registry
+
+    # warnings (skipped records, fallbacks) read as one line on stderr, without Python's source excerpt
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
 
     try:
         registry().add_commands(cli)

@@ -222,8 +222,11 @@ class Model:
 
 def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = None, steps: Optional[int] = None,
                    out=None, resume: bool = False, overrides: Optional[dict] = None, device=None,
-                   progress: bool = True) -> dict:
-    """Train ``modality`` on a file/folder (``data``) or a recipe's dataset; returns the Trainer's summary."""
+                   progress: bool = True, strict: bool = False) -> dict:
+    """Train ``modality`` on a file/folder (``data``) or a recipe's dataset; returns the Trainer's summary.
+
+    ``strict``: the encoder's ``read`` fails on the first unusable record instead of skipping it (only for
+    encoders whose ``read`` takes a ``strict`` argument)."""
     from .training import Trainer
     from .plugins import registry  # noqa: F401  (the registry is needed by the encoder of some modalities)
 
@@ -238,8 +241,12 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
         config["train"]["steps"] = int(steps)
     encoder = modality.encoder(None)
     if data is not None:
+        from .modality import _accepts
+
+        if strict and not _accepts(encoder.read, "strict"):
+            raise PolydiffError(f"--strict: the {modality.name!r} reader has no strict mode")
         try:
-            items = encoder.read(data)
+            items = encoder.read(data, strict=True) if strict else encoder.read(data)
         except PolydiffError:
             raise
         except ValueError as e:

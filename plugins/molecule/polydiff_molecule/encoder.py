@@ -219,12 +219,16 @@ class GraphEncoder(MoleculeEncoder):
 
     def read(self, path, strict: bool = False) -> MoleculeSet:
         """Molecules from a file (see :meth:`MoleculeEncoder.read`), keeping only those this encoder can
-        encode; the others are skipped with a warning that counts them and names the first."""
+        encode; the others are skipped with a warning that counts them and names the first
+        (``strict=True``: the first unparsable or unencodable record raises instead)."""
         path = Path(path)
         if path.is_dir():
             path = self._file_in_folder(path)
         mols, invalid = molio.read_molecules(path, strict=strict)
         kept, dropped = self.usable(mols)
+        if strict and dropped:
+            i, why = dropped[0]
+            raise InputError(f"{path}: molecule {i + 1} ({_show(mols[i])}) cannot be encoded: {why}")
         parts = []
         if invalid:
             parts.append(f"{invalid} unparsable record(s)")

@@ -257,3 +257,17 @@ def test_cli_train_and_sample(tmp_path, small):
     r = run_cli("sample", "molecule", "--model", model, "-n", 2, "--atoms", 12, "--out", tmp_path / "x.smi")
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == \
         "Error: number of atoms must be between 1 and 9 (this model's max_atoms), got 12"
+
+
+def test_cli_train_strict_fails_on_the_first_bad_record(tmp_path):
+    data = tmp_path / "bad.smi"
+    data.write_text("CCO\nnot_a_smiles\nc1ccccc1\n")
+    run = tmp_path / "run"
+    r = run_cli("train", "molecule", "--data", data, "--steps", 1, "--strict", "--out", run)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "line 2" in r.stderr and "not_a_smiles" in r.stderr
+    assert not run.exists()
+    # the same file without --strict: skipped with a one-line warning that counts it
+    r = run_cli("train", "molecule", "--data", data, "--steps", 1, "--batch-size", 2, "--out", run, "--json")
+    assert r.returncode == 0, r.stderr
+    assert "warning: " in r.stderr and "skipped 1 unparsable record(s); using 2 of 3" in r.stderr
