@@ -62,6 +62,17 @@ def resample(wave: np.ndarray, sr: int, target: int) -> np.ndarray:
     return AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), int(sr), int(target)).numpy()
 
 
+#: the peak a clip louder than full scale is scaled down to when written (just below 1: no clipping)
+PEAK = 0.99
+
+
+def fit_full_scale(wave: np.ndarray) -> np.ndarray:
+    """``wave`` scaled down to peak at :data:`PEAK` if its peak is above 1 (full scale), else unchanged."""
+    wave = np.asarray(wave, dtype=np.float32)
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    return wave * np.float32(PEAK / peak) if peak > 1.0 else wave
+
+
 def loudest_window(wave: np.ndarray, n: int) -> int:
     """Start of the length-``n`` window with the most energy."""
     if len(wave) <= n:
@@ -130,7 +141,11 @@ class AudioEncoder:
 
     def write(self, items, path) -> List[Path]:
         """Write clips as 16-bit WAV files and a spectrogram picture. ``path``: a folder (``sample_000.wav``,
-        ..., ``spectrograms.png``) or, for one clip, a ``.wav``/``.flac``/``.ogg`` file (picture next to it)."""
+        ..., ``spectrograms.png``) or, for one clip, a ``.wav``/``.flac``/``.ogg`` file (picture next to it).
+
+        A clip whose peak exceeds full scale (speech at RMS ``rms`` = 0.1 can peak above 1) is scaled down
+        to peak at :data:`PEAK` instead of being clipped: loudness is relative here (reading a file
+        normalizes it again), so scaling keeps the clip, while clipping would distort it."""
         from .draw import spectrogram_grid
 
         clips = items if isinstance(items, Clips) else Clips(list(items), self.sample_rate)
@@ -139,12 +154,12 @@ class AudioEncoder:
         if path.suffix.lower() in audio_io.SUPPORTED:
             if len(clips) != 1:
                 raise InputError(f"{path}: a file holds one clip, got {len(clips)}; give a folder")
-            out.append(audio_io.write_audio(path, clips.waves[0], clips.sample_rate))
+            out.append(audio_io.write_audio(path, fit_full_scale(clips.waves[0]), clips.sample_rate))
             png = path.with_suffix(".png")
         else:
             path.mkdir(parents=True, exist_ok=True)
             for i, w in enumerate(clips.waves):
-                out.append(audio_io.write_audio(path / f"sample_{i:03d}.wav", w, clips.sample_rate))
+                out.append(audio_io.write_audio(path / f"sample_{i:03d}.wav", fit_full_scale(w), clips.sample_rate))
             png = path / "spectrograms.png"
         titles = [self._title(clips, i) for i in range(len(clips))]
         out.append(spectrogram_grid(clips.waves, clips.sample_rate, png, titles=titles))
@@ -168,12 +183,16 @@ class AudioEncoder:
             self.classes = [str(i) for i in range(max(clips.labels) + 1)]
         return self
 
+    def loudness_gain(self, wave: np.ndarray) -> float:
+        """The gain that brings ``wave`` to RMS ``rms``; 0 for silence (RMS below 1e-6), never inf or NaN."""
+        wave = np.asarray(wave)
+        r = float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) if wave.size else 0.0
+        return self.rms / r if r > 1e-6 else 0.0
+
     def normalize(self, wave: np.ndarray) -> np.ndarray:
         """Loudness to ``rms`` (a silent clip stays silent), then ``scale``."""
         wave = np.asarray(wave, dtype=np.float32)
-        r = float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) if len(wave) else 0.0
-        gain = self.rms / r if r > 1e-6 else 0.0
-        return wave * np.float32(gain * self.scale)
+        return wave * np.float32(self.loudness_gain(wave) * self.scale)
 
     def fix_length(self, wave: np.ndarray):
         """(clip of exactly clip_samples, number of real samples in it)."""
