@@ -334,7 +334,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # -------------------------------------------------------------------------------------- generation
-def generate(model, n_per_digit: int, seed: int, batch_size: int):
+def generate(model, n_per_digit: int, seed: int, batch_size: int, cfg_scale=None):
     """``n_per_digit`` clips of every digit with the model's default sampler, from one generator seeded
     with ``seed`` (digits 0..9 in order, batches of ``batch_size``). Returns (waves, digits, seconds)."""
     g = torch.Generator().manual_seed(seed)
@@ -345,7 +345,7 @@ def generate(model, n_per_digit: int, seed: int, batch_size: int):
         while left > 0:
             b = min(batch_size, left)
             t0 = time.perf_counter()
-            x, cond = model.sample(b, generator=g, label=DIGITS[d])
+            x, cond = model.sample(b, generator=g, label=DIGITS[d], cfg_scale=cfg_scale)
             clips = model.encoder.decode(x.cpu(), {k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in cond.items()})
             seconds += time.perf_counter() - t0
             waves += clips.waves
@@ -355,14 +355,14 @@ def generate(model, n_per_digit: int, seed: int, batch_size: int):
     return waves, torch.tensor(digits), seconds
 
 
-def real_time_factor(model, sampler: str, steps: int, runs: int = RTF_RUNS, label: str = "7") -> dict:
+def real_time_factor(model, sampler: str, steps: int, runs: int = RTF_RUNS, label: str = "7", cfg_scale=None) -> dict:
     """One clip at batch 1: a warm-up run, then ``runs`` timed runs (sampling + decoding) with seeds
     0..runs-1; RTF = median seconds / seconds of audio in the clip."""
     from polydiff.samplers import nfe
 
     def once(seed):
         t0 = time.perf_counter()
-        x, cond = model.sample(1, sampler=sampler, steps=steps, seed=seed, label=label)
+        x, cond = model.sample(1, sampler=sampler, steps=steps, seed=seed, label=label, cfg_scale=cfg_scale)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         clip = model.encoder.decode(x.cpu(), {k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in cond.items()})
@@ -509,6 +509,8 @@ def main(argv=None):
     ap.add_argument("--samplers", default=DEFAULT_SAMPLERS,
                     help=f"SAMPLER:STEPS,... timed for the real-time factor; the model's default is added when "
                          f"missing [{DEFAULT_SAMPLERS}]")
+    ap.add_argument("--cfg-scale", type=float, default=None,
+                    help="classifier-free guidance scale of the generated clips and the timing runs [the model's]")
     ap.add_argument("--skip-rtf", action="store_true", help="do not time the samplers (the RTF check is skipped)")
     ap.add_argument("--out-dir", help="write the first --examples generated clips per digit (WAV) and "
                                       "spectrograms.png (the first clip of every digit) here")
@@ -585,10 +587,11 @@ def main(argv=None):
 
     # 2. generated clips: accuracy, Fréchet distance, examples
     with clock.phase("generate"):
-        waves, digits, sampling_s = generate(model, args.n_per_digit, args.seed, args.batch_size)
+        waves, digits, sampling_s = generate(model, args.n_per_digit, args.seed, args.batch_size, args.cfg_scale)
     gen_x = prepare(enc, waves)
     doc["generated"] = {"sampler": default[0], "steps": default[1], "nfe": nfe(*default),
-                        "cfg_scale": float(sc.get("cfg_scale", 1.0)), "batch_size": args.batch_size,
+                        "cfg_scale": float(args.cfg_scale if args.cfg_scale is not None else sc.get("cfg_scale", 1.0)),
+                        "batch_size": args.batch_size,
                         "sampling_s": sampling_s, "clips_per_s": len(waves) / sampling_s,
                         **accuracy_report(clf.predict(gen_x), digits)}
     real_acc = doc["real"]["accuracy"]
@@ -611,7 +614,7 @@ def main(argv=None):
         doc["rtf"] = []
         with clock.phase("rtf"):
             for sampler, steps in samplers:
-                r = real_time_factor(model, sampler, steps)
+                r = real_time_factor(model, sampler, steps, cfg_scale=args.cfg_scale)
                 doc["rtf"].append(r)
                 log(f"RTF {sampler} {steps} steps ({r['nfe']} NFE): {r['rtf']:.3f} ({r['median_s']:.3f} s per clip)")
     rtf_default = next((r["rtf"] for r in doc.get("rtf", []) if (r["sampler"], r["steps"]) == default), None)
