@@ -61,6 +61,9 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name  # noqa: E402
+
 TARGETS = {"accuracy_ratio": 0.8, "rtf": 0.5}
 DEFAULT_SAMPLERS = "dpmpp_2m:20,dpmpp_2m:10,heun:10,euler:20,unipc:10"
 DIGITS = [str(d) for d in range(10)]
@@ -71,17 +74,6 @@ N_MELS = 40
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def versions() -> dict:

@@ -39,6 +39,9 @@ import warnings
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import cpu_name  # noqa: E402
+
 TARGETS = {"raw_validity": 0.97, "valence_validity": 1.0, "uniqueness": 0.95, "fcd": 2.0, "molecules_per_s": 200.0}
 ANCHORS = [
     {"model": "DiGress", "paper": "Vignac et al., ICLR 2023", "setting": "QM9, implicit H",
@@ -51,17 +54,6 @@ ANCHORS = [
 SWEEP = (("heun", 16), ("heun", 32), ("dpmpp_2m", 10), ("dpmpp_2m", 20))
 KEYS = ("validity", "uniqueness", "novelty", "connected", "valid_connected", "fragments_per_molecule",
         "atom_type_tv", "ring_size_tv", "rings_per_molecule", "fcd")
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def versions():
