@@ -75,6 +75,16 @@ def cli():
     """
 
 
+def verb_group(cli_group, name: str, doc: str):
+    """The ``name`` verb group of ``cli_group`` (``polydiff inpaint``, ``polydiff evaluate``, ...), created
+    unless another plugin added it already, so several plugins can put their modality under one verb."""
+    group = cli_group.commands.get(name) if hasattr(cli_group, "commands") else None
+    if not isinstance(group, click.Group):
+        group = click.Group(name, help=doc)
+        cli_group.add_command(group)
+    return group
+
+
 # --------------------------------------------------------------------------------------- plugins
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")

@@ -366,17 +366,6 @@ _LABEL_HELP = ("Class to condition on (a digit for FSDD models), or 'none' for t
                "[none: the recording guides the model].")
 
 
-def _group(cli, name: str, doc: str):
-    """The ``name`` group of ``cli``, created unless another plugin made it already."""
-    import click
-
-    group = cli.commands.get(name) if hasattr(cli, "commands") else None
-    if not isinstance(group, click.Group):
-        group = click.Group(name, help=doc)
-        cli.add_command(group)
-    return group
-
-
 def _report(summary: dict, as_json: bool, line: str) -> None:
     import click
 
@@ -466,7 +455,9 @@ def denoise_command():
 
 def add_commands(cli) -> None:
     """Add ``inpaint audio`` and ``denoise audio`` to ``cli`` (groups created unless they exist)."""
-    _group(cli, "inpaint", "Fill gaps: polydiff inpaint MODALITY INPUT --out OUTPUT [options].").add_command(
+    from polydiff.cli import verb_group
+
+    verb_group(cli, "inpaint", "Fill gaps: polydiff inpaint MODALITY INPUT --out OUTPUT [options].").add_command(
         inpaint_command())
-    _group(cli, "denoise", "Remove noise: polydiff denoise MODALITY INPUT --out OUTPUT [options].").add_command(
+    verb_group(cli, "denoise", "Remove noise: polydiff denoise MODALITY INPUT --out OUTPUT [options].").add_command(
         denoise_command())

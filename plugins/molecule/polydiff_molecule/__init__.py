@@ -105,13 +105,9 @@ def _demo(out, echo=print, device=None):
 @polydiff.hookimpl
 def register_commands(cli):
     """``polydiff evaluate molecule``: added to an ``evaluate`` group (created here unless a plugin made one)."""
-    import click
+    from polydiff.cli import verb_group
 
     from .metrics import evaluate_command
 
-    group = cli.commands.get("evaluate") if hasattr(cli, "commands") else None
-    if not isinstance(group, click.Group):
-        @cli.group("evaluate")
-        def group():
-            """Evaluate generated samples: polydiff evaluate MODALITY [--model NAME|PATH] [-n N] [--json]."""
-    group.add_command(evaluate_command())
+    verb_group(cli, "evaluate", "Evaluate generated samples: polydiff evaluate MODALITY [--model NAME|PATH] "
+                                "[-n N] [--json].").add_command(evaluate_command())
