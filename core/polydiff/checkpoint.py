@@ -19,7 +19,7 @@ import socket
 import struct
 import tempfile
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -188,3 +188,24 @@ def split_prefix(tensors: Dict[str, torch.Tensor], prefix: str) -> Dict[str, tor
     """The sub-dictionary of keys starting with ``prefix + '.'``, with the prefix removed."""
     p = prefix + "."
     return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+
+
+def export_bundle(src, out, *, half: bool = True, sample: Optional[dict] = None) -> Tuple[Path, dict]:
+    """Write the EMA weights of the bundle ``src`` (a run's ``model.safetensors`` or a run folder) to ``out``
+    as an inference bundle: only ``ema.*`` tensors, floating-point ones in float16 when ``half`` (loading
+    casts them back to the network's float32), the same JSON with ``kind="model"``, and the sampling
+    defaults in ``sample`` (sampler, steps, cfg_scale, ...) merged into its config. Returns (path, meta)."""
+    src = Path(src)
+    if src.is_dir():
+        src = src / "model.safetensors"
+    tensors, meta = load_bundle(src)
+    ema = {k: (v.half() if half and v.is_floating_point() else v) for k, v in tensors.items() if k.startswith("ema.")}
+    if not ema:
+        raise BundleError(f"{src}: holds no ema.* weights to export")
+    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
+    meta["kind"] = "model"
+    if sample:
+        config = dict(meta.get("config") or {})
+        config["sample"] = {**(config.get("sample") or {}), **{k: v for k, v in sample.items() if v is not None}}
+        meta["config"] = config
+    return save_bundle(out, ema, meta), meta
