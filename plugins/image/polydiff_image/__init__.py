@@ -68,7 +68,10 @@ def register_modalities(register):
         default_config=DEFAULT_CONFIG,
         datasets=dict(datasets.DATASETS),
         recipes=RECIPES,
-        pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"))},
+        # mnist first: the default model of `polydiff sample|inpaint|upscale|denoise image` (alphabetical
+        # order would make it cifar10 once that checkpoint is bundled)
+        pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"), key=lambda p: (p.stem != "mnist",
+                                                                                             p.stem))},
         guidance={"label": -1},
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,

@@ -126,7 +126,8 @@ class ImageEncoder:
         """An image file, a .npy/.npz array file, or a folder of image files (recursively). In a folder,
         labels come from the names of the sub-folders (two or more: ``train/cat/1.png``); a file that
         cannot be read is skipped with a warning that counts the skipped files and names the first
-        (``strict=True``: the first one raises)."""
+        (``strict=True``: the first one raises). A ``grid.png`` next to ``sample_000.png`` (what
+        :meth:`write` makes) is skipped, so a folder of written samples reads back as those samples."""
         path = Path(path)
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
@@ -140,7 +141,9 @@ class ImageEncoder:
                 raise InputError(f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; use "
                                  f"{', '.join(image_io.IMAGE_SUFFIXES + image_io.ARRAY_SUFFIXES)}")
             return Images([image_io.read_image(path)], None, [], [path.name])
-        files = image_io.list_images(path)
+        # the grid.png that write() puts beside sample_000.png ... is a picture of the samples, not one of them
+        files = [f for f in image_io.list_images(path)
+                 if not (f.name == "grid.png" and (f.parent / "sample_000.png").exists())]
         if not files:
             raise InputError(f"{path}: no image files in this folder ({', '.join(image_io.IMAGE_SUFFIXES)})")
         arrays, names, skipped = [], [], []
