@@ -344,3 +344,40 @@ def test_score_no_items_is_one_line(bundle, toy, tmp_path, monkeypatch):
     data.write_text("x0,x1\n")
     assert_user_error(invoke("score", data, "--model", bundle, "--out", tmp_path / "s.csv"), "data.csv")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_export_ships_float16_ema_weights_with_sampling_defaults(bundle, tmp_path):
+    from polydiff.checkpoint import load_bundle
+
+    out = tmp_path / "shipped.safetensors"
+    result = invoke("export", bundle, out, "--sampler", "heun", "--steps", 7, "--cfg-scale", 2, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["out"] == str(out) and summary["modality"] == "toy"
+    tensors, meta = load_bundle(out)
+    src, _ = load_bundle(bundle)
+    assert tensors and all(k.startswith("ema.") for k in tensors)
+    assert all(v.dtype == torch.float16 for v in tensors.values() if v.is_floating_point())
+    assert all(torch.equal(v, src[k].half()) for k, v in tensors.items())
+    sc = meta["config"]["sample"]
+    assert (sc["sampler"], sc["steps"], sc["cfg_scale"]) == ("heun", 7, 2.0)
+    assert sc["schedule"] == "karras" and meta["kind"] == "model" and meta["encoder"]
+    # the shipped bundle samples with the stored defaults
+    sampled = json.loads(invoke("sample", "toy", "--model", out, "-n", 3, "--out", tmp_path / "s.csv", "--json").stdout)
+    assert sampled["sampler"] == "heun" and sampled["steps"] == 7
+    full = tmp_path / "full.safetensors"
+    assert invoke("export", bundle, full, "--full-precision").exit_code == 0
+    assert all(v.dtype == torch.float32 for v in load_bundle(full)[0].values() if v.is_floating_point())
+
+
+def test_export_bad_input_is_one_line(bundle, tmp_path):
+    from polydiff.checkpoint import load_bundle, save_bundle
+
+    out = tmp_path / "x.safetensors"
+    assert_user_error(invoke("export", tmp_path / "missing", out), "no such file")
+    assert_user_error(invoke("export", bundle, out, "--sampler", "nope"), "unknown sampler")
+    assert_user_error(invoke("export", bundle, out, "--steps", 0), "--steps")
+    tensors, meta = load_bundle(bundle)
+    only_model = save_bundle(tmp_path / "m.safetensors", {k: v for k, v in tensors.items() if k.startswith("model.")}, meta)
+    assert_user_error(invoke("export", only_model, out), "no ema")
+    assert not out.exists()
