@@ -381,3 +381,23 @@ def test_export_bad_input_is_one_line(bundle, tmp_path):
     only_model = save_bundle(tmp_path / "m.safetensors", {k: v for k, v in tensors.items() if k.startswith("model.")}, meta)
     assert_user_error(invoke("export", only_model, out), "no ema")
     assert not out.exists()
+
+
+def test_cfg_interval_is_stored_cleared_and_checked(bundle, tmp_path):
+    from polydiff.checkpoint import read_meta
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert invoke("export", bundle, a, "--cfg-scale", 2, "--cfg-interval", "0.3,5").exit_code == 0
+    assert read_meta(a)["config"]["sample"]["cfg_interval"] == [0.3, 5.0]
+    summary = json.loads(invoke("sample", "toy", "--model", a, "-n", 2, "--out", tmp_path / "s.csv", "--json").stdout)
+    assert summary["cfg_interval"] == [0.3, 5.0] and summary["cfg_scale"] == 2.0
+    summary = json.loads(invoke("sample", "toy", "--model", a, "-n", 2, "--cfg-interval", "none",
+                                "--out", tmp_path / "t.csv", "--json").stdout)
+    assert summary["cfg_interval"] is None
+    assert invoke("export", a, b, "--cfg-interval", "none").exit_code == 0
+    assert "cfg_interval" not in read_meta(b)["config"]["sample"]
+    for bad in ("5,0.3", "1", "a,b", "-1,2"):
+        assert_user_error(invoke("sample", "toy", "--model", a, "-n", 2, "--cfg-interval", bad,
+                                 "--out", tmp_path / "u.csv"), "--cfg-interval")
+        assert_user_error(invoke("export", a, tmp_path / "c.safetensors", "--cfg-interval", bad), "--cfg-interval")
+    assert not (tmp_path / "u.csv").exists() and not (tmp_path / "c.safetensors").exists()

@@ -83,6 +83,28 @@ def test_cfg_inside_a_sampler():
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+def test_cfg_interval_guides_only_inside_it():
+    D = LabelDenoiser()
+    x, _, label = _batch(1)
+    sigmas = schedules.karras(10, sigma_min=0.01, sigma_max=10.0)
+    lo, hi = 0.3, 3.0
+    guided = cfg_denoiser(D, 3.0, {"label": NULL_LABEL}, interval=(lo, hi))
+    SAMPLERS["euler"](guided, x * 10, sigmas, cond={"label": label})
+    levels = sigmas[:-1].tolist()
+    inside = [lo < s <= hi for s in levels]
+    assert 0 < sum(inside) < len(levels)
+    assert [c["batch"] for c in D.calls] == [8 if i else 4 for i in inside]
+    # outside the interval the call is the plain conditional one; inside it the guided formula
+    ref = LabelDenoiser()
+    sig = torch.full((4,), 5.0)
+    torch.testing.assert_close(guided(x, sig, label=label), ref(x, sig, label=label))
+    sig = torch.full((4,), 1.0)
+    d_c, d_u = ref(x, sig, label=label), ref(x, sig, label=torch.full_like(label, NULL_LABEL))
+    torch.testing.assert_close(guided(x, sig, label=label), d_u + 3.0 * (d_c - d_u))
+    with pytest.raises(ValueError, match="lo < hi"):
+        cfg_denoiser(D, 3.0, {"label": NULL_LABEL}, interval=(2.0, 1.0))
+
+
 def test_drop_conditions_rate_and_null_value():
     n, p = 20_000, 0.3
     label = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(0))

@@ -190,11 +190,13 @@ def split_prefix(tensors: Dict[str, torch.Tensor], prefix: str) -> Dict[str, tor
     return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
 
 
-def export_bundle(src, out, *, half: bool = True, sample: Optional[dict] = None) -> Tuple[Path, dict]:
+def export_bundle(src, out, *, half: bool = True, sample: Optional[dict] = None,
+                  clear: Tuple[str, ...] = ()) -> Tuple[Path, dict]:
     """Write the EMA weights of the bundle ``src`` (a run's ``model.safetensors`` or a run folder) to ``out``
     as an inference bundle: only ``ema.*`` tensors, floating-point ones in float16 when ``half`` (loading
     casts them back to the network's float32), the same JSON with ``kind="model"``, and the sampling
-    defaults in ``sample`` (sampler, steps, cfg_scale, ...) merged into its config. Returns (path, meta)."""
+    defaults in ``sample`` (sampler, steps, cfg_scale, cfg_interval, ...; None values are left as they are)
+    merged into its config, less the sampling keys named in ``clear``. Returns (path, meta)."""
     src = Path(src)
     if src.is_dir():
         src = src / "model.safetensors"
@@ -204,8 +206,9 @@ def export_bundle(src, out, *, half: bool = True, sample: Optional[dict] = None)
         raise BundleError(f"{src}: holds no ema.* weights to export")
     meta = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
     meta["kind"] = "model"
-    if sample:
+    if sample or clear:
         config = dict(meta.get("config") or {})
-        config["sample"] = {**(config.get("sample") or {}), **{k: v for k, v in sample.items() if v is not None}}
+        merged = {**(config.get("sample") or {}), **{k: v for k, v in (sample or {}).items() if v is not None}}
+        config["sample"] = {k: v for k, v in merged.items() if k not in clear}
         meta["config"] = config
     return save_bundle(out, ema, meta), meta

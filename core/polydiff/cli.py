@@ -160,11 +160,13 @@ def _sample_command(modality):
     @click.option("--steps", type=int, help="Sampling steps [the model's default].")
     @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
     @click.option("--cfg-scale", type=float, help="Classifier-free guidance scale (1 = off) [the model's default].")
+    @click.option("--cfg-interval", metavar="LO,HI",
+                  help="Guide only at noise levels in (LO, HI]; 'none' for every level [the model's default].")
     @click.option("--out", "out", type=click.Path(), required=True, help="Output file or folder.")
     @click.option("--trajectory", type=click.Path(), help="Save the x0 estimate of every step as a strip of frames (PNG).")
     @click.option("--device", help="cpu, cuda, ... [cuda when present, else cpu]")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-    def cmd(model_name, n, sampler, steps, seed, cfg_scale, out, trajectory, device, as_json, **options):
+    def cmd(model_name, n, sampler, steps, seed, cfg_scale, cfg_interval, out, trajectory, device, as_json, **options):
         from .model import Model
 
         if steps is not None and steps < 1:
@@ -175,7 +177,11 @@ def _sample_command(modality):
             if not modality.pretrained:
                 raise PolydiffError(f"modality {modality.name!r} has no pretrained model; give --model PATH")
             model_name = next(iter(modality.pretrained))
+        interval = _parse_interval(cfg_interval) if cfg_interval is not None else None
         model = Model.load(model_name, modality=modality.name, device=device)
+        if cfg_interval is not None and interval is None:  # 'none': guidance at every level
+            model.config = {**model.config, "sample": {k: v for k, v in model.config.get("sample", {}).items()
+                                                      if k != "cfg_interval"}}
         frames, titles = [], []
         total = int(steps or model.config.get("sample", {}).get("steps", 20))
         from tqdm.auto import tqdm
@@ -192,7 +198,7 @@ def _sample_command(modality):
         t0 = time.perf_counter()
         try:
             x, cond = model.sample(n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale,
-                                   callback=callback, **options)
+                                   cfg_interval=interval, callback=callback, **options)
         finally:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -202,7 +208,10 @@ def _sample_command(modality):
         invalid = sum(1 for it in items if it is None) if isinstance(items, (list, tuple)) else 0
         summary = {"modality": modality.name, "model": str(model.path), "n": n, "invalid": invalid,
                    "sampler": sampler or model.config.get("sample", {}).get("sampler"),
-                   "steps": total, "seed": seed, "seconds": round(seconds, 4), "files": [str(f) for f in files]}
+                   "steps": total, "seed": seed,
+                   "cfg_scale": float(cfg_scale if cfg_scale is not None else model.config.get("sample", {}).get("cfg_scale", 1.0)),
+                   "cfg_interval": interval if interval is not None else model.config.get("sample", {}).get("cfg_interval"),
+                   "seconds": round(seconds, 4), "files": [str(f) for f in files]}
         if trajectory:
             frames.append(x.cpu())
             titles.append("final")
@@ -344,8 +353,10 @@ def inspect_cmd(bundle):
 @click.option("--sampler", default=None, help="Store this default sampler in the bundle.")
 @click.option("--steps", type=int, default=None, help="Store this default number of sampling steps.")
 @click.option("--cfg-scale", type=float, default=None, help="Store this default guidance scale.")
+@click.option("--cfg-interval", default=None, metavar="LO,HI",
+              help="Store this guidance interval: guide only at noise levels in (LO, HI]; 'none' for every level.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def export_cmd(run, out, full_precision, sampler, steps, cfg_scale, as_json):
+def export_cmd(run, out, full_precision, sampler, steps, cfg_scale, cfg_interval, as_json):
     """Export the EMA weights of a training run (RUN_DIR or its model.safetensors) as a bundle to ship.
 
     The bundle keeps the run's config and encoder; --sampler/--steps/--cfg-scale set the sampling
@@ -358,8 +369,12 @@ def export_cmd(run, out, full_precision, sampler, steps, cfg_scale, as_json):
         from . import get_sampler
 
         get_sampler(sampler)  # an unknown name is a one-line error before anything is written
-    path, meta = export_bundle(run, out, half=not full_precision,
-                               sample={"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale})
+    sample = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale}
+    interval = _parse_interval(cfg_interval) if cfg_interval is not None else None
+    if interval is not None:
+        sample["cfg_interval"] = interval
+    path, meta = export_bundle(run, out, half=not full_precision, sample=sample,
+                               clear=("cfg_interval",) if cfg_interval is not None and interval is None else ())
     sc = meta.get("config", {}).get("sample", {})
     summary = {"out": str(path), "modality": meta.get("modality"), "step": meta.get("step"),
                "loss": meta.get("loss"), "sample": sc, "bytes": path.stat().st_size}
@@ -369,6 +384,19 @@ def export_cmd(run, out, full_precision, sampler, steps, cfg_scale, as_json):
         click.echo(f"exported the {meta.get('modality')} model of step {meta.get('step')} to {path} "
                    f"({summary['bytes'] / 1e6:.1f} MB; sampling: {sc.get('sampler')}, {sc.get('steps')} steps, "
                    f"guidance {sc.get('cfg_scale')})")
+
+
+def _parse_interval(text: str):
+    """'LO,HI' -> [lo, hi] with 0 <= lo < hi; 'none' -> None (guidance at every level)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise PolydiffError(f"--cfg-interval must be LO,HI (two noise levels) or 'none', got {text!r}") from None
+    if not 0 <= lo < hi:
+        raise PolydiffError(f"--cfg-interval must have 0 <= LO < HI, got {text!r}")
+    return [lo, hi]
 
 
 # --------------------------------------------------------------------------------------- demo

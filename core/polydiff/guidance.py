@@ -1,7 +1,8 @@
 """Guidance and masked conditioning: wrappers around a denoiser, so every sampler gets them for free.
 
 * :func:`cfg_denoiser` — classifier-free guidance (Ho & Salimans 2022): ``D_u + w * (D_c - D_u)``,
-  conditional and unconditional halves evaluated in one batched call.
+  conditional and unconditional halves evaluated in one batched call, optionally only inside an
+  interval of noise levels.
 * :func:`drop_conditions` — the training half of CFG: replace a random fraction of condition values
   with their "null" value.
 * :func:`masked_denoiser` / :func:`sample_masked` — masked conditioning: known values plus a mask
@@ -15,7 +16,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
@@ -44,19 +45,34 @@ def drop_conditions(cond: dict, p: float, null: Mapping[str, object], generator=
     return out
 
 
-def cfg_denoiser(D: Callable, scale: float, null: Mapping[str, object]) -> Callable:
+def cfg_denoiser(D: Callable, scale: float, null: Mapping[str, object],
+                 interval: Optional[Sequence[float]] = None) -> Callable:
     """Classifier-free guidance: ``D_u + scale * (D_c - D_u)`` (Ho & Salimans 2022).
 
     ``scale = 1`` returns D itself (no extra cost); ``scale = 0`` is the unconditional model.
     The conditional and unconditional calls share one batch of size 2B.
+
+    ``interval = (lo, hi)`` applies guidance only at noise levels ``lo < sigma <= hi`` and uses the
+    conditional model alone elsewhere (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval
+    improves sample and distribution quality in diffusion models"): guidance at high noise levels mostly
+    pulls samples towards a few modes and at low ones does little, so limiting it keeps most of its gain
+    in recognisability at a fraction of its cost (the unguided steps cost one evaluation of batch B, not
+    2B). The level tested is the batch's largest sigma (samplers give every item the same one).
     """
     if scale == 1.0 or not null:
         return D
+    lo, hi = (float(interval[0]), float(interval[1])) if interval is not None else (None, None)
+    if interval is not None and not lo < hi:
+        raise ValueError(f"the guidance interval must be (lo, hi) with lo < hi, got {tuple(interval)}")
 
     def guided(x, sigma, **cond):
         keys = [k for k in null if cond.get(k) is not None]
         if not keys:
             return D(x, sigma, **cond)
+        if lo is not None:
+            level = float(sigma.max()) if isinstance(sigma, torch.Tensor) else float(sigma)
+            if not lo < level <= hi:
+                return D(x, sigma, **cond)
         b = x.shape[0]
         both = {}
         for k, v in cond.items():

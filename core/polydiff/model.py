@@ -151,8 +151,12 @@ class Model:
     def sample(self, n: int, *, sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = None,
                cfg_scale: Optional[float] = None, cond: Optional[dict] = None, callback: Optional[Callable] = None,
                generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
-               sampler_args: Optional[dict] = None, **options) -> Tuple[torch.Tensor, dict]:
-        """Generate ``n`` encoded samples; returns (x, cond). ``options`` go to the modality's make_cond."""
+               sampler_args: Optional[dict] = None, cfg_interval=None, **options) -> Tuple[torch.Tensor, dict]:
+        """Generate ``n`` encoded samples; returns (x, cond). ``options`` go to the modality's make_cond.
+
+        ``cfg_interval`` (lo, hi): apply guidance only at noise levels in (lo, hi] (see
+        :func:`polydiff.guidance.cfg_denoiser`); default: the config's ``sample.cfg_interval`` (none: every
+        step)."""
         from . import get_sampler
 
         if n < 1:
@@ -174,7 +178,7 @@ class Model:
         if cond.get("mask") is not None:
             x = x * cond["mask"]
         scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
-        D = cfg_denoiser(self.denoiser, scale, self.guidance)
+        D = self.guided_denoiser(scale, cfg_interval)
         gen = generator if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(
             int(torch.randint(0, 2**62, (1,), generator=generator)))
         if known is not None:
@@ -185,6 +189,17 @@ class Model:
         else:
             x = fn(D, x, sigmas, cond=cond, generator=gen, callback=callback, **sargs)
         return x, cond
+
+    def guided_denoiser(self, scale: Optional[float] = None, interval=None) -> Callable:
+        """D with classifier-free guidance at ``scale`` [the config's ``sample.cfg_scale``], inside the noise
+        interval ``interval`` [the config's ``sample.cfg_interval``, none: every level]."""
+        sc = self.config.get("sample", {})
+        scale = float(scale if scale is not None else sc.get("cfg_scale", 1.0))
+        interval = interval if interval is not None else sc.get("cfg_interval")
+        try:
+            return cfg_denoiser(self.denoiser, scale, self.guidance, interval=interval)
+        except ValueError as e:
+            raise PolydiffError(str(e)) from None
 
     def generate(self, n: int, **kw) -> List[Any]:
         """Generate and decode ``n`` items (see :meth:`sample` for the options)."""

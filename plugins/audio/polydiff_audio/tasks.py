@@ -285,7 +285,6 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
     None is "none".
     """
     from polydiff import get_sampler
-    from polydiff.guidance import cfg_denoiser
     from polydiff.schedules import karras
 
     t0 = time.perf_counter()
@@ -329,7 +328,7 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
     args = sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}
     sigma_min = min(float(args.get("sigma_min", 0.002)), sigma_t / 2)
     sigmas = karras(n_steps, sigma_min=sigma_min, sigma_max=sigma_t, rho=float(args.get("rho", 7.0))).to(model.device)
-    D = cfg_denoiser(model.denoiser, float(sc.get("cfg_scale", 1.0)), model.guidance)
+    D = model.guided_denoiser()
 
     gen = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % 2 ** 63)
     dev_gen = gen if model.device.type == "cpu" else torch.Generator(model.device).manual_seed(

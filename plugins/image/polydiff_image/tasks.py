@@ -245,7 +245,6 @@ def upscale_arrays(model, low: np.ndarray, factor: int, *, method: str = "projec
                    sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = 0,
                    cfg_scale: Optional[float] = None, strength: float = 0.5, callback=None) -> np.ndarray:
     """uint8 [N, s, s, C] low-resolution images (s = model size / factor) -> uint8 [N, S, S, C]."""
-    from polydiff.guidance import cfg_denoiser
     from polydiff.schedules import karras
 
     if method not in UPSCALE_METHODS:
@@ -258,7 +257,7 @@ def upscale_arrays(model, low: np.ndarray, factor: int, *, method: str = "projec
     sc = model.config.get("sample", {})
     y = to_tensor(low).to(model.device)
     scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
-    D = projected_denoiser(cfg_denoiser(model.denoiser, scale, model.guidance), y, factor)
+    D = projected_denoiser(model.guided_denoiser(scale), y, factor)
     cond = model.cond(n, label=label)
     gen = _generator(seed)
     shape = (n, enc.channels, enc.image_size, enc.image_size)
@@ -369,7 +368,6 @@ def _parse_sigma(sigma) -> Optional[float]:
 def denoise_arrays(model, imgs: np.ndarray, sigma_levels: float, *, label=DEFAULT_LABEL, sampler=None, steps=None,
                    seed=0, cfg_scale=None, callback=None) -> np.ndarray:
     """uint8 [N, S, S, C] images with white noise of ``sigma_levels`` pixel levels -> uint8 denoised."""
-    from polydiff.guidance import cfg_denoiser
     from polydiff.schedules import karras
 
     sc = model.config.get("sample", {})
@@ -381,7 +379,7 @@ def denoise_arrays(model, imgs: np.ndarray, sigma_levels: float, *, label=DEFAUL
     smin = min(float(args.get("sigma_min", 0.002)), sigma_t / 2)
     sigmas = karras(n_steps, sigma_min=smin, sigma_max=sigma_t, rho=float(args.get("rho", 7.0))).to(model.device)
     scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
-    D = cfg_denoiser(model.denoiser, scale, model.guidance)
+    D = model.guided_denoiser(scale)
     gen = _generator(seed)
     x = to_tensor(imgs)
     x = (x + top_up * torch.randn(x.shape, generator=gen)).to(model.device)
