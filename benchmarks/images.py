@@ -53,7 +53,7 @@ Protocol, per dataset (every random choice is seeded from ``--seed``):
     rounded);
   - **super-resolution** x2 and x4 (``upscale_arrays``): the low-resolution input is the factor x factor
     block mean of the original, rounded to uint8 (area downsampling). Methods ``project`` and ``sdedit``
-    (``--strength`` 0.5) against Pillow's bicubic upsampling and pixel replication ("nearest"). PSNR
+    (``--strength`` 0.3) against Pillow's bicubic upsampling and pixel replication ("nearest"). PSNR
     against the original; consistency = the largest absolute difference, in pixel levels, between the
     block means of the output (uint8, averaged without rounding) and the input. Target, per factor: a
     diffusion method beats bicubic PSNR (the check's value is the best method's PSNR gain over bicubic,
@@ -439,7 +439,7 @@ def run_inpaint(model, imgs: np.ndarray, seed: int, batch_size: int, sampler=Non
 
 
 def run_super_resolution(model, imgs: np.ndarray, seed: int, batch_size: int, sampler=None, steps=None,
-                         strength: float = 0.5, factors=SR_FACTORS) -> dict:
+                         strength: float = 0.3, factors=SR_FACTORS) -> dict:
     from polydiff_image.tasks import bicubic, upscale_arrays
 
     size = imgs.shape[1]
@@ -842,7 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, help="steps of the generated images and the tasks [the model's]")
     ap.add_argument("--cfg-scale", type=float, help="guidance scale of the generated images and the timing runs [the model's]")
     ap.add_argument("--batch-size", type=int, default=100, help="images per sampling batch (generation, tasks) [100]")
-    ap.add_argument("--strength", type=float, default=0.5, help="sdedit super-resolution start level [0.5]")
+    ap.add_argument("--strength", type=float, default=0.3, help="sdedit super-resolution start level [0.3]")
     ap.add_argument("--sigma", type=float, default=25.0, help="noise of the denoising task, pixel levels [25]")
     ap.add_argument("--samplers", help=f"samplers timed; the model's default is added [{DEFAULT_SAMPLERS}; --quick: the default only]")
     ap.add_argument("--speed-steps", type=int, default=20, help="steps of the timing runs [20]")

@@ -241,9 +241,9 @@ def bicubic(a: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def upscale_arrays(model, low: np.ndarray, factor: int, *, method: str = "project", label=DEFAULT_LABEL,
+def upscale_arrays(model, low: np.ndarray, factor: int, *, method: str = "sdedit", label=DEFAULT_LABEL,
                    sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = 0,
-                   cfg_scale: Optional[float] = None, strength: float = 0.5, callback=None) -> np.ndarray:
+                   cfg_scale: Optional[float] = None, strength: float = 0.3, callback=None) -> np.ndarray:
     """uint8 [N, s, s, C] low-resolution images (s = model size / factor) -> uint8 [N, S, S, C]."""
     from polydiff.schedules import karras
 
@@ -292,9 +292,9 @@ def consistent(x: torch.Tensor, y: torch.Tensor, factor: int, rounds: int = 40) 
     return (x + block_replicate((lo + hi) / 2, factor)).clamp(-1.0, 1.0).cpu()
 
 
-def upscale(model, path, out, factor: int = 4, *, method: str = "project", label=DEFAULT_LABEL,
+def upscale(model, path, out, factor: int = 4, *, method: str = "sdedit", label=DEFAULT_LABEL,
             sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = 0,
-            cfg_scale: Optional[float] = None, strength: float = 0.5, trajectory=None, device=None) -> dict:
+            cfg_scale: Optional[float] = None, strength: float = 0.3, trajectory=None, device=None) -> dict:
     """Super-resolve the image ``path`` by ``factor``: its size must be the model's size / factor. Writes
     ``out`` (PNG, the model's size) and returns a summary with the consistency of the result (the largest
     and mean absolute difference between the input and the result's block means, in pixel levels)."""
@@ -478,10 +478,10 @@ def upscale_command():
     @click.option("--factor", type=int, default=4, show_default=True,
                   help="Upscaling factor; IMG must be the model's size divided by it (7x7 -> 28x28 for mnist).")
     @click.option("--out", "out", type=click.Path(), required=True, help="Output PNG (the model's size).")
-    @click.option("--method", type=click.Choice(UPSCALE_METHODS), default="project", show_default=True,
+    @click.option("--method", type=click.Choice(UPSCALE_METHODS), default="sdedit", show_default=True,
                   help="project: sample from noise, every estimate projected onto the images whose block means "
                        "are IMG; sdedit: start from the bicubic upsampling noised to --strength.")
-    @click.option("--strength", type=float, default=0.5, show_default=True,
+    @click.option("--strength", type=float, default=0.3, show_default=True,
                   help="sdedit only: the start noise level as a fraction of the model's (log) noise range.")
     @_common
     def cmd(input_path, factor, out, method, strength, model_name, label, sampler, steps, seed, cfg_scale,

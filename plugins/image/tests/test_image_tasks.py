@@ -371,7 +371,7 @@ def test_cli_upscale(cli_runs):
     r = runs["upscale"]
     assert r["code"] == 0 and r["stderr"] == "", r
     s = json.loads(r["stdout"])
-    assert s["size_in"] == [7, 7] and s["size_out"] == [28, 28] and s["method"] == "project" and s["steps"] == 3
+    assert s["size_in"] == [7, 7] and s["size_out"] == [28, 28] and s["method"] == "sdedit" and s["steps"] == 3
     assert s["consistency_max"] <= 1
     big, low = image_io.read_image(d / "big.png"), image_io.read_image(d / "small7.png")
     assert big.shape == (28, 28, 1) and consistency(big[None], low[None], 4) <= HALF_LEVEL
