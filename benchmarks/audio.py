@@ -62,6 +62,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from _common import cpu_name  # noqa: E402
 
 TARGETS = {"accuracy_ratio": 0.8, "rtf": 0.5}
@@ -73,24 +74,11 @@ N_MELS = 40
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    _common.log(msg)
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
-    import scipy
-    import torchaudio
-
-    import polydiff
-
-    v = {"python": platform.python_version(), "torch": torch.__version__, "torchaudio": torchaudio.__version__,
-         "numpy": np.__version__, "scipy": scipy.__version__, "polydiff": polydiff.__version__}
-    try:
-        v["polydiff_audio"] = md.version("polydiff-audio")
-    except md.PackageNotFoundError:
-        v["polydiff_audio"] = None
-    return v
+    return _common.versions(modules=("torchaudio",), distributions=("polydiff-audio",))
 
 
 def parse_samplers(text: str) -> List[tuple]:

@@ -100,6 +100,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from _common import cpu_name  # noqa: E402
 
 DATASET_NAMES = ("mnist", "cifar10")
@@ -132,23 +133,12 @@ FD_NOTE = ("Fréchet distances between Gaussian fits of this benchmark's classif
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    _common.log(msg)
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
-    import PIL
-    import scipy
-
-    import polydiff
-
-    v = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-         "scipy": scipy.__version__, "pillow": PIL.__version__, "polydiff": polydiff.__version__}
-    try:
-        v["polydiff_image"] = md.version("polydiff-image")
-    except md.PackageNotFoundError:
-        v["polydiff_image"] = None
+    v = _common.versions(modules=("PIL",), distributions=("polydiff-image",))
+    v["pillow"] = v.pop("pil")
     return v
 
 

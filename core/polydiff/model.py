@@ -23,7 +23,7 @@ from .guidance import cfg_denoiser, sample_masked
 from .modality import Modality
 from .precond import make_denoiser
 
-__all__ = ["Model", "default_config", "merge_config", "resolve_model_path", "default_device", "train_modality"]
+__all__ = ["Model", "load_model", "default_config", "merge_config", "resolve_model_path", "default_device", "train_modality"]
 
 
 def default_sample_config() -> dict:
@@ -233,6 +233,26 @@ class Model:
                      "encoder": self.encoder.metadata(), "guidance": self.guidance})
         sd = {f"ema.{k}": v for k, v in self.net.state_dict().items()}
         return checkpoint.save_bundle(path, sd, meta)
+
+
+def load_model(modality: str, model=None, device=None) -> "Model":
+    """A :class:`Model` of ``modality`` for task commands: ``model`` is a loaded Model (returned as is), a
+    .safetensors path, a pretrained name, or None for the modality's first pretrained model. A model of
+    another modality, or no model at all, is a one-line :class:`PolydiffError`."""
+    from .plugins import registry
+
+    if isinstance(model, Model):
+        return model
+    if model is None:
+        pretrained = registry().modality(modality).pretrained
+        if not pretrained:
+            raise PolydiffError(f"no pretrained {modality} model is bundled; give --model PATH "
+                                f"(a model.safetensors written by `polydiff train {modality}`)")
+        model = next(iter(pretrained))
+    m = Model.load(str(model), modality=modality, device=device)
+    if m.modality.name != modality:
+        raise PolydiffError(f"{model}: a {m.modality.name!r} model, not a {modality!r} model")
+    return m
 
 
 def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = None, steps: Optional[int] = None,

@@ -73,22 +73,11 @@ DENOISE_BATCH = 16
 # --------------------------------------------------------------------------------------- model
 def load_model(model=None, device=None):
     """A :class:`polydiff.model.Model` of the audio modality: ``model`` is a loaded Model (returned as is),
-    a .safetensors path, a pretrained name, or None for the modality's first pretrained model."""
-    from polydiff.model import Model
-    from polydiff.plugins import registry
+    a .safetensors path, a pretrained name, or None for the modality's first pretrained model
+    (:func:`polydiff.model.load_model`)."""
+    from polydiff.model import load_model as _load
 
-    if isinstance(model, Model):
-        return model
-    if model is None:
-        pretrained = registry().modality("audio").pretrained
-        if not pretrained:
-            raise PolydiffError("no pretrained audio model is bundled; give --model PATH "
-                                "(a model.safetensors written by `polydiff train audio`)")
-        model = next(iter(pretrained))
-    m = Model.load(str(model), modality="audio", device=device)
-    if m.modality.name != "audio":
-        raise PolydiffError(f"{model}: a {m.modality.name!r} model, not an audio model")
-    return m
+    return _load("audio", model, device)
 
 
 def _check_out(out) -> Path:

@@ -70,22 +70,11 @@ UPSCALE_METHODS = ("project", "sdedit")
 # --------------------------------------------------------------------------------------- model and files
 def load_model(model=None, device=None):
     """A :class:`polydiff.model.Model` of the image modality: ``model`` is a loaded Model (returned as is),
-    a .safetensors path, a pretrained name, or None for the modality's first pretrained model."""
-    from polydiff.model import Model
-    from polydiff.plugins import registry
+    a .safetensors path, a pretrained name, or None for the modality's first pretrained model
+    (:func:`polydiff.model.load_model`)."""
+    from polydiff.model import load_model as _load
 
-    if isinstance(model, Model):
-        return model
-    if model is None:
-        pretrained = registry().modality("image").pretrained
-        if not pretrained:
-            raise PolydiffError("no pretrained image model is bundled; give --model PATH "
-                                "(a model.safetensors written by `polydiff train image`)")
-        model = next(iter(pretrained))
-    m = Model.load(str(model), modality="image", device=device)
-    if m.modality.name != "image":
-        raise PolydiffError(f"{model}: a {m.modality.name!r} model, not an image model")
-    return m
+    return _load("image", model, device)
 
 
 def _check_out(out) -> Path:
