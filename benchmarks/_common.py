@@ -45,3 +45,28 @@ def versions(modules=(), distributions=()) -> dict:
         except md.PackageNotFoundError:
             v[dist.replace("-", "_")] = None
     return v
+
+
+class Stopwatch:
+    """Wall and process CPU seconds per phase of a run (``with clock.phase("name"): ...``). CPU seconds well
+    below ``threads x`` wall seconds mean the process waited for cores that other work held: its timings
+    are then not representative."""
+
+    def __init__(self):
+        self.wall = {}
+        self.cpu = {}
+
+    def phase(self, name: str):
+        import contextlib
+        import time
+
+        @contextlib.contextmanager
+        def timed():
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                yield
+            finally:
+                self.wall[name] = time.perf_counter() - w
+                self.cpu[name] = time.process_time() - c
+
+        return timed()

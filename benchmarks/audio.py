@@ -53,7 +53,6 @@ import statistics
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -358,22 +357,7 @@ def real_time_factor(model, sampler: str, steps: int, runs: int = RTF_RUNS, labe
             "runs_s": times, "median_s": med, "rtf": med / audio_s}
 
 
-class Stopwatch:
-    """Wall and process CPU seconds per phase of a run. CPU seconds well below ``threads x`` wall seconds
-    mean the process waited for cores that other work held: its timings are then not representative."""
-
-    def __init__(self):
-        self.wall: Dict[str, float] = {}
-        self.cpu: Dict[str, float] = {}
-
-    @contextmanager
-    def phase(self, name: str):
-        w, c = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.wall[name] = time.perf_counter() - w
-            self.cpu[name] = time.process_time() - c
+Stopwatch = _common.Stopwatch
 
 
 def check(value, target, below=False, reason=None, skipped=False):

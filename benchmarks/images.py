@@ -91,7 +91,6 @@ import statistics
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -514,21 +513,7 @@ def speed(model, sampler: str, steps: int, batch: int, repeats: int, cfg_scale=N
             "images_per_s": batch / med}
 
 
-class Stopwatch:
-    """Wall and process CPU seconds per phase."""
-
-    def __init__(self):
-        self.wall: Dict[str, float] = {}
-        self.cpu: Dict[str, float] = {}
-
-    @contextmanager
-    def phase(self, name: str):
-        w, c = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.wall[name] = time.perf_counter() - w
-            self.cpu[name] = time.process_time() - c
+Stopwatch = _common.Stopwatch
 
 
 def check(value, target, op: str = ">=", reason=None, skipped=False) -> dict:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 
 import torch
 
-__all__ = ["Modality", "Encoder"]
+__all__ = ["Modality", "Encoder", "class_index"]
 
 
 @runtime_checkable
@@ -103,3 +103,19 @@ def _accepts(fn: Callable, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def class_index(classes: Sequence[str], label) -> int:
+    """A class name or index -> index into ``classes`` (-1 for None or "none": no label, the null condition
+    of classifier-free guidance); an unknown label is a one-line :class:`polydiff.errors.InputError`."""
+    from .errors import InputError
+
+    if label is None or str(label).lower() == "none":
+        return -1
+    s = str(label)
+    if s in classes:
+        return list(classes).index(s)
+    if s.lstrip("-").isdigit() and 0 <= int(s) < len(classes):
+        return int(s)
+    raise InputError(f"--label: {label!r} is not one of this model's classes "
+                     f"({', '.join(classes) or 'none: an unconditional model'})")

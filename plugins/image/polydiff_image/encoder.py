@@ -276,16 +276,11 @@ class ImageEncoder:
 
     # ------------------------------------------------------------------ helpers for sampling
     def label_index(self, label) -> int:
-        """A class name or index -> index (-1 = no label); an unknown label is a one-line error."""
-        if label is None or str(label).lower() == "none":
-            return -1
-        s = str(label)
-        if s in self.classes:
-            return self.classes.index(s)
-        if s.lstrip("-").isdigit() and 0 <= int(s) < len(self.classes):
-            return int(s)
-        raise InputError(f"--label: {label!r} is not one of this model's classes "
-                         f"({', '.join(self.classes) or 'none: an unconditional model'})")
+        """A class name or index -> index (-1 = no label); an unknown label is a one-line error
+        (:func:`polydiff.modality.class_index`)."""
+        from polydiff.modality import class_index
+
+        return class_index(self.classes, label)
 
 
 def _is_gray(a: np.ndarray) -> bool:
