@@ -119,6 +119,11 @@ TARGET_OPS = {"generated_accuracy": ">=", "accuracy_ratio": ">=", "images_per_s"
 DEFAULT_SAMPLERS = "euler,heun,dpmpp_2m,ddim,unipc"
 SR_FACTORS = (2, 4)
 SR_METHODS = ("project", "sdedit")
+SR_LABELS = {"project": "project (generation model)", "sdedit": "sdedit (generation model)",
+             "conditioned": "conditioned (super-resolution model)",
+             "conditioned_project": "conditioned + projection (super-resolution model)"}
+#: the bundled super-resolution model of each dataset, when there is one
+SR_MODELS = {"mnist": "mnist_sr"}
 WIDTHS = (32, 64, 128)
 EMB = 128
 #: defaults of the sizes, normal and --quick
@@ -169,6 +174,30 @@ def dataset_classes(name: str) -> List[str]:
     from polydiff_image.datasets import CIFAR10_CLASSES, MNIST_CLASSES
 
     return list({"mnist": MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}[name])
+
+
+def load_sr_model(name: str, args):
+    """The super-resolution model of dataset ``name``: ``--sr-model`` (a bundle or pretrained name; "none"
+    for none), by default the bundled one of :data:`SR_MODELS` when it is installed."""
+    from polydiff.errors import PolydiffError
+    from polydiff.model import Model
+
+    ref = args.sr_model
+    if ref is None:
+        from polydiff.plugins import registry
+
+        ref = SR_MODELS.get(name)
+        if ref not in registry().modality("image").pretrained:
+            return None
+    if str(ref).lower() == "none":
+        return None
+    try:
+        m = Model.load(ref, modality="image", device=args.device)
+    except PolydiffError as e:
+        raise SystemExit(f"error: --sr-model {ref}: {e}")
+    if not (m.config.get("network") or {}).get("lowres_factors"):
+        raise SystemExit(f"error: --sr-model {ref}: not a super-resolution model (its network has no lowres_factors)")
+    return m
 
 
 def dataset_of_model(enc) -> Optional[str]:
@@ -428,8 +457,16 @@ def run_inpaint(model, imgs: np.ndarray, seed: int, batch_size: int, sampler=Non
 
 
 def run_super_resolution(model, imgs: np.ndarray, seed: int, batch_size: int, sampler=None, steps=None,
-                         strength: float = 0.3, factors=SR_FACTORS) -> dict:
+                         strength: float = 0.3, factors=SR_FACTORS, sr_model=None) -> dict:
+    """Every method of ``SR_METHODS`` with the generation model ``model``; with a super-resolution model
+    ``sr_model`` also ``conditioned`` (the network alone) and ``conditioned_project`` (its estimates
+    projected as ``project`` does), both from noise."""
     from polydiff_image.tasks import bicubic, upscale_arrays
+
+    runs = [(m, model, m) for m in SR_METHODS]
+    if sr_model is not None:
+        runs += [("conditioned", sr_model, "conditioned"), ("conditioned_project", sr_model, "project")]
+    methods = [key for key, _, _ in runs]
 
     size = imgs.shape[1]
     res, pictures = {}, {}
@@ -438,24 +475,24 @@ def run_super_resolution(model, imgs: np.ndarray, seed: int, batch_size: int, sa
         outs = {"nearest": np.repeat(np.repeat(low, f, axis=1), f, axis=2),
                 "bicubic": np.stack([bicubic(a, size) for a in low])}
         secs = {}
-        for method in SR_METHODS:
+        for key, m, method in runs:
             t0 = time.perf_counter()
-            outs[method] = batched(lambda a, s: upscale_arrays(model, a, f, method=method, seed=s, sampler=sampler,
-                                                               steps=steps, cfg_scale=1.0, strength=strength),
-                                   low, batch_size, seed)
-            secs[method] = time.perf_counter() - t0
-            log(f"super-resolution x{f} {method}: {secs[method]:.1f} s")
-        r = {"low_size": int(low.shape[1])}
+            outs[key] = batched(lambda a, s: upscale_arrays(m, a, f, method=method, seed=s, sampler=sampler,
+                                                            steps=steps, cfg_scale=1.0, strength=strength),
+                                low, batch_size, seed)
+            secs[key] = time.perf_counter() - t0
+            log(f"super-resolution x{f} {key}: {secs[key]:.1f} s, PSNR {_f(scores(outs[key], imgs)['psnr'])} dB")
+        r = {"low_size": int(low.shape[1]), "methods": methods}
         for name, out in outs.items():
             r[name] = {**scores(out, imgs), "consistency_max": consistency(out, low, f)}
             if name in secs:
                 r[name]["seconds"] = secs[name]
         r["sdedit"]["strength"] = strength
         base = r["bicubic"]["psnr"]
-        r["beats_bicubic"] = [m for m in SR_METHODS if r[m]["psnr"] is not None and base is not None
+        r["beats_bicubic"] = [m for m in methods if r[m]["psnr"] is not None and base is not None
                               and r[m]["psnr"] > base]
-        gains = [r[m]["psnr"] - base for m in SR_METHODS if r[m]["psnr"] is not None and base is not None]
-        r["best_method"] = max(SR_METHODS, key=lambda m: -1e9 if r[m]["psnr"] is None else r[m]["psnr"])
+        gains = [r[m]["psnr"] - base for m in methods if r[m]["psnr"] is not None and base is not None]
+        r["best_method"] = max(methods, key=lambda m: -1e9 if r[m]["psnr"] is None else r[m]["psnr"])
         r["psnr_gain_db"] = max(gains) if gains else None
         res[f"x{f}"] = r
         pictures[f"x{f}"] = {"low": low, **outs}
@@ -639,8 +676,8 @@ def _render_dataset(name: str, d: dict, targets: dict) -> List[str]:
     lines.append("|---|---|---|---|")
     for key in sorted(k for k in t["super_resolution"] if not k.startswith("_")):
         sr = t["super_resolution"][key]
-        for meth in ("nearest", "bicubic") + SR_METHODS:
-            label = meth + (f" (strength {sr[meth]['strength']:g})" if meth == "sdedit" else "")
+        for meth in ["nearest", "bicubic"] + list(sr.get("methods", SR_METHODS)):
+            label = SR_LABELS.get(meth, meth) + (f" (strength {sr[meth]['strength']:g})" if meth == "sdedit" else "")
             lines.append(f"| {key} ({sr['low_size']}→) | {label} | {_f(sr[meth]['psnr'])} | "
                          f"{sr[meth]['consistency_max']:.2f} |")
     den = t["denoise"]
@@ -754,7 +791,10 @@ def run_dataset(name: str, model_ref: str, args, clock: Stopwatch) -> dict:
     log(f"{name}: inpainting PSNR in hole {_f(inp['model']['psnr'])} dB (mean fill {_f(inp['mean_fill']['psnr'])}); "
         f"outside max abs diff {inp['outside_max_abs_diff']}")
     with clock.phase(f"{name}/super_resolution"):
-        sr = run_super_resolution(model, task, args.seed, args.batch_size, args.sampler, args.steps, args.strength)
+        sr_model = load_sr_model(name, args)
+        sr = run_super_resolution(model, task, args.seed, args.batch_size, args.sampler, args.steps, args.strength,
+                                  sr_model=sr_model)
+    d["sr_model"] = str(sr_model.path) if sr_model is not None else None
     with clock.phase(f"{name}/denoise"):
         den = run_denoise(model, task, args.sigma, args.seed, args.batch_size, args.sampler, args.steps)
     log(f"{name}: denoising PSNR noisy {_f(den['noisy']['psnr'])}, given sigma {_f(den['given_sigma']['psnr'])}, "
@@ -817,6 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, help="steps of the generated images and the tasks [the model's]")
     ap.add_argument("--cfg-scale", type=float, help="guidance scale of the generated images and the timing runs [the model's]")
     ap.add_argument("--batch-size", type=int, default=100, help="images per sampling batch (generation, tasks) [100]")
+    ap.add_argument("--sr-model", help="super-resolution model compared with the generation model's methods, or "
+                                       "'none' [the bundled one of the dataset: mnist_sr for mnist]")
     ap.add_argument("--strength", type=float, default=0.3, help="sdedit super-resolution start level [0.3]")
     ap.add_argument("--sigma", type=float, default=25.0, help="noise of the denoising task, pixel levels [25]")
     ap.add_argument("--samplers", help=f"samplers timed; the model's default is added [{DEFAULT_SAMPLERS}; --quick: the default only]")

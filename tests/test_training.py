@@ -163,6 +163,30 @@ def test_condition_dropout_uses_null_value(tmp_path):
     assert checkpoint.read_meta(tmp_path / "r" / "model.safetensors")["guidance"] == {"label": -1}
 
 
+def test_augment_computes_conditions_from_the_clean_batch_before_dropping(tmp_path):
+    """``augment`` sees every clean batch, draws from the step's generator (so two runs with the same seed
+    draw alike) and its conditions reach the network, after which guidance may still drop them."""
+    x, _ = ring_data(256)
+
+    def run(name):
+        calls = []
+
+        def augment(x0, cond, config, generator):
+            calls.append((tuple(x0.shape), torch.randint(1000, (1,), generator=generator).item()))
+            return {**cond, "label": (x0[:, 0] > 0).long()}
+
+        torch.manual_seed(0)
+        net = TinyNet(n_labels=2)
+        Trainer(net, x, {}, tiny_config(steps=6, cond_drop=0.5, batch_size=32), tmp_path / name, modality="points",
+                encoder_meta={}, guidance={"label": -1}, progress=False, augment=augment).fit()
+        return calls, torch.cat(net.seen_labels)
+
+    calls, labels = run("a")
+    assert [c[0] for c in calls] == [(32, 2)] * 6
+    assert set(labels.tolist()) == {-1, 0, 1}  # computed labels, some dropped to the null value
+    assert run("b")[0] == calls  # the same draws: the generator is seeded per step
+
+
 def test_padding_mask_and_other_parameterisations(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 6, 2, generator=g)

@@ -19,6 +19,8 @@ A modality bundles everything the core needs to train, sample, score and evaluat
   ``polydiff score`` uses to fit on a table and score it in chunks (the tabular plugin's DiffusionDetector),
   with module functions ``score_file`` and ``plot_histogram`` next to it;
 * **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``;
+* **augment** ``augment(x0, cond, config, generator) -> cond``: conditions computed from each clean
+  training batch (a super-resolution network's low-resolution input), drawn with the step's generator;
 * **demo**: ``demo(out_dir, echo, device)`` — what ``polydiff demo`` shows for this modality;
 * **draw**: ``draw(encoder, frames, cond, path, titles)`` — a picture of a list of batches (trajectories).
 """
@@ -77,6 +79,7 @@ class Modality:
     make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
     configure: Optional[Callable[[dict, Encoder], dict]] = None
     detector: Optional[Any] = None
+    augment: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
     demo: Optional[Callable[..., Any]] = None
     draw: Optional[Callable[..., Any]] = None
     plugin: str = ""

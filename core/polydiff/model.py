@@ -303,5 +303,5 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     if device is not None:
         device = str(default_device(device))  # validates the name and that the device exists
     trainer = Trainer(net, x, cond, config, out, modality=modality.name, encoder_meta=encoder.metadata(),
-                      guidance=modality.guidance, device=device, progress=progress)
+                      guidance=modality.guidance, device=device, progress=progress, augment=modality.augment)
     return trainer.fit(resume=resume)

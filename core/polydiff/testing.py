@@ -85,7 +85,9 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
         again = enc2.read(files[0] if write_suffix else out)
         assert_items_close(back, again, enc, atol=decode_atol or atol, what="write/read round trip")
 
-    # 4. denoiser output shape, dtype, finiteness
+    # 4. denoiser output shape, dtype, finiteness (with the conditions training computes from x itself)
+    if modality.augment is not None:
+        cond = modality.augment(x, cond, cfg, torch.Generator().manual_seed(0))
     net = modality.network(cfg["network"])
     D = make_denoiser(net, cfg["parameterisation"], cfg["sigma_data"])
     b = min(4, x.shape[0])
@@ -99,7 +101,7 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
     # 5. two training steps
     run = tmp_path / "run"
     summary = Trainer(net, x, cond, cfg, run, modality=modality.name, encoder_meta=meta,
-                      guidance=modality.guidance, device="cpu", progress=False).fit()
+                      guidance=modality.guidance, device="cpu", progress=False, augment=modality.augment).fit()
     assert summary["step"] == 2, f"training: expected to stop at step 2, got {summary['step']}"
     assert torch.isfinite(torch.tensor(summary["loss"])), "training: non-finite loss"
 

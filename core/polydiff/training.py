@@ -42,7 +42,7 @@ import random
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -139,13 +139,17 @@ class Trainer:
     modality, encoder_meta : stored in the bundles so the model can be loaded and decoded later.
     guidance : ``{condition key: null value}`` for classifier-free guidance; the keys are dropped
         with probability ``train.cond_drop``. None: no dropping.
+    augment : ``augment(x0, cond, config, generator) -> cond``, called on every batch before the guided
+        conditions are dropped: conditions computed from the clean batch itself (the low-resolution copy a
+        super-resolution network is conditioned on). Its randomness must come from ``generator``, which is
+        seeded per step, so that a resumed run repeats the uninterrupted one.
     device : where to train; default CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else CPU.
     progress : show a tqdm progress bar (rank 0 only).
     """
 
     def __init__(self, net: nn.Module, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict,
                  out_dir, *, modality: str, encoder_meta: dict, guidance: Optional[dict] = None, device=None,
-                 progress: bool = True):
+                 progress: bool = True, augment: Optional[Callable] = None):
         if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] == 0:
             raise PolydiffError("training data must be a non-empty tensor [N, ...]")
         if not x.is_floating_point():
@@ -159,6 +163,7 @@ class Trainer:
         self.modality = str(modality)
         self.encoder_meta = _jsonable(encoder_meta or {})
         self.guidance = _jsonable(guidance) if guidance else None
+        self.augment = augment
         self.progress = progress
         self.rank, self.local_rank, self.world_size = _env_world()
         if device is None:
@@ -346,6 +351,8 @@ class Trainer:
                 idx_d = idx.to(dev)
                 x0 = x_local[idx_d]
                 cb = {k: (v[idx_d] if k in per_sample else v) for k, v in cond_local.items()}
+                if self.augment is not None:
+                    cb = self.augment(x0, cb, self.config, g)
                 if cond_drop > 0 and self.guidance:
                     cb = drop_conditions(cb, cond_drop, self.guidance, generator=g)
                 sigma = sigma.to(dev, x0.dtype)

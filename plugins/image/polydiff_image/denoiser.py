@@ -7,6 +7,11 @@ enter as a scale and shift of the normalized activations (FiLM). Self-attention 
 listed in ``attention`` and in the middle. The class embedding has one extra row, "no label" (index -1),
 which condition dropout trains and classifier-free guidance uses.
 
+``lowres_factors`` non-empty makes it a super-resolution network: it also takes ``lowres``, the
+low-resolution image replicated back to full size (every pixel a ``f x f`` block, :func:`lowres_input`),
+as extra input channels, for any factor ``f`` in the list; training draws the factor per image
+(:func:`augment`). Such a network has no class embedding: the low-resolution image says what it is.
+
 ``patch`` > 1 folds ``patch x patch`` pixel blocks into channels first (space-to-depth, an orthonormal
 reshaping: the noise stays white), so the first level runs at 1/patch of the resolution; the last layer
 unfolds them again. It trades a little sharpness for speed.
@@ -25,7 +30,7 @@ from torch import nn
 
 from polydiff.errors import PolydiffError
 
-__all__ = ["UNetConfig", "UNet"]
+__all__ = ["UNetConfig", "UNet", "lowres_input", "augment"]
 
 
 @dataclass
@@ -40,16 +45,44 @@ class UNetConfig:
     patch: int = 1                       # space-to-depth factor of the input
     dropout: float = 0.0
     heads: int = 4
+    lowres_factors: Tuple[int, ...] = ()  # super-resolution: conditioned on a 1/f-size copy, f in this list
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
         self.attention = tuple(int(a) for a in self.attention)
+        self.lowres_factors = tuple(int(f) for f in self.lowres_factors)
+        for f in self.lowres_factors:
+            if f < 2 or self.image_size % f:
+                raise PolydiffError(f"lowres_factors: {f} must be 2 or more and divide image_size {self.image_size}")
+        if self.lowres_factors:
+            self.num_classes = 0
         if self.image_channels < 1:
             raise PolydiffError(f"image_channels must be at least 1, got {self.image_channels}")
         side = self.image_size // self.patch
         if self.image_size % self.patch or side % (2 ** (len(self.channels) - 1)):
             raise PolydiffError(f"image_size {self.image_size} must be patch ({self.patch}) x a multiple of "
                                 f"{2 ** (len(self.channels) - 1)} for {len(self.channels)} levels")
+
+
+def lowres_input(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """The network's ``lowres`` input for images ``x`` [B, C, H, W] seen at 1/factor of their size: every
+    ``factor x factor`` block replaced by its mean, rounded to the 256 pixel levels as an 8-bit file holds it."""
+    y = F.avg_pool2d(x, factor)
+    y = torch.round((y.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+    return F.interpolate(y, scale_factor=factor, mode="nearest")
+
+
+def augment(x0: torch.Tensor, cond: dict, config: dict, generator: torch.Generator) -> dict:
+    """The training batch's ``lowres`` condition when the network is a super-resolution one: a factor
+    drawn per image from ``network.lowres_factors``. Other networks' conditions pass through."""
+    factors = [int(f) for f in (config.get("network") or {}).get("lowres_factors") or ()]
+    if not factors:
+        return cond
+    pick = torch.randint(len(factors), (x0.shape[0],), generator=generator).to(x0.device)
+    low = torch.zeros_like(x0)
+    for i, f in enumerate(factors):
+        low = torch.where((pick == i)[:, None, None, None], lowres_input(x0, f), low)
+    return {**cond, "lowres": low}
 
 
 def _groups(c: int) -> int:
@@ -121,7 +154,7 @@ class UNet(nn.Module):
         self.label_emb = nn.Embedding(cfg.num_classes + 1, e) if cfg.num_classes else None
         ch = cfg.channels
         cin = cfg.image_channels * cfg.patch ** 2
-        self.inp = nn.Conv2d(cin, ch[0], 3, padding=1)
+        self.inp = nn.Conv2d(cin * (2 if cfg.lowres_factors else 1), ch[0], 3, padding=1)
         res = cfg.image_size // cfg.patch
         self.down, self.down_attn, self.pool = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         skips, c = [ch[0]], ch[0]
@@ -171,9 +204,11 @@ class UNet(nn.Module):
     def config_dict(self) -> dict:
         d = asdict(self.cfg)
         d["channels"], d["attention"] = list(d["channels"]), list(d["attention"])
+        d["lowres_factors"] = list(d["lowres_factors"])
         return d
 
-    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, label=None, **unused) -> torch.Tensor:
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, label=None, lowres=None,
+                **unused) -> torch.Tensor:
         cfg = self.cfg
         b = x_in.shape[0]
         want = (cfg.image_channels, cfg.image_size, cfg.image_size)
@@ -189,6 +224,14 @@ class UNet(nn.Module):
             lab = torch.where(lab < 0, torch.full_like(lab, cfg.num_classes), lab)
             e = e + self.label_emb(lab)
         e = F.silu(e)
+        if cfg.lowres_factors:
+            if lowres is None:
+                raise PolydiffError("this is a super-resolution network: it needs the low-resolution image "
+                                    "(use `polydiff upscale image`, not `polydiff sample image`)")
+            lowres = torch.as_tensor(lowres, device=x_in.device, dtype=x_in.dtype)
+            if lowres.shape != x_in.shape:
+                raise PolydiffError(f"lowres has shape {list(lowres.shape)}, expected {list(x_in.shape)}")
+            x_in = torch.cat([x_in, lowres], dim=1)
         h = F.pixel_unshuffle(x_in, cfg.patch) if cfg.patch > 1 else x_in
         h = self.inp(h)
         skips = [h]

@@ -301,7 +301,9 @@ def make_cond(encoder: ImageEncoder, n: int, label=None, generator: Optional[tor
 
 
 def configure(config: dict, encoder: ImageEncoder) -> dict:
-    """The network's image size, channels and number of classes come from the fitted encoder."""
-    net = {**config.get("network", {}), "image_size": encoder.image_size, "image_channels": encoder.channels,
-           "num_classes": len(encoder.classes)}
+    """The network's image size, channels and number of classes come from the fitted encoder (a
+    super-resolution network, with ``lowres_factors``, takes no class)."""
+    net = config.get("network", {})
+    net = {**net, "image_size": encoder.image_size, "image_channels": encoder.channels,
+           "num_classes": 0 if net.get("lowres_factors") else len(encoder.classes)}
     return {**config, "network": net}

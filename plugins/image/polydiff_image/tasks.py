@@ -1,13 +1,17 @@
 """Inpainting, super-resolution and denoising of image files with a trained image model, and their commands.
 
-All three reuse the core's samplers; none needs a network trained for the task:
+All three reuse the core's samplers; only super-resolution's ``conditioned`` method needs a network
+trained for the task:
 
 * :func:`inpaint` (``polydiff inpaint image IMG --mask MASK``): *masked conditioning*
   (:func:`polydiff.guidance.sample_masked` through :meth:`polydiff.model.Model.sample` with
   ``cond["known"]`` / ``cond["known_mask"]``): the pixels the mask keeps are pinned to the image at every
   step, so the generated pixels fit around them; RePaint resampling passes (``--resample``) blend the
   fill further. In the output, every pixel the mask keeps is the input's pixel, byte for byte.
-* :func:`upscale` (``polydiff upscale image IMG --factor 4``): the low-resolution image ``y`` is the
+* :func:`upscale` (``polydiff upscale image IMG --factor 4``) works two ways. With a super-resolution
+  model (``--model mnist_sr``, a network trained with the low-resolution copy as extra input channels),
+  method ``conditioned`` (its default) samples from noise given ``y``. With any generation model, no
+  network trained for the task: the low-resolution image ``y`` is the
   ``factor x factor`` block average of the wanted image ``x`` (``y = A x``). Method ``project``
   runs any sampler from pure noise on a denoiser whose estimate is projected onto the images consistent
   with ``y``: ``x0 <- x0 + U (y - A x0)`` with ``U`` the block replication, the pseudo-inverse of ``A``
@@ -65,7 +69,7 @@ __all__ = ["load_model", "inpaint", "inpaint_arrays", "upscale_arrays", "denoise
 SIGMA_FLOOR = 2.0
 #: the tasks condition on no class unless asked: the image itself says what it is
 DEFAULT_LABEL = "none"
-UPSCALE_METHODS = ("project", "sdedit")
+UPSCALE_METHODS = ("conditioned", "project", "sdedit")
 
 
 # --------------------------------------------------------------------------------------- model and files
@@ -230,15 +234,36 @@ def bicubic(a: np.ndarray, size: int) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
-@torch.no_grad()
-def upscale_arrays(model, low: np.ndarray, factor: int, *, method: str = "sdedit", label=DEFAULT_LABEL,
-                   sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = 0,
-                   cfg_scale: Optional[float] = None, strength: float = 0.3, callback=None) -> np.ndarray:
-    """uint8 [N, s, s, C] low-resolution images (s = model size / factor) -> uint8 [N, S, S, C]."""
-    from polydiff.schedules import karras
+def lowres_factors(model) -> tuple:
+    """The factors a super-resolution model (``network.lowres_factors``) was trained for; () for others."""
+    return tuple(int(f) for f in (model.config.get("network") or {}).get("lowres_factors") or ())
 
+
+def _upscale_method(model, method: Optional[str], factor: int) -> str:
+    """The method to use (None: ``conditioned`` for a super-resolution model, else ``sdedit``), checked."""
+    factors = lowres_factors(model)
+    method = method or ("conditioned" if factors else "sdedit")
     if method not in UPSCALE_METHODS:
         raise PolydiffError(f"--method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
+    if method == "conditioned" and not factors:
+        raise PolydiffError(f"--method conditioned needs a super-resolution model (such as mnist_sr); "
+                            f"{Path(str(model.path)).stem} is a generation model")
+    if factors and factor not in factors:
+        raise PolydiffError(f"--factor {factor}: this super-resolution model was trained for "
+                            f"{' and '.join(f'x{f}' for f in factors)}")
+    return method
+
+
+@torch.no_grad()
+def upscale_arrays(model, low: np.ndarray, factor: int, *, method: Optional[str] = None, label=DEFAULT_LABEL,
+                   sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = 0,
+                   cfg_scale: Optional[float] = None, strength: float = 0.3, callback=None) -> np.ndarray:
+    """uint8 [N, s, s, C] low-resolution images (s = model size / factor) -> uint8 [N, S, S, C].
+
+    ``method`` None: ``conditioned`` with a super-resolution model, else ``sdedit``."""
+    from polydiff.schedules import karras
+
+    method = _upscale_method(model, method, factor)
     if not 0.0 < float(strength) <= 1.0:
         raise PolydiffError(f"--strength must be in (0, 1], got {strength}")
     enc = model.encoder
@@ -247,11 +272,15 @@ def upscale_arrays(model, low: np.ndarray, factor: int, *, method: str = "sdedit
     sc = model.config.get("sample", {})
     y = to_tensor(low).to(model.device)
     scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
-    D = projected_denoiser(model.guided_denoiser(scale), y, factor)
+    D = model.guided_denoiser(scale)
+    if method != "conditioned":  # the network alone gives the conditioned method's estimates
+        D = projected_denoiser(D, y, factor)
     cond = model.cond(n, label=label)
+    if lowres_factors(model):  # the super-resolution network sees the low-resolution image as well
+        cond["lowres"] = block_replicate(y, factor)
     gen = _generator(seed)
     shape = (n, enc.channels, enc.image_size, enc.image_size)
-    if method == "project":
+    if method in ("project", "conditioned"):
         sigmas = model.sigmas(n_steps)
         x = torch.randn(shape, generator=gen).to(model.device) * sigmas[0]
     else:  # sdedit: the bicubic upsampling, noised to strength x sigma_max in sigma's log scale
@@ -282,7 +311,7 @@ def consistent(x: torch.Tensor, y: torch.Tensor, factor: int, rounds: int = 40) 
     return (x + block_replicate((lo + hi) / 2, factor)).clamp(-1.0, 1.0).cpu()
 
 
-def upscale(model, path, out, factor: int = 4, *, method: str = "sdedit", label=DEFAULT_LABEL,
+def upscale(model, path, out, factor: int = 4, *, method: Optional[str] = None, label=DEFAULT_LABEL,
             sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = 0,
             cfg_scale: Optional[float] = None, strength: float = 0.3, trajectory=None, device=None) -> dict:
     """Super-resolve the image ``path`` by ``factor``: its size must be the model's size / factor. Writes
@@ -295,10 +324,11 @@ def upscale(model, path, out, factor: int = 4, *, method: str = "sdedit", label=
     factor = int(factor)
     if factor < 2:
         raise PolydiffError(f"--factor must be 2 or more, got {factor}")
-    if method not in UPSCALE_METHODS:
+    if method is not None and method not in UPSCALE_METHODS:
         raise PolydiffError(f"--method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
     raw = _read_one(path)
     model = load_model(model, device)
+    method = _upscale_method(model, method, factor)
     enc = model.encoder
     size = enc.image_size
     if size % factor:
@@ -468,15 +498,17 @@ def upscale_command():
     @click.option("--factor", type=int, default=4, show_default=True,
                   help="Upscaling factor; IMG must be the model's size divided by it (7x7 -> 28x28 for mnist).")
     @click.option("--out", "out", type=click.Path(), required=True, help="Output PNG (the model's size).")
-    @click.option("--method", type=click.Choice(UPSCALE_METHODS), default="sdedit", show_default=True,
-                  help="project: sample from noise, every estimate projected onto the images whose block means "
-                       "are IMG; sdedit: start from the bicubic upsampling noised to --strength.")
+    @click.option("--method", type=click.Choice(UPSCALE_METHODS), default=None,
+                  help="conditioned: a super-resolution model (--model mnist_sr) samples from noise given IMG; "
+                       "project: sample from noise, every estimate projected onto the images whose block means "
+                       "are IMG; sdedit: start from the bicubic upsampling noised to --strength "
+                       "[conditioned with a super-resolution model, else sdedit].")
     @click.option("--strength", type=float, default=0.3, show_default=True,
                   help="sdedit only: the start noise level as a fraction of the model's (log) noise range.")
     @_common
     def cmd(input_path, factor, out, method, strength, model_name, label, sampler, steps, seed, cfg_scale,
             trajectory, device, as_json):
-        """Super-resolve IMG by --factor with an image model (no model trained for the task).
+        """Super-resolve IMG by --factor with a super-resolution model or any image model.
 
         The result, averaged over factor x factor blocks, gives back IMG (up to rounding)."""
         s = upscale(model_name, input_path, out, factor, method=method, label=label, sampler=sampler, steps=steps,

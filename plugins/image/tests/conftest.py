@@ -30,7 +30,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _train(tmp_path_factory, name, **kw):
+def _train(tmp_path_factory, name, overrides=None, **kw):
     from polydiff.model import merge_config, train_modality
     from polydiff.plugins import registry
 
@@ -38,8 +38,8 @@ def _train(tmp_path_factory, name, **kw):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        summary = train_modality(registry().modality("image"), steps=3, out=out, overrides=merge_config(TINY),
-                                 device="cpu", progress=False, **kw)
+        summary = train_modality(registry().modality("image"), steps=3, out=out,
+                                 overrides=merge_config(TINY, overrides), device="cpu", progress=False, **kw)
     finally:
         torch.set_num_threads(before)
     return summary["model_path"]
@@ -49,6 +49,20 @@ def _train(tmp_path_factory, name, **kw):
 def tiny_model_path(tmp_path_factory):
     """A tiny grayscale 28x28 model with the ten digit classes, trained for 3 steps on mnist_sample."""
     return _train(tmp_path_factory, "tiny_image", recipe="mnist_sample")
+
+
+@pytest.fixture(scope="session")
+def tiny_sr_model_path(tmp_path_factory):
+    """A tiny super-resolution model (x2 and x4, 28x28 gray), trained for 3 steps on mnist_sample."""
+    return _train(tmp_path_factory, "tiny_sr", overrides={"network": {"lowres_factors": [2, 4]}},
+                  recipe="mnist_sample")
+
+
+@pytest.fixture
+def tiny_sr_model(tiny_sr_model_path):
+    from polydiff.model import Model
+
+    return Model.load(tiny_sr_model_path, modality="image", device="cpu")
 
 
 def random_rgb(n, size=RGB_SIZE, seed=0):

@@ -12,7 +12,7 @@ from polydiff.testing import check_modality, check_plugin
 import polydiff_image
 from polydiff_image import datasets
 from polydiff_image import io as image_io
-from polydiff_image.denoiser import UNet
+from polydiff_image.denoiser import UNet, augment, lowres_input
 from polydiff_image.encoder import Images
 
 
@@ -116,6 +116,66 @@ def test_unconditional_network_ignores_labels_and_bad_sizes_are_refused():
         UNet.from_config({"image_size": 28, "channels": [8, 8, 8, 8]})
     with pytest.raises(PolydiffError, match="image_size 15 must be patch .2."):
         UNet.from_config({"image_size": 15, "channels": [8], "patch": 2})
+
+
+# --------------------------------------------------------------------------------------- super-resolution network
+def test_conformance_super_resolution_network(tmp_path, helpers):
+    """A network with lowres_factors through the kit: the low-resolution copy comes from the modality's
+    augment, the class is dropped. Sampling without a low-resolution image is not what such a model does
+    (test_image_tasks samples it through upscale_arrays), so the kit's sampling check is left out."""
+    sample = datasets.mnist_sample()
+    items = Images(sample.arrays[:8], sample.labels[:8], sample.classes, sample.names[:8])
+    config = {**helpers.TINY, "network": {**helpers.TINY["network"], "lowres_factors": [2, 4]}}
+    model = check_modality(registry().modality("image"), items, tmp_path, config=config, write_suffix=".npz",
+                           skip=("sampling",))
+    net = model.config["network"]
+    assert net["lowres_factors"] == [2, 4] and net["num_classes"] == 0 and model.net.label_emb is None
+
+
+def test_lowres_input_is_the_rounded_block_means_replicated():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 8, 8, generator=g) * 2 - 1
+    for f in (2, 4):
+        low = lowres_input(x, f)
+        means = torch.nn.functional.avg_pool2d(x, f)
+        assert low.shape == x.shape
+        assert torch.allclose(torch.nn.functional.avg_pool2d(low, f), means, atol=0.5 / 127.5 + 1e-6)
+        levels = (low + 1) * 127.5
+        assert torch.allclose(levels, levels.round(), atol=1e-4)  # whole pixel levels
+        assert torch.equal(low, torch.nn.functional.interpolate(low[:, :, ::f, ::f], scale_factor=f))  # blocks
+
+
+def test_augment_draws_a_factor_per_image_and_leaves_other_networks_alone():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8, generator=g) * 2 - 1
+    cond = {"label": torch.zeros(64, dtype=torch.long)}
+    assert augment(x, cond, {"network": {}}, torch.Generator().manual_seed(1)) is cond
+    out = augment(x, cond, {"network": {"lowres_factors": [2, 4]}}, torch.Generator().manual_seed(1))
+    assert torch.equal(out["label"], cond["label"]) and out["lowres"].shape == x.shape
+    is2 = [torch.equal(out["lowres"][i], lowres_input(x[i:i + 1], 2)[0]) for i in range(64)]
+    is4 = [torch.equal(out["lowres"][i], lowres_input(x[i:i + 1], 4)[0]) for i in range(64)]
+    assert all(a != b for a, b in zip(is2, is4)) and 16 < sum(is2) < 48  # each image one factor, both used
+    again = augment(x, cond, {"network": {"lowres_factors": [2, 4]}}, torch.Generator().manual_seed(1))
+    assert torch.equal(again["lowres"], out["lowres"])
+
+
+def test_super_resolution_network_needs_its_low_resolution_image():
+    net = UNet.from_config({"image_size": 8, "image_channels": 1, "channels": [8], "blocks": 1, "emb": 16,
+                            "num_classes": 10, "lowres_factors": [2]})
+    assert net.cfg.num_classes == 0 and net.inp.in_channels == 2
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(PolydiffError, match="this is a super-resolution network: it needs the low-resolution image"):
+        net(x, torch.tensor([0.5, 0.5]))
+    with pytest.raises(PolydiffError, match=r"lowres has shape \[2, 1, 4, 4\], expected \[2, 1, 8, 8\]"):
+        net(x, torch.tensor([0.5, 0.5]), lowres=torch.zeros(2, 1, 4, 4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+        a = net(x, torch.tensor([0.5, 0.5]), lowres=lowres_input(x, 2))
+        b = net(x, torch.tensor([0.5, 0.5]), lowres=torch.zeros_like(x))
+    assert a.shape == x.shape and not torch.allclose(a, b)  # the low-resolution image reaches the output
+    with pytest.raises(PolydiffError, match="lowres_factors: 3 must be 2 or more and divide image_size 8"):
+        UNet.from_config({"image_size": 8, "channels": [8], "lowres_factors": [3]})
 
 
 def test_tiny_model_generates_digits_of_the_asked_class(tiny_model):

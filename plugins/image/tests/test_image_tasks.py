@@ -126,6 +126,45 @@ def test_upscale_size_and_consistency(tiny_model, factor, method):
     assert np.array_equal(upscale_arrays(tiny_model, low, factor, method=method, seed=2), big)
 
 
+@pytest.mark.parametrize("factor", [2, 4])
+def test_conditioned_upscale_size_and_consistency(tiny_sr_model, factor):
+    """A super-resolution model upscales with method conditioned by default, from noise, seeded."""
+    low = downscale(digits(3), factor)
+    big = upscale_arrays(tiny_sr_model, low, factor, seed=1)
+    assert big.shape == (3, 28, 28, 1) and big.dtype == np.uint8
+    assert consistency(big, low, factor) <= HALF_LEVEL
+    assert np.array_equal(upscale_arrays(tiny_sr_model, low, factor, method="conditioned", seed=1), big)
+    assert not np.array_equal(upscale_arrays(tiny_sr_model, low, factor, seed=2), big)
+    for method in ("project", "sdedit"):  # the other methods run on it too, given the same low-resolution image
+        assert consistency(upscale_arrays(tiny_sr_model, low, factor, method=method, seed=1), low, factor) <= HALF_LEVEL
+
+
+def test_conditioned_upscale_gives_the_network_the_low_resolution_image(tiny_sr_model):
+    """The network's lowres input is the input replicated into blocks, in model units, at every step."""
+    seen = []
+    D = tiny_sr_model.denoiser
+
+    def spy(x, sigma, **cond):
+        seen.append(cond["lowres"].clone())
+        return D(x, sigma, **cond)
+
+    tiny_sr_model.denoiser = spy
+    low = downscale(digits(2), 4)
+    upscale_arrays(tiny_sr_model, low, 4, steps=3)
+    want = block_replicate(to_tensor(low), 4)
+    assert len(seen) >= 3 and all(torch.equal(s, want) for s in seen)
+
+
+def test_upscale_methods_and_models_are_checked(tiny_model, tiny_sr_model):
+    low = downscale(digits(1), 4)
+    with pytest.raises(PolydiffError, match="--method conditioned needs a super-resolution model"):
+        upscale_arrays(tiny_model, low, 4, method="conditioned")
+    with pytest.raises(PolydiffError, match="--factor 7: this super-resolution model was trained for x2 and x4"):
+        upscale_arrays(tiny_sr_model, downscale(digits(1), 7), 7)
+    with pytest.raises(PolydiffError, match="this is a super-resolution network: it needs the low-resolution image"):
+        tiny_sr_model.generate(2, steps=2)
+
+
 def test_upscale_rgb(tiny_rgb_model, helpers):
     x = helpers.random_rgb(2, seed=4)
     for factor in (2, 4):
@@ -175,7 +214,7 @@ def test_upscale_files_and_options(tiny_model, tmp_path, helpers):
     assert consistency(big[None], low[None], 4) <= HALF_LEVEL
     for kw, needle in [({"factor": 1}, "--factor must be 2 or more"),
                        ({"factor": 3}, "--factor 3 does not divide the model's image size 28"),
-                       ({"method": "bicubic"}, "--method must be one of project, sdedit"),
+                       ({"method": "bicubic"}, "--method must be one of conditioned, project, sdedit"),
                        ({"strength": 0.0}, r"--strength must be in \(0, 1\]"),
                        ({"steps": 0}, "--steps must be at least 1")]:
         with pytest.raises(PolydiffError, match=needle):
@@ -287,7 +326,7 @@ def test_a_model_of_another_modality_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------------------- the commands
 @pytest.fixture(scope="module")
-def cli_runs(tiny_model_path, tmp_path_factory, helpers):
+def cli_runs(tiny_model_path, tiny_sr_model_path, tmp_path_factory, helpers):
     """Every command line below, run through the real entry point in one subprocess (start-up paid once):
     the bad inputs, which must each be one line on stderr, and three good runs."""
     d = tmp_path_factory.mktemp("cli")
@@ -303,9 +342,12 @@ def cli_runs(tiny_model_path, tmp_path_factory, helpers):
     helpers.save(d / "black.png", np.zeros((28, 28), np.uint8))
     helpers.save(d / "hole.png", centre_hole().astype(np.uint8) * 255)
     helpers.save(d / "noisy.png", noisy_flat(12.0, (28, 28)))
-    commands = {name: [a.format(d=d) for a in args] + ["--model", tiny_model_path]
-                for name, (args, _) in BAD.items()}
-    commands.update({name: [a.format(d=d) for a in args] + ["--model", tiny_model_path] for name, args in GOOD.items()})
+    def line(args):  # the tiny gray model unless the command names its model
+        args = [a.format(d=d, sr=tiny_sr_model_path) for a in args]
+        return args if "--model" in args else args + ["--model", tiny_model_path]
+
+    commands = {name: line(args) for name, (args, _) in BAD.items()}
+    commands.update({name: line(args) for name, args in GOOD.items()})
     results = helpers.run_cli_many(list(commands.values()))
     return d, dict(zip(commands, results))
 
@@ -333,6 +375,12 @@ BAD = {
                           "{d}/o.jpg: images are written as PNG; use a .png name or a folder"),
     "negative sigma": (["denoise", "image", "{d}/digit.png", "--out", "{d}/o.png", "--sigma", "-3"],
                        "--sigma must be 'auto' or a number of pixel levels >= 0, got '-3'"),
+    "sample a super-resolution model": (["sample", "image", "-n", "2", "--out", "{d}/o", "--model", "{sr}"],
+                                        "this is a super-resolution network: it needs the low-resolution image "
+                                        "(use `polydiff upscale image`, not `polydiff sample image`)"),
+    "conditioned without a super-resolution model": (
+        ["upscale", "image", "{d}/small7.png", "--factor", "4", "--method", "conditioned", "--out", "{d}/o.png"],
+        "--method conditioned needs a super-resolution model (such as mnist_sr)"),
     "empty mask": (["inpaint", "image", "{d}/digit.png", "--mask", "{d}/black.png", "--out", "{d}/o.png"],
                    "{d}/black.png: the mask marks no pixel to generate"),
 }
@@ -341,6 +389,8 @@ GOOD = {
     "inpaint": ["inpaint", "image", "{d}/digit.png", "--mask", "{d}/hole.png", "--out", "{d}/filled.png",
                 "--steps", "2", "--resample", "2", "--label", "2", "--cfg-scale", "2", "--json"],
     "upscale": ["upscale", "image", "{d}/small7.png", "--factor", "4", "--out", "{d}/big.png", "--json"],
+    "upscale sr": ["upscale", "image", "{d}/small14.png", "--factor", "2", "--out", "{d}/big_sr.png", "--json",
+                   "--model", "{sr}"],
     "denoise": ["denoise", "image", "{d}/noisy.png", "--out", "{d}/clean.png", "--trajectory", "{d}/traj.png"],
 }
 
@@ -375,6 +425,16 @@ def test_cli_upscale(cli_runs):
     assert s["consistency_max"] <= 1
     big, low = image_io.read_image(d / "big.png"), image_io.read_image(d / "small7.png")
     assert big.shape == (28, 28, 1) and consistency(big[None], low[None], 4) <= HALF_LEVEL
+
+
+def test_cli_upscale_with_a_super_resolution_model(cli_runs):
+    d, runs = cli_runs
+    r = runs["upscale sr"]
+    assert r["code"] == 0 and r["stderr"] == "", r
+    s = json.loads(r["stdout"])
+    assert s["method"] == "conditioned" and s["size_in"] == [14, 14] and s["consistency_max"] <= 1
+    big, low = image_io.read_image(d / "big_sr.png"), image_io.read_image(d / "small14.png")
+    assert big.shape == (28, 28, 1) and consistency(big[None], low[None], 2) <= HALF_LEVEL
 
 
 def test_cli_denoise(cli_runs):
