@@ -335,3 +335,37 @@ def test_model_sample_keeps_known_values_given_by_cond():
     for sampler in ("euler", "heun", "ddpm"):
         x, cond = model.sample(3, sampler=sampler, steps=5, seed=0, cond={"known": known, "known_mask": mask})
         assert torch.equal(x[:, [0, 1, 4]], known[:, [0, 1, 4]]) and "known" not in cond
+
+
+def test_model_sigma_range_and_sigmas_from():
+    """The ladder of tasks that start from a partly noised input: Karras from the start level to 0 with the
+    model's sigma_min (at most half the start) and rho; the model's own range otherwise defaults."""
+    import pytest
+    import torch
+
+    from polydiff.errors import PolydiffError
+    from polydiff.model import Model
+    from polydiff.modality import Modality
+    from polydiff.schedules import karras
+
+    class Enc:
+        def sample_shape(self):
+            return (2,)
+
+        def metadata(self):
+            return {}
+
+    mod = Modality(name="toy", description="", encoder=lambda meta=None: Enc(), network=lambda cfg: torch.nn.Identity())
+    plain = Model(mod, torch.nn.Identity(), Enc(), {"parameterisation": "edm", "sigma_data": 1.0}, device="cpu")
+    assert plain.sigma_range() == (0.002, 80.0)
+    cfg = {"parameterisation": "edm", "sigma_data": 1.0,
+           "sample": {"steps": 7, "schedule": "karras", "schedule_args": {"sigma_min": 0.01, "sigma_max": 20.0, "rho": 5.0}}}
+    model = Model(mod, torch.nn.Identity(), Enc(), cfg, device="cpu")
+    assert model.sigma_range() == (0.01, 20.0)
+    assert torch.equal(model.sigmas_from(1.5), karras(7, sigma_min=0.01, sigma_max=1.5, rho=5.0))
+    low = model.sigmas_from(0.012, 3)
+    assert len(low) == 4 and low[0].item() == pytest.approx(0.012) and low[-2].item() == pytest.approx(0.006)
+    assert low[-1].item() == 0
+    for bad, steps in ((0.0, 3), (1.0, -1)):
+        with pytest.raises(PolydiffError):
+            model.sigmas_from(bad, steps)

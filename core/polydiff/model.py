@@ -143,6 +143,28 @@ class Model:
             raise PolydiffError(f"steps must be at least 1, got {n}")
         return get_ladder(name)(n, **args).to(self.device)
 
+    def sigma_range(self) -> Tuple[float, float]:
+        """(sigma_min, sigma_max) of the model's Karras ladder (the defaults 0.002 and 80 otherwise)."""
+        sc = self.config.get("sample", {})
+        args = sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}
+        return float(args.get("sigma_min", 0.002)), float(args.get("sigma_max", 80.0))
+
+    def sigmas_from(self, sigma_start: float, steps: Optional[int] = None) -> torch.Tensor:
+        """A Karras ladder of ``steps`` [the model's] steps from ``sigma_start`` down to 0, with the model's
+        sigma_min (at most half of ``sigma_start``) and rho: the ladder of the tasks that start from a partly
+        noised input instead of pure noise (SDEdit: denoising, refining an upsampled image)."""
+        from .schedules import karras
+
+        sc = self.config.get("sample", {})
+        rho = float((sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}).get("rho", 7.0))
+        n = int(steps or sc.get("steps", 20))
+        if n < 1:
+            raise PolydiffError(f"steps must be at least 1, got {n}")
+        if not sigma_start > 0:
+            raise PolydiffError(f"the start noise level must be positive, got {sigma_start}")
+        smin = min(self.sigma_range()[0], float(sigma_start) / 2)
+        return karras(n, sigma_min=smin, sigma_max=float(sigma_start), rho=rho).to(self.device)
+
     def cond(self, n: int, **options) -> Dict[str, torch.Tensor]:
         cond = self.modality.cond_for_sampling(self.encoder, n, **options)
         return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in cond.items()}

@@ -274,7 +274,6 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
     None is "none".
     """
     from polydiff import get_sampler
-    from polydiff.schedules import karras
 
     t0 = time.perf_counter()
     label = DEFAULT_LABEL if label is None else label
@@ -314,9 +313,7 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
     noise = estimate_noise(mono) * math.sqrt(kept) * unit if given is None else given
     sigma_t = max(noise, SIGMA_FLOOR)
     top_up = math.sqrt(max(sigma_t ** 2 - noise ** 2, 0.0))
-    args = sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}
-    sigma_min = min(float(args.get("sigma_min", 0.002)), sigma_t / 2)
-    sigmas = karras(n_steps, sigma_min=sigma_min, sigma_max=sigma_t, rho=float(args.get("rho", 7.0))).to(model.device)
+    sigmas = model.sigmas_from(sigma_t, n_steps)
     D = model.guided_denoiser()
 
     gen = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % 2 ** 63)

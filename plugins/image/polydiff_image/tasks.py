@@ -261,8 +261,6 @@ def upscale_arrays(model, low: np.ndarray, factor: int, *, method: Optional[str]
     """uint8 [N, s, s, C] low-resolution images (s = model size / factor) -> uint8 [N, S, S, C].
 
     ``method`` None: ``conditioned`` with a super-resolution model, else ``sdedit``."""
-    from polydiff.schedules import karras
-
     method = _upscale_method(model, method, factor)
     if not 0.0 < float(strength) <= 1.0:
         raise PolydiffError(f"--strength must be in (0, 1], got {strength}")
@@ -284,10 +282,9 @@ def upscale_arrays(model, low: np.ndarray, factor: int, *, method: Optional[str]
         sigmas = model.sigmas(n_steps)
         x = torch.randn(shape, generator=gen).to(model.device) * sigmas[0]
     else:  # sdedit: the bicubic upsampling, noised to strength x sigma_max in sigma's log scale
-        args = sc.get("schedule_args", {})
-        smin, smax = float(args.get("sigma_min", 0.002)), float(args.get("sigma_max", 80.0))
-        start = math.exp(math.log(smin) + float(strength) * (math.log(smax) - math.log(smin)))
-        sigmas = karras(n_steps, sigma_min=smin, sigma_max=start, rho=float(args.get("rho", 7.0))).to(model.device)
+        smin, smax = model.sigma_range()
+        sigmas = model.sigmas_from(math.exp(math.log(smin) + float(strength) * (math.log(smax) - math.log(smin))),
+                                   n_steps)
         base = to_tensor(np.stack([bicubic(a, enc.image_size) for a in low])).to(model.device)
         x = base + torch.randn(shape, generator=gen).to(model.device) * sigmas[0]
     x = fn(D, x, sigmas, cond=cond, generator=gen if model.device.type == "cpu" else None, callback=callback,
@@ -388,16 +385,12 @@ def _parse_sigma(sigma) -> Optional[float]:
 def denoise_arrays(model, imgs: np.ndarray, sigma_levels: float, *, label=DEFAULT_LABEL, sampler=None, steps=None,
                    seed=0, cfg_scale=None, callback=None) -> np.ndarray:
     """uint8 [N, S, S, C] images with white noise of ``sigma_levels`` pixel levels -> uint8 denoised."""
-    from polydiff.schedules import karras
-
     sc = model.config.get("sample", {})
     _, fn, sargs, n_steps = _sampler_settings(model, sampler, steps)
     noise = float(sigma_levels) / 127.5
     sigma_t = max(noise, SIGMA_FLOOR / 127.5)
     top_up = math.sqrt(max(sigma_t ** 2 - noise ** 2, 0.0))
-    args = sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}
-    smin = min(float(args.get("sigma_min", 0.002)), sigma_t / 2)
-    sigmas = karras(n_steps, sigma_min=smin, sigma_max=sigma_t, rho=float(args.get("rho", 7.0))).to(model.device)
+    sigmas = model.sigmas_from(sigma_t, n_steps)
     scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
     D = model.guided_denoiser(scale)
     gen = _generator(seed)
