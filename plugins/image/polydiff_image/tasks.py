@@ -63,13 +63,15 @@ from .encoder import from_tensor, to_tensor
 
 __all__ = ["load_model", "inpaint", "inpaint_arrays", "upscale_arrays", "denoise_arrays", "upscale", "denoise", "estimate_noise", "read_mask", "block_mean",
            "block_replicate", "projected_denoiser", "consistent", "add_commands", "SIGMA_FLOOR", "DEFAULT_LABEL",
-           "UPSCALE_METHODS"]
+           "UPSCALE_METHODS", "DEFAULT_UPSCALE_MODEL", "lowres_factors"]
 
 #: the lowest start level of denoising, in pixel levels (0-255): a clean image still gets a few steps
 SIGMA_FLOOR = 2.0
 #: the tasks condition on no class unless asked: the image itself says what it is
 DEFAULT_LABEL = "none"
 UPSCALE_METHODS = ("conditioned", "project", "sdedit")
+#: the model of ``polydiff upscale image`` without --model, when it is bundled (else the modality's default)
+DEFAULT_UPSCALE_MODEL = "mnist_sr"
 
 
 # --------------------------------------------------------------------------------------- model and files
@@ -324,6 +326,11 @@ def upscale(model, path, out, factor: int = 4, *, method: Optional[str] = None, 
     if method is not None and method not in UPSCALE_METHODS:
         raise PolydiffError(f"--method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
     raw = _read_one(path)
+    if model is None:
+        from polydiff.plugins import registry
+
+        if DEFAULT_UPSCALE_MODEL in registry().modality("image").pretrained:
+            model = DEFAULT_UPSCALE_MODEL
     model = load_model(model, device)
     method = _upscale_method(model, method, factor)
     enc = model.encoder
@@ -433,11 +440,12 @@ _LABEL_HELP = ("Class to condition on (a digit for mnist, a name such as 'cat' f
                "[none: the image guides the model].")
 
 
-def _common(f):
+def _common(model_help=_MODEL_HELP):
+    """The options every task command shares, as one decorator."""
     import click
 
-    for opt in reversed([
-        click.option("--model", "model_name", default=None, help=_MODEL_HELP),
+    options = [
+        click.option("--model", "model_name", default=None, help=model_help),
         click.option("--label", default=DEFAULT_LABEL, show_default=True, help=_LABEL_HELP),
         click.option("--sampler", default=None, help="euler, heun, ddim, ddpm, dpmpp_2m, unipc, ... [the model's]."),
         click.option("--steps", type=int, default=None, help="Sampling steps [the model's]."),
@@ -448,9 +456,14 @@ def _common(f):
                      help="Also write the x0 estimate of every step as a strip of frames (PNG)."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda when present, else cpu]"),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
-    ]):
-        f = opt(f)
-    return f
+    ]
+
+    def decorate(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return decorate
 
 
 def _report(summary: dict, as_json: bool, line: str) -> None:
@@ -470,7 +483,7 @@ def inpaint_command():
     @click.option("--resample", "resample_passes", type=int, default=1, show_default=True,
                   help="RePaint resampling passes per step: more blend the fill into its surroundings, at that "
                        "many times the cost.")
-    @_common
+    @_common()
     def cmd(input_path, mask, out, resample_passes, model_name, label, sampler, steps, seed, cfg_scale, trajectory,
             device, as_json):
         """Fill the pixels of IMG that --mask marks white; every other pixel of OUT is IMG's, exactly.
@@ -498,7 +511,8 @@ def upscale_command():
                        "[conditioned with a super-resolution model, else sdedit].")
     @click.option("--strength", type=float, default=0.3, show_default=True,
                   help="sdedit only: the start noise level as a fraction of the model's (log) noise range.")
-    @_common
+    @_common(model_help="Pretrained name (mnist_sr, the super-resolution model; mnist, cifar10) or a .safetensors "
+                         "bundle [mnist_sr].")
     def cmd(input_path, factor, out, method, strength, model_name, label, sampler, steps, seed, cfg_scale,
             trajectory, device, as_json):
         """Super-resolve IMG by --factor with a super-resolution model or any image model.
@@ -522,7 +536,7 @@ def denoise_command():
     @click.option("--sigma", default="auto", show_default=True,
                   help="Noise standard deviation of IMG in pixel levels (0-255), or 'auto' to estimate it. "
                        f"Denoising starts there (at least {SIGMA_FLOOR:g}).")
-    @_common
+    @_common()
     def cmd(input_path, out, sigma, model_name, label, sampler, steps, seed, cfg_scale, trajectory, device, as_json):
         """Remove white noise from IMG with an image model (SDEdit from IMG's noise level).
 

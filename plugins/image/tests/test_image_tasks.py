@@ -165,6 +165,22 @@ def test_upscale_methods_and_models_are_checked(tiny_model, tiny_sr_model):
         tiny_sr_model.generate(2, steps=2)
 
 
+def test_upscale_uses_the_bundled_super_resolution_model_by_default(tiny_sr_model_path, tmp_path, helpers,
+                                                                    monkeypatch):
+    from polydiff.plugins import registry
+
+    from polydiff_image.tasks import DEFAULT_UPSCALE_MODEL
+
+    pretrained = registry().modality("image").pretrained
+    monkeypatch.setitem(pretrained, DEFAULT_UPSCALE_MODEL, tiny_sr_model_path)
+    src = helpers.save(tmp_path / "small.png", downscale(digits(1), 2)[0])
+    s = upscale(None, src, tmp_path / "big.png", 2, steps=2)
+    assert s["model"] == str(tiny_sr_model_path) and s["method"] == "conditioned"
+    monkeypatch.delitem(pretrained, DEFAULT_UPSCALE_MODEL)
+    monkeypatch.setitem(pretrained, "mnist", tiny_sr_model_path)  # without it: the modality's default model
+    assert upscale(None, src, tmp_path / "big2.png", 2, steps=2)["model"] == str(tiny_sr_model_path)
+
+
 def test_upscale_rgb(tiny_rgb_model, helpers):
     x = helpers.random_rgb(2, seed=4)
     for factor in (2, 4):
