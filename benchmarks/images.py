@@ -53,7 +53,10 @@ Protocol, per dataset (every random choice is seeded from ``--seed``):
     rounded);
   - **super-resolution** x2 and x4 (``upscale_arrays``): the low-resolution input is the factor x factor
     block mean of the original, rounded to uint8 (area downsampling). Methods ``project`` and ``sdedit``
-    (``--strength`` 0.3) against Pillow's bicubic upsampling and pixel replication ("nearest"). PSNR
+    (``--strength`` 0.3) of the generation model and, when the dataset has a super-resolution model
+    (``--sr-model``, by default the bundled ``mnist_sr`` for MNIST), its ``conditioned`` sampling from
+    noise alone and with the projection of ``project`` ("conditioned_project"), all at the generation
+    model's sampler and steps, against Pillow's bicubic upsampling and pixel replication ("nearest"). PSNR
     against the original; consistency = the largest absolute difference, in pixel levels, between the
     block means of the output (uint8, averaged without rounding) and the input. Target, per factor: a
     diffusion method beats bicubic PSNR (the check's value is the best method's PSNR gain over bicubic,
@@ -578,7 +581,8 @@ def _fmt_check(c: dict) -> str:
 def write_pictures(out_dir: Path, gen: np.ndarray, gen_labels: np.ndarray, k: int, truth: np.ndarray,
                    inp: dict, sr: dict, den: dict, examples: int) -> dict:
     """``samples.png`` (one row per class), ``inpaint.png`` (original | masked | filled), ``sr_x2.png`` /
-    ``sr_x4.png`` (low-res, pixel-replicated | bicubic | project | ground truth) and ``denoise.png``
+    ``sr_x4.png`` (low-res, pixel-replicated | bicubic | sdedit | conditioned, with a super-resolution
+    model | ground truth) and ``denoise.png``
     (noisy | denoised with the given sigma | ground truth): one example per row."""
     from polydiff_image.io import grid, write_png
 
@@ -596,8 +600,9 @@ def write_pictures(out_dir: Path, gen: np.ndarray, gen_labels: np.ndarray, k: in
         cells = [a for i in range(m) for a in (truth[i], masked[i], inp["filled"][i])]
         files["inpaint"] = str(write_png(out_dir / "inpaint.png", grid(cells, cols=3, scale=scale)))
         for key, p in sr.items():
-            cells = [a for i in range(m) for a in (p["nearest"][i], p["bicubic"][i], p["project"][i], truth[i])]
-            files[f"sr_{key}"] = str(write_png(out_dir / f"sr_{key}.png", grid(cells, cols=4, scale=scale)))
+            cols = [c for c in ("nearest", "bicubic", "sdedit", "conditioned") if c in p]
+            cells = [a for i in range(m) for a in [p[c][i] for c in cols] + [truth[i]]]
+            files[f"sr_{key}"] = str(write_png(out_dir / f"sr_{key}.png", grid(cells, cols=len(cols) + 1, scale=scale)))
         cells = [a for i in range(m) for a in (den["noisy"][i], den["denoised"][i], truth[i])]
         files["denoise"] = str(write_png(out_dir / "denoise.png", grid(cells, cols=3, scale=scale)))
     return files
@@ -670,8 +675,9 @@ def _render_dataset(name: str, d: dict, targets: dict) -> List[str]:
     lines.append("|---|---|---|---|")
     lines.append(f"| model | {inp['model']['mse']:.1f} | {_f(inp['model']['psnr'])} | {inp['outside_max_abs_diff']} |")
     lines.append(f"| mean fill (reference) | {inp['mean_fill']['mse']:.1f} | {_f(inp['mean_fill']['psnr'])} | 0 |")
-    lines.append("\nSuper-resolution (input: block means, rounded); consistency = max |block mean of output − input| "
-                 "in pixel levels:\n")
+    srm = f"; super-resolution model `{Path(d['sr_model']).name}`" if d.get("sr_model") else ""
+    lines.append(f"\nSuper-resolution (input: block means, rounded{srm}); consistency = max |block mean of output "
+                 "− input| in pixel levels:\n")
     lines.append("| factor | method | PSNR | consistency |")
     lines.append("|---|---|---|---|")
     for key in sorted(k for k in t["super_resolution"] if not k.startswith("_")):

@@ -58,12 +58,25 @@ def tiny_model_path(tmp_path_factory, one_thread):
 
 
 @pytest.fixture(scope="module")
-def quick(bench, tiny_model_path, mnist_found, tmp_path_factory):
+def tiny_sr_model_path(tmp_path_factory, one_thread):
+    from polydiff.model import merge_config, train_modality
+    from polydiff.plugins import registry
+
+    out = tmp_path_factory.mktemp("tiny_sr")
+    summary = train_modality(registry().modality("image"), recipe="mnist_sample", steps=3, out=out,
+                             overrides=merge_config(TINY, {"network": {"lowres_factors": [2, 4]}}), device="cpu",
+                             progress=False)
+    return summary["model_path"]
+
+
+@pytest.fixture(scope="module")
+def quick(bench, tiny_model_path, tiny_sr_model_path, mnist_found, tmp_path_factory):
     """One ``--quick --json`` run through main(): (document, output folder)."""
     out_dir = tmp_path_factory.mktemp("pictures")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        bench.main(["--quick", "--threads", "1", "--model", tiny_model_path, "--out-dir", str(out_dir), "--json"])
+        bench.main(["--quick", "--threads", "1", "--model", tiny_model_path, "--sr-model", tiny_sr_model_path,
+                    "--out-dir", str(out_dir), "--json"])
     torch.set_num_threads(1)
     return json.loads(buf.getvalue()), out_dir
 
@@ -173,6 +186,16 @@ def test_checks_and_arguments(bench):
     assert args.sampler_list == ["euler", "heun", "dpmpp_2m", "ddim", "unipc"]
 
 
+def test_sr_model_option(bench, tiny_model_path, tiny_sr_model_path):
+    parse = bench.build_parser().parse_args
+    assert bench.load_sr_model("mnist", parse(["--sr-model", "none"])) is None
+    assert bench.load_sr_model("cifar10", parse([])) is None  # no bundled one for CIFAR-10
+    m = bench.load_sr_model("mnist", parse(["--sr-model", str(tiny_sr_model_path)]))
+    assert m.config["network"]["lowres_factors"] == [2, 4]
+    with pytest.raises(SystemExit, match="not a super-resolution model"):
+        bench.load_sr_model("mnist", parse(["--sr-model", str(tiny_model_path)]))
+
+
 def test_model_that_does_not_fit_the_dataset_is_refused(bench, tiny_model_path):
     with pytest.raises(SystemExit, match="does not fit the cifar10 dataset"):
         bench.main(["--quick", "--threads", "1", "--model", tiny_model_path, "--dataset", "cifar10"])
@@ -224,18 +247,21 @@ def test_quick_run_inpainting_keeps_every_other_pixel(quick):
         assert finite(inp[k]["psnr"]) and inp[k]["mse"] > 0
 
 
-def test_quick_run_super_resolution_is_consistent(bench, quick):
+def test_quick_run_super_resolution_is_consistent(bench, quick, tiny_sr_model_path):
     d = quick[0]["datasets"]["mnist"]
+    assert d["sr_model"] == str(tiny_sr_model_path)
+    methods = ["project", "sdedit", "conditioned", "conditioned_project"]
     for f, low in ((2, 14), (4, 7)):
         sr = d["tasks"]["super_resolution"][f"x{f}"]
-        assert sr["low_size"] == low
+        assert sr["low_size"] == low and sr["methods"] == methods
         assert sr["nearest"]["consistency_max"] == 0.0
-        for m in ("project", "sdedit"):
+        for m in methods:
             assert sr[m]["consistency_max"] <= 2.0, (f, m)
-        for m in ("nearest", "bicubic", "project", "sdedit"):
+            assert sr[m]["seconds"] > 0
+        for m in ["nearest", "bicubic"] + methods:
             assert finite(sr[m]["psnr"])
-        assert set(sr["beats_bicubic"]) <= {"project", "sdedit"}
-        assert sr["psnr_gain_db"] == pytest.approx(max(sr[m]["psnr"] for m in ("project", "sdedit")) - sr["bicubic"]["psnr"])
+        assert set(sr["beats_bicubic"]) <= set(methods) and sr["best_method"] in methods
+        assert sr["psnr_gain_db"] == pytest.approx(max(sr[m]["psnr"] for m in methods) - sr["bicubic"]["psnr"])
         c = d["checks"][f"sr_x{f}_psnr_gain_db"]
         assert c["value"] == sr["psnr_gain_db"] and c["pass"] == (sr["psnr_gain_db"] > 0) == bool(sr["beats_bicubic"])
 
@@ -263,8 +289,8 @@ def test_quick_run_pictures(quick):
         assert Path(path).parent == out_dir / "mnist"
     grid = read_image(d["outputs"]["samples"])  # 10 rows (classes) x 2 columns of 56-pixel cells, 2-pixel gaps
     assert grid.shape == (10 * 56 + 11 * 2, 2 * 56 + 3 * 2, 1)
-    sr = read_image(d["outputs"]["sr_x4"])  # 4 examples x (low-res | bicubic | project | truth)
-    assert sr.shape == (4 * 56 + 5 * 2, 4 * 56 + 5 * 2, 1)
+    sr = read_image(d["outputs"]["sr_x4"])  # 4 examples x (low-res | bicubic | sdedit | conditioned | truth)
+    assert sr.shape == (4 * 56 + 5 * 2, 5 * 56 + 6 * 2, 1)
 
 
 def test_render_prints_the_tables(bench, quick, tmp_path, capsys):
