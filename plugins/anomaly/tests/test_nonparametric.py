@@ -16,6 +16,21 @@ def test_smallest_k_matches_topk(shape):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(9, 16, 256), (4, 64), (6, 3, 96), (2, 128)])
+def test_smallest_k_of_short_rows_matches_topk_with_ties_and_inf(shape, k):
+    """The short-row path (an insertion network per lane, then pairwise merges) is exact: ties, repeated
+    minima and +inf (excluded neighbours) included."""
+    g = torch.Generator().manual_seed(k)
+    d = torch.randint(0, 20, shape, generator=g).float()  # many ties
+    d[..., 3] = float("inf")
+    d.view(-1, shape[-1])[0, :] = float("inf")  # a row of nothing but excluded neighbours
+    d.view(-1, shape[-1])[-1, : shape[-1] - 2] = float("inf")  # a row with only two finite values
+    got = NP.smallest_k(d, k).sort(-1).values
+    want = torch.topk(d, k, -1, largest=False).values.sort(-1).values
+    assert torch.equal(got, want)
+
+
 def _train(n=5000, d=3, seed=0):
     rng = np.random.default_rng(seed)
     X = np.column_stack([rng.normal(size=n), rng.exponential(size=n), rng.integers(0, 3, size=n)])[:, :d]
