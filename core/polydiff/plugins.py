@@ -250,7 +250,7 @@ class Registry:
         for impl in self.pm.hook.register_commands.get_hookimpls():
             name = self.pm.get_name(impl.plugin)
             rec = self.plugins.get(name)
-            before = set(getattr(cli, "commands", {}))
+            before = _command_paths(cli)
             try:
                 impl.function(cli=cli)
             except Exception as e:
@@ -258,7 +258,7 @@ class Registry:
                     rec.status, rec.error = "error", f"{type(e).__name__} in register_commands: {e}"
                 continue
             if rec is not None:
-                rec.commands = sorted(set(getattr(cli, "commands", {})) - before)
+                rec.commands = sorted(_command_paths(cli) - before)
 
     # ---------------------------------------------------------------- lookup
     def modality(self, name: str) -> Modality:
@@ -290,6 +290,20 @@ class Registry:
 
     def records(self) -> List[PluginRecord]:
         return [self.plugins[k] for k in sorted(self.plugins, key=lambda k: (not self.plugins[k].builtin, k))]
+
+
+def _command_paths(cli, prefix: str = "") -> set:
+    """Every command under ``cli`` as its path without the program name ("plugins", "inpaint image"): a group
+    counts through its subcommands, so a plugin that adds ``image`` to another plugin's ``inpaint`` group is
+    credited with ``inpaint image``."""
+    paths = set()
+    for name, cmd in getattr(cli, "commands", {}).items():
+        sub = getattr(cmd, "commands", None)
+        if sub:
+            paths |= _command_paths(cmd, f"{prefix}{name} ")
+        else:
+            paths.add(f"{prefix}{name}")
+    return paths
 
 
 def _dist_version(dist: str) -> Optional[str]:

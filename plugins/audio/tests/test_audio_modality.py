@@ -25,7 +25,7 @@ def test_plugin_registers_the_modality_and_commands():
     root = click.Group("root")
     reg.add_commands(root)
     rec = reg.plugins["audio"]
-    assert rec.status == "ok" and rec.commands == ["denoise", "inpaint"], rec.error
+    assert rec.status == "ok" and rec.commands == ["denoise audio", "inpaint audio"], rec.error
     assert sorted(root.commands["inpaint"].commands) == sorted(root.commands["denoise"].commands) == ["audio"]
 
 

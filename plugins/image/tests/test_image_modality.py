@@ -27,7 +27,7 @@ def test_plugin_registers_the_modality_and_commands():
     root = click.Group("root")
     reg.add_commands(root)
     rec = reg.plugins["image"]
-    assert rec.status == "ok" and sorted(rec.commands) == ["denoise", "inpaint", "upscale"], rec.error
+    assert rec.status == "ok" and rec.commands == ["denoise image", "inpaint image", "upscale image"], rec.error
     for verb in ("inpaint", "upscale", "denoise"):
         assert sorted(root.commands[verb].commands) == ["image"]
 
