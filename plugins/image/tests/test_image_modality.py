@@ -258,4 +258,8 @@ def test_demo(tmp_path):
     assert (tmp_path / "inpainting.png").exists() and all(__import__("os").path.exists(f) for f in result["files"])
     strip = image_io.read_image(tmp_path / "inpainting.png")
     assert strip.shape == (3 * 112 + 8, 3 * 112 + 8, 1)  # 3 x 3 digits enlarged 4 times
+    if (polydiff_image.PRETRAINED / "mnist_sr.safetensors").exists():
+        up = image_io.read_image(tmp_path / "upscaling.png")
+        assert up.shape == (3 * 112 + 8, 3 * 112 + 8, 1) and str(tmp_path / "upscaling.png") in result["files"]
+        assert any("super-resolution x4" in line for line in lines)
     assert any("pixels outside the hole kept exactly: True" in l for l in lines)
