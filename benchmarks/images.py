@@ -683,7 +683,9 @@ def _render_dataset(name: str, d: dict, targets: dict) -> List[str]:
     for key in sorted(k for k in t["super_resolution"] if not k.startswith("_")):
         sr = t["super_resolution"][key]
         for meth in ["nearest", "bicubic"] + list(sr.get("methods", SR_METHODS)):
-            label = SR_LABELS.get(meth, meth) + (f" (strength {sr[meth]['strength']:g})" if meth == "sdedit" else "")
+            label = SR_LABELS.get(meth, meth)
+            if meth == "sdedit":
+                label = label.replace("sdedit", f"sdedit {sr[meth]['strength']:g}")
             lines.append(f"| {key} ({sr['low_size']}→) | {label} | {_f(sr[meth]['psnr'])} | "
                          f"{sr[meth]['consistency_max']:.2f} |")
     den = t["denoise"]
