@@ -27,7 +27,11 @@ What this implementation adds to the published estimator, each measured in ``ben
 
 Scoring costs one distance computation to each reference row: about 4,096-8,192 reference rows per scored
 row, independent of the training-set size. Beyond 24 features the novelty reference is capped at
-4,096 x 24 / d rows per view (no fewer than 1,024), which keeps the cost per scored row about constant.
+4,096 x 24 / d rows per view, and beyond 32 features the outlier mode's 16 bags at 4,096 x 32 / (16 d)
+rows each (no fewer than 1,024 reference rows in all), which keeps the cost per scored row about constant.
+On the 31 ADBench datasets (unsupervised protocol, 5 seeds) the outlier cap moved the mean AUROC from
+74.87 to 74.99: the 8 datasets with more than 32 features moved between -1.3 (InternetAds) and +4.6
+(optdigits) points.
 """
 from __future__ import annotations
 
@@ -209,9 +213,10 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
 
 #: the two operating modes; see the module docstring. ``ref_budget`` caps reference rows x features per view
 #: (the distance computation's cost per scored row): beyond 24 features the novelty reference shrinks
-#: from 4,096 rows, to no fewer than ``min_refs``
+#: from 4,096 rows, beyond 32 the outlier mode's bags shrink from 256 rows, to no fewer than ``min_refs``
+#: rows in all
 NOVELTY = {"views": ("std", "gauss"), "bags": ((1, 4096),), "marginal": False, "ref_budget": 4096 * 24, "min_refs": 1024}
-OUTLIER = {"views": ("std",), "bags": ((16, 256),), "marginal": True}
+OUTLIER = {"views": ("std",), "bags": ((16, 256),), "marginal": True, "ref_budget": 4096 * 32, "min_refs": 1024}
 
 
 class EmpiricalDTE:
@@ -228,11 +233,16 @@ class EmpiricalDTE:
         self.ref_budget, self.min_refs = mode.get("ref_budget"), int(mode.get("min_refs", 1))
 
     def _bag_spec(self, d: int):
-        """The bag layout for ``d`` features: single-bag references capped by the reference budget."""
+        """The bag layout for ``d`` features: the reference rows (all bags) capped by the reference budget,
+        a single bag in steps of 128 rows, equal bags in steps of 32."""
         if not self.ref_budget:
             return self.bag_spec
-        cap = max(self.min_refs, self.ref_budget // max(d, 1) // 128 * 128)
-        return tuple((count, min(size, cap)) if count == 1 else (count, size) for count, size in self.bag_spec)
+        out = []
+        for count, size in self.bag_spec:
+            step = 128 if count == 1 else 32
+            cap = max(self.min_refs // count, self.ref_budget // max(d, 1) // count // step * step)
+            out.append((count, min(size, cap)))
+        return tuple(out)
 
     # ------------------------------------------------------------------ fitting
     @classmethod

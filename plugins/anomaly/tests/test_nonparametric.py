@@ -82,10 +82,13 @@ def test_novelty_reference_is_capped_beyond_24_features(d, refs):
     assert all(r.shape == (refs, d) for r in est.refs.values())
 
 
-def test_outlier_mode_keeps_its_bags_at_any_width():
-    X = np.random.default_rng(0).normal(size=(3000, 64)).astype(np.float32)
+@pytest.mark.parametrize("d,size", [(8, 256), (32, 256), (40, 192), (64, 128), (100, 64), (1000, 64)])
+def test_outlier_bags_shrink_beyond_32_features(d, size):
+    """16 bags of 256 rows up to 32 features; then 4,096 x 32 / (16 d) rows per bag in steps of 32, at least
+    1,024 reference rows in all."""
+    X = np.random.default_rng(0).normal(size=(3000, d)).astype(np.float32)
     est = NP.EmpiricalDTE.fit(X, novelty=False)
-    assert est.bags == ((16, 256),) and est.refs["std"].shape == (16 * 256, 64)
+    assert est.bags == ((16, size),) and est.refs["std"].shape == (16 * size, d)
 
 
 def test_scores_do_not_depend_on_the_rows_scored_together_and_rank_outliers_high():
