@@ -21,7 +21,8 @@ def test_plugin_registers_the_modality_and_commands():
 
     reg = check_plugin(polydiff_image, name="image")
     mod = reg.modality("image")
-    assert mod.guidance == {"label": -1} and {"mnist", "cifar10", "mnist_sample"} <= set(mod.recipes)
+    assert mod.guidance == {"label": -1} and {"mnist", "cifar10", "mnist_sample", "mnist_sr"} <= set(mod.recipes)
+    assert mod.recipes["mnist_sr"]["config"]["network"]["lowres_factors"] == [2, 4] and mod.augment is not None
     assert {"mnist", "mnist_heldout", "cifar10", "cifar10_heldout", "mnist_sample"} <= set(mod.datasets)
     assert [o.name for o in mod.sample_options] == ["label"] and mod.draw is not None and mod.demo is not None
     root = click.Group("root")
