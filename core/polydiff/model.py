@@ -143,10 +143,14 @@ class Model:
             raise PolydiffError(f"steps must be at least 1, got {n}")
         return get_ladder(name)(n, **args).to(self.device)
 
+    def _karras_args(self) -> dict:
+        """The stored schedule arguments when the model samples on a Karras ladder, else {} (the defaults)."""
+        sc = self.config.get("sample", {})
+        return sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}
+
     def sigma_range(self) -> Tuple[float, float]:
         """(sigma_min, sigma_max) of the model's Karras ladder (the defaults 0.002 and 80 otherwise)."""
-        sc = self.config.get("sample", {})
-        args = sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}
+        args = self._karras_args()
         return float(args.get("sigma_min", 0.002)), float(args.get("sigma_max", 80.0))
 
     def sigmas_from(self, sigma_start: float, steps: Optional[int] = None) -> torch.Tensor:
@@ -155,9 +159,8 @@ class Model:
         noised input instead of pure noise (SDEdit: denoising, refining an upsampled image)."""
         from .schedules import karras
 
-        sc = self.config.get("sample", {})
-        rho = float((sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}).get("rho", 7.0))
-        n = int(steps or sc.get("steps", 20))
+        rho = float(self._karras_args().get("rho", 7.0))
+        n = int(steps or self.config.get("sample", {}).get("steps", 20))
         if n < 1:
             raise PolydiffError(f"steps must be at least 1, got {n}")
         if not sigma_start > 0:

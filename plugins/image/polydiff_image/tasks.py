@@ -17,11 +17,12 @@ trained for the task:
   with ``y``: ``x0 <- x0 + U (y - A x0)`` with ``U`` the block replication, the pseudo-inverse of ``A``
   (``A U = I``), so the estimate's own detail is kept and its block means become ``y`` exactly (a
   null-space projection, Wang et al. 2023, "Zero-shot image restoration using denoising diffusion
-  null-space model"). Method ``sdedit`` (default) starts instead from the bicubic upsampling of ``y``,
-  noised to a level ``--strength`` (0.3) of the way up the model's noise range in log scale (SDEdit, Meng
-  et al. 2022), with the same projection; it beats bicubic PSNR at x2 and x4 on both bundled models,
-  while ``project`` draws a fresh consistent image that at x4 is often another plausible one
-  (docs/images.md). Both outputs, block-averaged, give back the input up to rounding.
+  null-space model"). Method ``sdedit`` (the default with a generation model) starts instead from the
+  bicubic upsampling of ``y``, noised to a level ``--strength`` (0.3) of the way up the model's noise
+  range in log scale (SDEdit, Meng et al. 2022), with the same projection; it beats bicubic PSNR at x2
+  and x4 on both bundled generation models, while ``project`` draws a fresh consistent image that at x4
+  is often another plausible one. The conditioned model beats both by 3-5 dB (docs/images.md). Every
+  output, block-averaged, gives back the input up to rounding.
 * :func:`denoise` (``polydiff denoise image IMG``): SDEdit from a *matched* noise level: the image's noise
   (estimated, or given with ``--sigma`` in 0-255 pixel units) is treated as the diffusion noise at that
   level, topped up to at least :data:`SIGMA_FLOOR`, and walked down to sigma = 0.
