@@ -135,8 +135,8 @@ def _smallest_k_lanes(d: torch.Tensor, k: int, lanes: int = 32) -> torch.Tensor:
     """k smallest of rows of ``n`` values (``n`` a multiple of ``lanes``) without a per-row selection: the
     row is read as ``n / lanes`` slices of ``lanes`` values, each lane keeps its k smallest in a sorted
     insertion network of elementwise min / max (vectorised over every row and lane at once), and the lanes'
-    sorted lists are merged pairwise. Exact; for the short rows of the outlier mode's bags about 1.4 times
-    faster than ``torch.topk``, whose cost is per row."""
+    sorted lists are merged pairwise. Exact. Side by side with ``torch.topk`` (whose cost is per row) in the
+    outlier scorer, 2 threads: about 10 % more rows per second at 16 features, 30 % on one thread."""
     v = d.reshape(*d.shape[:-1], d.shape[-1] // lanes, lanes)
     best = [v[..., 0, :].clone()] + [torch.full(v.shape[:-2] + (lanes,), float("inf"), dtype=d.dtype)
                                      for _ in range(k - 1)]
