@@ -64,7 +64,7 @@ from .encoder import from_tensor, to_tensor
 
 __all__ = ["load_model", "inpaint", "inpaint_arrays", "upscale_arrays", "denoise_arrays", "upscale", "denoise", "estimate_noise", "read_mask", "block_mean",
            "block_replicate", "projected_denoiser", "consistent", "add_commands", "SIGMA_FLOOR", "DEFAULT_LABEL",
-           "UPSCALE_METHODS", "DEFAULT_UPSCALE_MODEL", "lowres_factors"]
+           "UPSCALE_METHODS", "DEFAULT_UPSCALE_MODEL", "lowres_factors", "pick_upscale_model"]
 
 #: the lowest start level of denoising, in pixel levels (0-255): a clean image still gets a few steps
 SIGMA_FLOOR = 2.0
@@ -237,6 +237,56 @@ def bicubic(a: np.ndarray, size: int) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
+def pick_upscale_model(low: np.ndarray, factor: int) -> Optional[str]:
+    """The bundled model ``polydiff upscale image`` uses without ``--model``: the first one, super-resolution
+    models before generation models, whose images are ``factor`` times the input's size and take its
+    channels (a grayscale input fits an RGB model, not the other way round). None when no model is bundled
+    (loading then names the problem); an :class:`InputError` naming what each bundled model takes when none
+    fits. Reads the bundles' headers only."""
+    from polydiff.checkpoint import read_meta
+    from polydiff.plugins import registry
+
+    from .encoder import _is_gray
+
+    pretrained = registry().modality("image").pretrained
+    metas = {}
+    for name, path in pretrained.items():
+        try:
+            metas[name] = read_meta(path)
+        except Exception:  # an unreadable bundle is simply not a candidate; loading it reports the problem
+            continue
+    h, w = low.shape[:2]
+    gray = _is_gray(low)
+
+    def fits(meta) -> bool:
+        enc = meta.get("encoder") or {}
+        if h != w or enc.get("image_size") != h * factor:
+            return False
+        if enc.get("channels") == 1 and not gray:
+            return False
+        factors = (meta.get("config", {}).get("network") or {}).get("lowres_factors")
+        return not factors or factor in factors
+
+    def is_sr(name) -> bool:
+        return bool((metas[name].get("config", {}).get("network") or {}).get("lowres_factors"))
+
+    for name in sorted(metas, key=lambda n: not is_sr(n)):  # stable: pretrained order within each kind
+        if fits(metas[name]):
+            return name
+    if not metas:
+        return None
+
+    def takes(name) -> str:
+        enc, factors = metas[name].get("encoder") or {}, (metas[name].get("config", {}).get("network") or {}).get("lowres_factors")
+        size = enc.get("image_size")
+        kind = "gray" if enc.get("channels") == 1 else "gray or colour"
+        ins = " or ".join(f"{size // f}x{size // f} (x{f})" for f in factors) if factors else f"{size}/factor square"
+        return f"{name}: {ins} {kind}"
+
+    raise InputError(f"a {w}x{h} {'gray' if gray else 'colour'} image at --factor {factor}: no bundled image model "
+                     f"fits ({'; '.join(takes(n) for n in metas)}); give --model")
+
+
 def lowres_factors(model) -> tuple:
     """The factors a super-resolution model (``network.lowres_factors``) was trained for; () for others."""
     return tuple(int(f) for f in (model.config.get("network") or {}).get("lowres_factors") or ())
@@ -328,10 +378,7 @@ def upscale(model, path, out, factor: int = 4, *, method: Optional[str] = None, 
         raise PolydiffError(f"--method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
     raw = _read_one(path)
     if model is None:
-        from polydiff.plugins import registry
-
-        if DEFAULT_UPSCALE_MODEL in registry().modality("image").pretrained:
-            model = DEFAULT_UPSCALE_MODEL
+        model = pick_upscale_model(raw, factor)
     model = load_model(model, device)
     method = _upscale_method(model, method, factor)
     enc = model.encoder
@@ -513,7 +560,9 @@ def upscale_command():
     @click.option("--strength", type=float, default=0.3, show_default=True,
                   help="sdedit only: the start noise level as a fraction of the model's (log) noise range.")
     @_common(model_help="Pretrained name (mnist_sr, the super-resolution model; mnist, cifar10) or a .safetensors "
-                         "bundle [mnist_sr].")
+                         "bundle [the first bundled model whose size and channels fit IMG and --factor, "
+                         "super-resolution models first: mnist_sr for 7x7 / 14x14 gray, cifar10 for 8x8 / "
+                         "16x16 colour].")
     def cmd(input_path, factor, out, method, strength, model_name, label, sampler, steps, seed, cfg_scale,
             trajectory, device, as_json):
         """Super-resolve IMG by --factor with a super-resolution model or any image model.

@@ -181,6 +181,24 @@ def test_upscale_uses_the_bundled_super_resolution_model_by_default(tiny_sr_mode
     assert upscale(None, src, tmp_path / "big2.png", 2, steps=2)["model"] == str(tiny_sr_model_path)
 
 
+@pytest.mark.parametrize("shape,factor,want", [((7, 7, 1), 4, "mnist_sr"), ((14, 14, 1), 2, "mnist_sr"),
+                                                ((16, 16, 3), 2, "cifar10"), ((8, 8, 3), 4, "cifar10"),
+                                                ((16, 16, 1), 2, "cifar10")])  # gray fits the RGB model
+def test_upscale_picks_the_bundled_model_that_fits_the_input(shape, factor, want):
+    from polydiff.plugins import registry
+
+    from polydiff_image.tasks import pick_upscale_model
+
+    if not {"mnist_sr", "cifar10"} <= set(registry().modality("image").pretrained):
+        pytest.skip("needs the bundled mnist_sr and cifar10 checkpoints")
+    assert pick_upscale_model(np.zeros(shape, np.uint8), factor) == want
+    rgb = np.zeros((7, 7, 3), np.uint8)
+    rgb[..., 0] = 255
+    with pytest.raises(InputError, match=r"a 7x7 colour image at --factor 4: no bundled image model fits \(.*"
+                                         r"mnist_sr: 14x14 \(x2\) or 7x7 \(x4\) gray.*give --model"):
+        pick_upscale_model(rgb, 4)
+
+
 def test_upscale_rgb(tiny_rgb_model, helpers):
     x = helpers.random_rgb(2, seed=4)
     for factor in (2, 4):
