@@ -198,7 +198,9 @@ def load_sr_model(name: str, args):
         m = Model.load(ref, modality="image", device=args.device)
     except PolydiffError as e:
         raise SystemExit(f"error: --sr-model {ref}: {e}")
-    if not (m.config.get("network") or {}).get("lowres_factors"):
+    from polydiff_image.tasks import lowres_factors
+
+    if not lowres_factors(m):
         raise SystemExit(f"error: --sr-model {ref}: not a super-resolution model (its network has no lowres_factors)")
     return m
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from polydiff.errors import PolydiffError
 
-__all__ = ["UNetConfig", "UNet", "lowres_input", "augment"]
+__all__ = ["UNetConfig", "UNet", "lowres_input", "config_lowres_factors", "augment"]
 
 
 @dataclass
@@ -72,10 +72,16 @@ def lowres_input(x: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(y, scale_factor=factor, mode="nearest")
 
 
+def config_lowres_factors(config: dict) -> Tuple[int, ...]:
+    """The factors of a model config's super-resolution network (``network.lowres_factors``); () for a
+    generation network."""
+    return tuple(int(f) for f in ((config or {}).get("network") or {}).get("lowres_factors") or ())
+
+
 def augment(x0: torch.Tensor, cond: dict, config: dict, generator: torch.Generator) -> dict:
     """The training batch's ``lowres`` condition when the network is a super-resolution one: a factor
     drawn per image from ``network.lowres_factors``. Other networks' conditions pass through."""
-    factors = [int(f) for f in (config.get("network") or {}).get("lowres_factors") or ()]
+    factors = config_lowres_factors(config)
     if not factors:
         return cond
     pick = torch.randint(len(factors), (x0.shape[0],), generator=generator).to(x0.device)

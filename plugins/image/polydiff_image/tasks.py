@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from polydiff.errors import InputError, PolydiffError
 
 from . import io as image_io
+from .denoiser import config_lowres_factors
 from .encoder import from_tensor, to_tensor
 
 __all__ = ["load_model", "inpaint", "inpaint_arrays", "upscale_arrays", "denoise_arrays", "upscale", "denoise", "estimate_noise", "read_mask", "block_mean",
@@ -253,34 +254,33 @@ def pick_upscale_model(low: np.ndarray, factor: int) -> Optional[str]:
     for name, path in pretrained.items():
         try:
             metas[name] = read_meta(path)
-        except Exception:  # an unreadable bundle is simply not a candidate; loading it reports the problem
+        except (PolydiffError, OSError):  # an unreadable bundle is not a candidate; loading it names the problem
             continue
     h, w = low.shape[:2]
     gray = _is_gray(low)
 
-    def fits(meta) -> bool:
-        enc = meta.get("encoder") or {}
+    factors = {name: config_lowres_factors(meta.get("config")) for name, meta in metas.items()}
+
+    def fits(name) -> bool:
+        enc = metas[name].get("encoder") or {}
         if h != w or enc.get("image_size") != h * factor:
             return False
         if enc.get("channels") == 1 and not gray:
             return False
-        factors = (meta.get("config", {}).get("network") or {}).get("lowres_factors")
-        return not factors or factor in factors
+        return not factors[name] or factor in factors[name]
 
-    def is_sr(name) -> bool:
-        return bool((metas[name].get("config", {}).get("network") or {}).get("lowres_factors"))
-
-    for name in sorted(metas, key=lambda n: not is_sr(n)):  # stable: pretrained order within each kind
-        if fits(metas[name]):
+    for name in sorted(metas, key=lambda n: not factors[n]):  # stable: pretrained order within each kind
+        if fits(name):
             return name
     if not metas:
         return None
 
     def takes(name) -> str:
-        enc, factors = metas[name].get("encoder") or {}, (metas[name].get("config", {}).get("network") or {}).get("lowres_factors")
+        enc = metas[name].get("encoder") or {}
         size = enc.get("image_size")
         kind = "gray" if enc.get("channels") == 1 else "gray or colour"
-        ins = " or ".join(f"{size // f}x{size // f} (x{f})" for f in factors) if factors else f"{size}/factor square"
+        ins = (" or ".join(f"{size // f}x{size // f} (x{f})" for f in factors[name]) if factors[name]
+               else f"{size}/factor square")
         return f"{name}: {ins} {kind}"
 
     raise InputError(f"a {w}x{h} {'gray' if gray else 'colour'} image at --factor {factor}: no bundled image model "
@@ -289,7 +289,7 @@ def pick_upscale_model(low: np.ndarray, factor: int) -> Optional[str]:
 
 def lowres_factors(model) -> tuple:
     """The factors a super-resolution model (``network.lowres_factors``) was trained for; () for others."""
-    return tuple(int(f) for f in (model.config.get("network") or {}).get("lowres_factors") or ())
+    return config_lowres_factors(model.config)
 
 
 def _upscale_method(model, method: Optional[str], factor: int) -> str:
@@ -374,8 +374,6 @@ def upscale(model, path, out, factor: int = 4, *, method: Optional[str] = None, 
     factor = int(factor)
     if factor < 2:
         raise PolydiffError(f"--factor must be 2 or more, got {factor}")
-    if method is not None and method not in UPSCALE_METHODS:
-        raise PolydiffError(f"--method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
     raw = _read_one(path)
     if model is None:
         model = pick_upscale_model(raw, factor)
