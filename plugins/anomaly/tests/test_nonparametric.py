@@ -109,3 +109,47 @@ def test_out_of_bag_exclusion_skips_a_rows_own_copy():
     excluded = NP.knn_log_time(refs, ((1, 4),), q, 1, exclude=(torch.arange(4), torch.tensor([0])))
     assert with_self.item() < -20  # log of ~0: the row itself
     assert excluded.item() == pytest.approx(np.log(1.0 + 1e-12), abs=1e-6)  # nearest other row at distance 1
+
+
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_smallest_k_columns_matches_topk_along_the_column(k):
+    g = torch.Generator().manual_seed(10 + k)
+    d = torch.randint(0, 15, (3, 160, 37), generator=g).float()  # [bags, values, queries], many ties
+    d[:, 7] = float("inf")
+    d[1, :, 0] = float("inf")  # a column of nothing but excluded neighbours
+    got = NP.smallest_k_columns(d, k)
+    want = torch.topk(d, k, -2, largest=False).values.sort(-2).values
+    assert got.shape == (3, k, 37)
+    assert torch.equal(got, want)  # ascending, exact
+
+
+def _brute_log_time(refs, bags, q, k, exclude=None):
+    d2 = ((q[:, None, :].double() - refs[None].double()) ** 2).sum(-1)
+    if exclude is not None:
+        ids, qids = exclude
+        d2[ids[None, :] == qids[:, None]] = float("inf")
+    out, start = [], 0
+    for count, size in bags:
+        for _ in range(count):
+            v = torch.topk(d2[:, start:start + size], min(k, size), -1, largest=False).values
+            out.append(torch.where(torch.isfinite(v).all(1), torch.log(v.mean(1) + 1e-12), torch.nan))
+            start += size
+    return torch.nanmean(torch.stack(out, 1), 1)
+
+
+@pytest.mark.parametrize("bags", [((6, 64),), ((2, 96), (3, 128)), ((1, 300),), ((1, 20), (2, 64))])
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_knn_log_time_matches_brute_force_in_both_layouts(bags, chunk):
+    """Short bags take the reference-by-query layout, other bags the query-by-reference one; both give the
+    brute-force value, with out-of-bag exclusion and a last chunk shorter than the others."""
+    g = torch.Generator().manual_seed(3)
+    n_ref = sum(c * s for c, s in bags)
+    refs = torch.randn(n_ref, 5, generator=g)
+    q = torch.cat([refs[:11], torch.randn(30, 5, generator=g)])  # some queries are reference rows
+    ids = torch.randint(0, 40, (n_ref,), generator=g)
+    ids[:11] = torch.arange(11)
+    ex = (ids, torch.arange(len(q)))
+    for exclude in (None, ex):
+        got = NP.knn_log_time(refs, bags, q, 3, exclude=exclude, chunk=chunk)
+        want = _brute_log_time(refs, bags, q, 3, exclude=exclude)
+        assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
