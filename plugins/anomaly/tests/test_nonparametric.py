@@ -153,3 +153,30 @@ def test_knn_log_time_matches_brute_force_in_both_layouts(bags, chunk):
         got = NP.knn_log_time(refs, bags, q, 3, exclude=exclude, chunk=chunk)
         want = _brute_log_time(refs, bags, q, 3, exclude=exclude)
         assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+def _mixed_columns(n, rng):
+    return np.column_stack([
+        rng.normal(size=n), rng.lognormal(0, 2, n), rng.integers(0, 5, n), rng.standard_t(1, n),
+        np.where(rng.random(n) < 0.97, rng.normal(0, 1e-3, n), 1e6 + rng.normal(size=n)),  # a far, tight cluster
+        rng.exponential(size=n) ** 3, np.full(n, 3.0), rng.normal(size=n) * 5 + 2,
+    ]).astype(np.float32)
+
+
+def test_gaussianizer_knot_index_gives_np_interp_values_bit_for_bit():
+    rng = np.random.default_rng(4)
+    g = NP.Gaussianizer().fit(_mixed_columns(20000, rng))
+    X = _mixed_columns(30000, rng)
+    X[:500] = _mixed_columns(20000, np.random.default_rng(4))[:500]  # training values: exactly on knots
+    X[500:600] *= 1000  # far beyond the training range
+    want = np.column_stack([np.interp(X[:, j].astype(np.float64), g.knots[j], g.z[j])
+                            + g.slope[j] * (np.maximum(X[:, j] - g.knots[j][-1], 0.0)
+                                            + np.minimum(X[:, j] - g.knots[j][0], 0.0))
+                            if len(g.knots[j]) > 1 else (X[:, j] - g.knots[j][0]) * g.slope[j]
+                            for j in range(X.shape[1])]).astype(np.float32)
+    got = g.transform(X)  # 240,000 values: the knot index serves the well-spread columns
+    assert len(g._index.cols) >= 3 and len(g._index.rest) >= 1
+    assert np.array_equal(got, want)
+    # a wrong cell table is caught: every value's interval is checked and recomputed when it is not confirmed
+    g._index.first_knot[:] = g._index.lo_cap.repeat(g._index.G + 1)
+    assert np.array_equal(g.transform(X), want)
