@@ -15,6 +15,11 @@ from . import __version__
 from .errors import PolydiffError
 
 
+def _article(word: str) -> str:
+    """'an' before a vowel sound as written ('an audio model', 'an elbo detector'), else 'a'."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def _one_line(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return msg[0] if msg else type(e).__name__
@@ -111,7 +116,7 @@ def plugins_cmd(as_json):
 
 # --------------------------------------------------------------------------------------- train
 def _train_command(modality):
-    @click.command(name=modality.name, help=f"Train a {modality.name} model. {modality.description}")
+    @click.command(name=modality.name, help=f"Train {_article(modality.name)} {modality.name} model. {modality.description}")
     @click.option("--data", type=click.Path(), help="Training data (file or folder) in a format the modality reads.")
     @click.option("--recipe", help=f"A named recipe: {', '.join(sorted(modality.recipes)) or 'none'}.")
     @click.option("--steps", type=int, help="Training steps (overrides the recipe).")
@@ -284,7 +289,7 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
             if contamination is not None:
                 raise PolydiffError("--contamination is fixed when a detector is fitted; refit without --model")
             if method and method != det.method:
-                raise PolydiffError(f"{path}: a {det.method} detector; --method {method} needs a new detector (drop --model)")
+                raise PolydiffError(f"{path}: {_article(det.method)} {det.method} detector; --method {method} needs a new detector (drop --model)")
     else:
         mod = reg.modality(modality or "tabular")
         if mod.detector is None:
@@ -293,7 +298,7 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
         det = mod.detector(**kw, novelty=train_data is not None,
                            contamination=0.05 if contamination is None else contamination, steps=steps, impute=impute, batch_size=batch_size, random_state=seed, device=device)
         if not as_json:
-            click.echo(f"fitting a {det.method} detector on {train_data or data} ...", err=True)
+            click.echo(f"fitting {_article(det.method)} {det.method} detector on {train_data or data} ...", err=True)
         det.fit(train_data or data)
     if det is not None:
         if save_model:
