@@ -141,7 +141,7 @@ def run_one(method, Xtr, Xte, y, seed, protocol, key=None):
             "n_train": int(len(Xtr)), "n_test": int(len(Xte))}
 
 
-def throughput(dims=(16, 32, 64), n_train=20_000, n_score=200_000, runs=3):
+def throughput(dims=(16, 32, 64), n_train=20_000, n_score=200_000, runs=5):
     """Scoring rows/s on Gaussian data, median of ``runs``: dte-np in both modes, and the dte network (its
     scoring cost does not depend on training, so it is fitted with 200 steps here)."""
     from polydiff_anomaly import DiffusionDetector
