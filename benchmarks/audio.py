@@ -17,14 +17,17 @@ Protocol:
   10 ms hop), trained by this script, seeded, on the recordings of every speaker except ``--holdout``
   (george by default) with takes 5-49; takes 0-4 of those speakers (FSDD's usual test takes) are its
   validation set. Training uses random spectral colouring, time shifts and SpecAugment-style masks,
-  AdamW with a one-cycle schedule, ``--epochs`` epochs (12);
-* **accuracy**: of the classifier on all 500 recordings of the held-out speaker ("real") and on
+  AdamW with a one-cycle schedule, ``--epochs`` epochs (12). ``--classifiers`` (3) such classifiers are
+  trained, seeded ``--seed``, ``--seed`` + 1, ...: one classifier's verdict on generated clips moves by
+  15 points and more with its seed alone, so the accuracies below are means over the classifiers;
+* **accuracy**: of the classifiers on all 500 recordings of the held-out speaker ("real") and on
   ``--n-per-digit`` generated clips per digit ("generated"; the label is the digit asked for), per digit
   and overall. The clips are sampled with the model's default sampler, in batches of ``--batch-size``
   from one generator seeded with ``--seed``, digits 0 to 9 in order. The checked ratio is generated /
-  real accuracy: 1.0 means the generated digits are as recognisable to this classifier as a new speaker's
-  real recordings;
-* **Fréchet distance** between Gaussians fitted to the classifier's penultimate-layer embeddings (64-D)
+  real accuracy (each the mean over the classifiers; per-digit accuracies are means too, confusion
+  matrices sums): 1.0 means the generated digits are as recognisable to these classifiers as a new
+  speaker's real recordings. Each classifier's own ratio is reported as well;
+* **Fréchet distance** between Gaussians fitted to the first classifier's penultimate-layer embeddings (64-D)
   of the held-out speaker's 500 recordings and of the generated clips (as FID does with Inception
   features). Reference value: the same distance for an equally sized, digit-balanced seeded draw from the
   validation takes of the classifier's speakers (real speech by other speakers; it shows how much of the
@@ -289,6 +292,17 @@ def accuracy_report(pred: torch.Tensor, y: torch.Tensor) -> dict:
     return {"n": int(len(y)), "accuracy": float((pred == y).mean()), "per_digit": per, "confusion": conf.tolist()}
 
 
+def mean_report(reports: List[dict]) -> dict:
+    """Several classifiers' reports on the same clips as one: mean accuracies (overall and per digit), summed
+    confusion matrices."""
+    if len(reports) == 1:
+        return dict(reports[0])
+    per = {d: (None if any(r["per_digit"][d] is None for r in reports)
+               else float(np.mean([r["per_digit"][d] for r in reports]))) for d in DIGITS}
+    return {"n": reports[0]["n"], "accuracy": float(np.mean([r["accuracy"] for r in reports])), "per_digit": per,
+            "confusion": np.sum([r["confusion"] for r in reports], axis=0).tolist()}
+
+
 def _psd_sqrt(a: np.ndarray) -> np.ndarray:
     """Square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
     w, v = np.linalg.eigh((a + a.T) / 2)
@@ -421,15 +435,23 @@ def render_doc(doc: dict) -> str:
         lines.append(f"**Note:** the process got {100 * share:.0f}% of its {m['threads']} thread(s)' time; other work "
                      f"held the cores, so the timings below overstate the cost.\n")
     c = doc["classifier"]
-    lines.append(f"Classifier accuracy in %, per digit and overall. The classifier was trained on "
-                 f"{', '.join(doc['data']['classifier_speakers'])} (takes {VAL_TAKES}-49, {c['epochs']} epochs, "
-                 f"{c['train_s']:.0f} s); its accuracy on their takes 0-{VAL_TAKES - 1} is "
+    count = c.get("count", 1)
+    means = f", means over {count} classifiers (seeds {', '.join(map(str, c['seeds']))})" if count > 1 else ""
+    lines.append(f"Classifier accuracy in %, per digit and overall{means}. "
+                 f"Trained on {', '.join(doc['data']['classifier_speakers'])} (takes {VAL_TAKES}-49, {c['epochs']} epochs, "
+                 f"{c['train_s']:.0f} s in all); accuracy on their takes 0-{VAL_TAKES - 1}: "
                  f"{100 * c['val_accuracy']:.1f}%.\n")
     lines.append("| | " + " | ".join(DIGITS) + " | all |")
     lines.append("|---|" + "---|" * 11)
     for name, rep in ((f"real, {doc['data']['holdout']} ({r['n']})", r), (f"generated ({g['n']})", g)):
         lines.append(f"| {name} | " + " | ".join(f"{100 * rep['per_digit'][d]:.0f}" if rep["per_digit"][d] is not None else "-"
                                                for d in DIGITS) + f" | **{100 * rep['accuracy']:.1f}** |")
+    if doc.get("per_classifier") and len(doc["per_classifier"]) > 1:
+        lines.append("\n| classifier seed | real % | generated % | ratio |")
+        lines.append("|---|---|---|---|")
+        for pc in doc["per_classifier"]:
+            ratio_text = "-" if pc["ratio"] is None else f"{pc['ratio']:.3f}"
+            lines.append(f"| {pc['seed']} | {100 * pc['real']:.1f} | {100 * pc['generated']:.1f} | {ratio_text} |")
     fd = doc["fd"]
     lines.append("\n| | value | target |")
     lines.append("|---|---|---|")
@@ -468,6 +490,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch threads [2]")
     ap.add_argument("--holdout", default="george", help="FSDD speaker the classifier never sees [george]")
     ap.add_argument("--epochs", type=int, default=12, help="classifier training epochs [12]")
+    ap.add_argument("--classifiers", type=int, default=3,
+                    help="classifiers trained (seeds --seed, --seed + 1, ...); accuracies are their means [3]")
     ap.add_argument("--batch-size", type=int, default=20, help="clips sampled per batch [20]")
     ap.add_argument("--device", default="cpu", help="where to sample [cpu]; the RTF target is for 2 CPU cores")
     ap.add_argument("--samplers", default=DEFAULT_SAMPLERS,
@@ -485,8 +509,9 @@ def main(argv=None):
     if args.render:
         print(render_markdown(args.render))
         return
-    if min(args.n_per_digit, args.threads, args.epochs, args.batch_size) < 1 or args.examples < 0:
-        sys.exit("error: --n-per-digit, --threads, --epochs and --batch-size must be at least 1, --examples at least 0")
+    if min(args.n_per_digit, args.threads, args.epochs, args.batch_size, args.classifiers) < 1 or args.examples < 0:
+        sys.exit("error: --n-per-digit, --threads, --epochs, --classifiers and --batch-size must be at least 1, "
+                 "--examples at least 0")
     try:
         samplers = parse_samplers(args.samplers)
     except ValueError as e:
@@ -534,20 +559,25 @@ def main(argv=None):
     doc["data"] = data.pop("info")
     log(f"FSDD: {doc['data']['recordings']} recordings; classifier trains on {doc['data']['sizes']['train']}, "
         f"validates on {doc['data']['sizes']['val']}, held-out speaker {args.holdout}: {doc['data']['sizes']['holdout']}")
+    clfs, hists = [], []
     with clock.phase("classifier"):
-        clf = Classifier(enc.sample_rate, args.seed)
-        hist = clf.train(data["train"]["x"], data["train"]["y"], args.epochs, val=(data["val"]["x"], data["val"]["y"]))
+        for k in range(args.classifiers):
+            clfs.append(Classifier(enc.sample_rate, args.seed + k))
+            hists.append(clfs[-1].train(data["train"]["x"], data["train"]["y"], args.epochs,
+                                        val=(data["val"]["x"], data["val"]["y"])))
+    clf = clfs[0]
     train_s = clock.wall["classifier"]
     doc["classifier"] = {"features": f"log-mel, {N_MELS} bands, 32 ms window, 10 ms hop, standardized per band",
                          "network": "4 conv 3x3 (16-32-64-64) + BN + ReLU, max-pool x3, mean over bands, mean and "
                                     "max over time, linear 64 (penultimate), linear 10",
                          "parameters": sum(p.numel() for p in clf.net.parameters()), "epochs": args.epochs,
-                         "train_s": train_s, "val_accuracy": hist["history"][-1]["val_accuracy"],
-                         "history": hist["history"]}
-    real_pred = clf.predict(data["holdout"]["x"])
-    doc["real"] = accuracy_report(real_pred, data["holdout"]["y"])
-    log(f"classifier: validation accuracy {doc['classifier']['val_accuracy']:.4f}, held-out speaker "
-        f"{args.holdout} {doc['real']['accuracy']:.4f} ({train_s:.0f} s)")
+                         "count": len(clfs), "seeds": [c.seed for c in clfs], "train_s": train_s,
+                         "val_accuracy": float(np.mean([h["history"][-1]["val_accuracy"] for h in hists])),
+                         "history": hists[0]["history"]}
+    real_reps = [accuracy_report(c.predict(data["holdout"]["x"]), data["holdout"]["y"]) for c in clfs]
+    doc["real"] = mean_report(real_reps)
+    log(f"classifiers: validation accuracy {doc['classifier']['val_accuracy']:.4f}, held-out speaker "
+        f"{args.holdout} {doc['real']['accuracy']:.4f} ({train_s:.0f} s; means over {len(clfs)})")
 
     # 2. generated clips: accuracy, Fréchet distance, examples
     with clock.phase("generate"):
@@ -556,8 +586,13 @@ def main(argv=None):
     doc["generated"] = {"sampler": default[0], "steps": default[1], "nfe": nfe(*default),
                         "cfg_scale": float(args.cfg_scale if args.cfg_scale is not None else sc.get("cfg_scale", 1.0)),
                         "batch_size": args.batch_size,
-                        "sampling_s": sampling_s, "clips_per_s": len(waves) / sampling_s,
-                        **accuracy_report(clf.predict(gen_x), digits)}
+                        "sampling_s": sampling_s, "clips_per_s": len(waves) / sampling_s}
+    gen_reps = [accuracy_report(c.predict(gen_x), digits) for c in clfs]
+    doc["generated"].update(mean_report(gen_reps))
+    doc["per_classifier"] = [{"seed": c.seed, "val_accuracy": h["history"][-1]["val_accuracy"],
+                              "real": r["accuracy"], "generated": g["accuracy"],
+                              "ratio": g["accuracy"] / r["accuracy"] if r["accuracy"] > 0 else None}
+                             for c, h, r, g in zip(clfs, hists, real_reps, gen_reps)]
     real_acc = doc["real"]["accuracy"]
     ratio = doc["generated"]["accuracy"] / real_acc if real_acc > 0 else None
     emb_real = clf.embed(data["holdout"]["x"])

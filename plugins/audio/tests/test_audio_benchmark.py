@@ -68,6 +68,18 @@ def test_accuracy_report_and_sampler_list(bench):
         bench.parse_samplers("euler")
 
 
+def test_mean_report_averages_classifiers_on_the_same_clips(bench):
+    y = torch.arange(20) % 10
+    a = bench.accuracy_report(y.clone(), y)  # all right
+    wrong = y.clone()
+    wrong[y == 3] = 5
+    b = bench.accuracy_report(wrong, y)  # digit 3 always wrong
+    m = bench.mean_report([a, b])
+    assert m["accuracy"] == pytest.approx(0.95) and m["per_digit"]["3"] == 0.5 and m["per_digit"]["4"] == 1.0
+    assert m["confusion"][3][5] == 2 and m["confusion"][3][3] == 2 and sum(map(sum, m["confusion"])) == 40
+    assert bench.mean_report([b]) == b
+
+
 def test_classifier_trains_predicts_and_embeds(bench):
     g = torch.Generator().manual_seed(0)
     t = torch.arange(8000) / 8000
@@ -105,6 +117,15 @@ def test_render_prints_the_tables_and_checks(bench, tmp_path):
     assert "| accuracy ratio generated / real | 0.625 | ≥ 0.8 |" in out
     assert "| dpmpp_2m | 20 | 20 | 0.300 | 0.300 |" in out
     assert "accuracy_ratio: 0.625 (target >= 0.8) FAIL" in out and "rtf: 0.3 (target <= 0.5) PASS" in out
+    # several classifiers: the means are named and each classifier's ratio is listed
+    doc["classifier"].update(count=2, seeds=[0, 1])
+    doc["per_classifier"] = [{"seed": 0, "val_accuracy": 0.97, "real": 0.8, "generated": 0.6, "ratio": 0.75},
+                             {"seed": 1, "val_accuracy": 0.96, "real": 0.8, "generated": 0.4, "ratio": 0.5}]
+    path.write_text(json.dumps(doc))
+    out = subprocess.run([sys.executable, str(SCRIPT), "--render", str(path)], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "means over 2 classifiers (seeds 0, 1)" in out
+    assert "| 0 | 80.0 | 60.0 | 0.750 |" in out and "| 1 | 80.0 | 40.0 | 0.500 |" in out
 
 
 def test_checks_pass_fail_and_skip(bench):
