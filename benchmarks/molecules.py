@@ -128,6 +128,8 @@ def main(argv=None):
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--sweep", action="store_true", help="also heun 16/32 and dpmpp_2m 10/20 steps")
     ap.add_argument("--no-fcd", action="store_true", help="skip FCD (reported as null)")
+    ap.add_argument("--precision", default=None,
+                    help="network arithmetic while sampling: fp32, bf16 or auto [the model's default, else fp32]")
     ap.add_argument("--grid", help="draw the first 32 valence-decoded molecules of the default setting (PNG)")
     ap.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     args = ap.parse_args(argv)
@@ -137,7 +139,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 
-    from polydiff.model import Model
+    from polydiff.errors import PolydiffError
+    from polydiff.model import Model, resolve_precision
     from polydiff_molecule.metrics import load_chemnet, load_reference
 
     doc = {"benchmark": "molecules",
@@ -146,6 +149,12 @@ def main(argv=None):
                        "threads": args.threads, "device": args.device},
            "versions": versions()}
     model = Model.load(args.model, modality="molecule", device=args.device)
+    try:
+        precision = resolve_precision(args.precision or model.config.get("sample", {}).get("precision"), model.device)
+    except PolydiffError as e:
+        sys.exit(f"error: {e}")
+    model.config = {**model.config, "sample": {**model.config.get("sample", {}), "precision": precision}}
+    doc["machine"]["precision"] = precision
     t0 = time.perf_counter()
     reference = load_reference(args.reference, args.test_size, args.split_seed)
     with_fcd = not args.no_fcd
@@ -188,7 +197,7 @@ def main(argv=None):
     }
     doc["checks"]["uniqueness"]["decode"] = doc["checks"]["fcd"]["decode"] = "valence"
     doc["checks"]["molecules_per_s"]["note"] = (f"sampling + valence decoding, {args.threads} torch thread(s) on "
-                                               f"{args.device}, median over {args.runs} run(s)")
+                                               f"{args.device}, {precision}, median over {args.runs} run(s)")
     doc["wall_s"] = time.perf_counter() - t_start
     if args.json:
         print(json.dumps(doc, indent=1))

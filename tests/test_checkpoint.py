@@ -76,6 +76,24 @@ def test_save_replaces_and_keeps_input_untouched(tmp_path):
     assert torch.equal(w.detach(), torch.ones(3))
 
 
+def test_atomic_files_get_the_permissions_of_a_plain_write(tmp_path):
+    """mkstemp creates its files 0o600; the renamed result has what open(path, "w") would have left: 0o666
+    less the umask for a new file, the existing mode for a replaced one."""
+    old = os.umask(0o022)
+    try:
+        fresh = checkpoint.atomic_write_text(tmp_path / "new.json", "{}")
+        assert (fresh.stat().st_mode & 0o777) == 0o644
+        kept = tmp_path / "kept.safetensors"
+        save_bundle(kept, {"w": torch.ones(2)}, {})
+        os.chmod(kept, 0o640)
+        save_bundle(kept, {"w": torch.zeros(2)}, {})
+        assert (kept.stat().st_mode & 0o777) == 0o640
+        os.umask(0o077)
+        assert (checkpoint.atomic_write_text(tmp_path / "private.json", "{}").stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)
+
+
 def check_complete(path: Path, n: int):
     tensors, meta = load_bundle(path)
     i = meta["i"]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -401,3 +402,26 @@ def test_cfg_interval_is_stored_cleared_and_checked(bundle, tmp_path):
                                  "--out", tmp_path / "u.csv"), "--cfg-interval")
         assert_user_error(invoke("export", a, tmp_path / "c.safetensors", "--cfg-interval", bad), "--cfg-interval")
     assert not (tmp_path / "u.csv").exists() and not (tmp_path / "c.safetensors").exists()
+
+
+def test_sample_precision_bf16_runs_the_network_in_bfloat16(bundle, tmp_path):
+    out32, out16 = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert invoke("sample", "toy", "--model", bundle, "-n", 6, "--out", out32).exit_code == 0
+    summary = json.loads(invoke("sample", "toy", "--model", bundle, "-n", 6, "--out", out16, "--precision", "bf16",
+                                "--json").stdout)
+    assert summary["precision"] == "bf16"
+    a, b = np.array(read_csv(out32)[1]), np.array(read_csv(out16)[1])
+    assert a.shape == b.shape and not np.array_equal(a, b)  # bfloat16 arithmetic changes the digits...
+    assert np.allclose(a, b, rtol=0.1, atol=0.1 * np.abs(a).max())  # ...not the samples
+    bad = tmp_path / "c.csv"
+    assert_user_error(invoke("sample", "toy", "--model", bundle, "-n", 2, "--out", bad, "--precision", "fp16"),
+                      "unknown precision 'fp16'; use fp32, bf16, auto")
+    assert not bad.exists()
+
+
+def test_precision_auto_picks_bf16_only_where_it_is_native():
+    from polydiff.model import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision(None, cpu) == "fp32" and resolve_precision("BF16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")

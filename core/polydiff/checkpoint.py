@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 
 from .errors import PolydiffError
 
-__all__ = ["save_bundle", "load_bundle", "read_meta", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["save_bundle", "load_bundle", "read_meta", "atomic_write_bytes", "atomic_write_text", "atomic_writer", "give_final_mode",
            "BundleError", "FORMAT", "split_prefix", "PICKLE_SUFFIXES"]
 
 FORMAT = "polydiff-bundle"
@@ -76,6 +77,22 @@ def _remove_stale_temps(path: Path) -> None:
                 pass
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def give_final_mode(tmp, path) -> None:
+    """Give the temporary file ``tmp`` the permissions that writing ``path`` in place would have left: the
+    existing file's mode when ``path`` exists, else 0o666 less the umask (``mkstemp`` creates files 0o600)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)
+
+
 @contextlib.contextmanager
 def atomic_writer(path, mode: str = "wb"):
     """Open a temporary file beside ``path`` for writing (``mode`` "wb" or "w"); on a clean exit it is
@@ -92,6 +109,7 @@ def atomic_writer(path, mode: str = "wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        give_final_mode(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         try:

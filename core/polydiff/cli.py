@@ -170,12 +170,18 @@ def _sample_command(modality):
     @click.option("--out", "out", type=click.Path(), required=True, help="Output file or folder.")
     @click.option("--trajectory", type=click.Path(), help="Save the x0 estimate of every step as a strip of frames (PNG).")
     @click.option("--device", help="cpu, cuda, ... [cuda when present, else cpu]")
+    @click.option("--precision", metavar="fp32|bf16|auto",
+                  help="Network arithmetic: fp32, bf16 (bfloat16 autocast; the sampler stays float32) or auto "
+                       "(bf16 where the device computes it natively) [the model's default, else fp32].")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-    def cmd(model_name, n, sampler, steps, seed, cfg_scale, cfg_interval, out, trajectory, device, as_json, **options):
-        from .model import Model
+    def cmd(model_name, n, sampler, steps, seed, cfg_scale, cfg_interval, out, trajectory, device, precision, as_json,
+            **options):
+        from .model import Model, default_device, resolve_precision
 
         if steps is not None and steps < 1:
             raise PolydiffError(f"--steps must be at least 1, got {steps}")
+        if precision is not None:
+            resolve_precision(precision, default_device(device))  # a misspelt precision fails before loading
         if trajectory and modality.draw is None:
             raise PolydiffError(f"modality {modality.name!r} cannot draw trajectories")
         if model_name is None:
@@ -203,7 +209,7 @@ def _sample_command(modality):
         t0 = time.perf_counter()
         try:
             x, cond = model.sample(n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale,
-                                   cfg_interval=interval, callback=callback, **options)
+                                   cfg_interval=interval, callback=callback, precision=precision, **options)
         finally:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -216,6 +222,8 @@ def _sample_command(modality):
                    "steps": total, "seed": seed,
                    "cfg_scale": float(cfg_scale if cfg_scale is not None else model.config.get("sample", {}).get("cfg_scale", 1.0)),
                    "cfg_interval": interval if interval is not None else model.config.get("sample", {}).get("cfg_interval"),
+                   "precision": resolve_precision(precision or model.config.get("sample", {}).get("precision"),
+                                                  model.device),
                    "seconds": round(seconds, 4), "files": [str(f) for f in files]}
         if trajectory:
             frames.append(x.cpu())

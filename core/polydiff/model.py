@@ -23,7 +23,12 @@ from .guidance import cfg_denoiser, sample_masked
 from .modality import Modality
 from .precond import make_denoiser
 
-__all__ = ["Model", "load_model", "default_config", "merge_config", "resolve_model_path", "default_device", "train_modality"]
+__all__ = ["Model", "load_model", "default_config", "merge_config", "resolve_model_path", "default_device", "train_modality",
+           "PRECISIONS", "resolve_precision"]
+
+#: sampling precisions: ``fp32``; ``bf16`` (the network under bfloat16 autocast, the sampler's arithmetic in
+#: float32); ``auto`` (bf16 where the device computes it natively, else fp32)
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def default_sample_config() -> dict:
@@ -63,6 +68,38 @@ def default_device(device: Optional[str] = None) -> torch.device:
             raise PolydiffError(f"device {device!r} asked for, but no CUDA GPU is available here")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matrix products natively (a CUDA GPU that supports it; a CPU with
+    AVX512-BF16 or AMX), where bf16 autocast is faster than float32 rather than emulated."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(bool(c()) for c in checks if c is not None)
+    return False
+
+
+def resolve_precision(precision: Optional[str], device: torch.device) -> str:
+    """``fp32`` or ``bf16`` for a requested precision (None: fp32); ``auto`` picks bf16 where it is native."""
+    p = str(precision or "fp32").lower()
+    if p not in PRECISIONS:
+        raise PolydiffError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if p == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return p
+
+
+def _autocast(D: Callable, device: torch.device) -> Callable:
+    """D with the network under bfloat16 autocast; the estimate comes back in the input's dtype, so the
+    sampler's updates stay in float32."""
+    def bf16_denoiser(x, sigma, **cond):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = D(x, sigma, **cond)
+        return out.to(x.dtype)
+    return bf16_denoiser
 
 
 def resolve_model_path(model: str, modality: Optional[str] = None) -> Tuple[Path, Optional[str]]:
@@ -176,18 +213,21 @@ class Model:
     def sample(self, n: int, *, sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = None,
                cfg_scale: Optional[float] = None, cond: Optional[dict] = None, callback: Optional[Callable] = None,
                generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
-               sampler_args: Optional[dict] = None, cfg_interval=None, **options) -> Tuple[torch.Tensor, dict]:
+               sampler_args: Optional[dict] = None, cfg_interval=None, precision: Optional[str] = None,
+               **options) -> Tuple[torch.Tensor, dict]:
         """Generate ``n`` encoded samples; returns (x, cond). ``options`` go to the modality's make_cond.
 
         ``cfg_interval`` (lo, hi): apply guidance only at noise levels in (lo, hi] (see
         :func:`polydiff.guidance.cfg_denoiser`); default: the config's ``sample.cfg_interval`` (none: every
-        step)."""
+        step). ``precision``: ``fp32``, ``bf16`` or ``auto`` (see :data:`PRECISIONS`); default: the config's
+        ``sample.precision``, else fp32."""
         from . import get_sampler
 
         if n < 1:
             raise PolydiffError(f"the number of samples must be at least 1, got {n}")
         sc = self.config.get("sample", {})
         fn = get_sampler(sampler or sc.get("sampler", "dpmpp_2m"))
+        prec = resolve_precision(precision if precision is not None else sc.get("precision"), self.device)
         sargs = dict(sc.get("sampler_args", {}) if not sampler or sampler == sc.get("sampler") else {})
         sargs.update(sampler_args or {})
         if generator is None:
@@ -204,6 +244,8 @@ class Model:
             x = x * cond["mask"]
         scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
         D = self.guided_denoiser(scale, cfg_interval)
+        if prec == "bf16":
+            D = _autocast(D, self.device)
         gen = generator if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(
             int(torch.randint(0, 2**62, (1,), generator=generator)))
         if known is not None:

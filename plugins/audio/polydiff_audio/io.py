@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from polydiff.checkpoint import give_final_mode
 from polydiff.errors import InputError
 
 __all__ = ["SUPPORTED", "read_audio", "read_audio_native", "to_float", "from_float", "write_audio",
@@ -139,6 +140,7 @@ def write_audio(path, samples: np.ndarray, sample_rate: int, subtype: Optional[s
     os.close(fd)
     try:
         sf.write(tmp, x, int(sample_rate), format=fmt, subtype=subtype)
+        give_final_mode(tmp, path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
