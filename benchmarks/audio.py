@@ -499,6 +499,8 @@ def main(argv=None):
                          f"missing [{DEFAULT_SAMPLERS}]")
     ap.add_argument("--cfg-scale", type=float, default=None,
                     help="classifier-free guidance scale of the generated clips and the timing runs [the model's]")
+    ap.add_argument("--precision", default=None,
+                    help="network arithmetic while sampling: fp32, bf16 or auto [the model's default, else fp32]")
     ap.add_argument("--skip-rtf", action="store_true", help="do not time the samplers (the RTF check is skipped)")
     ap.add_argument("--out-dir", help="write the first --examples generated clips per digit (WAV) and "
                                       "spectrograms.png (the first clip of every digit) here")
@@ -522,13 +524,18 @@ def main(argv=None):
     clock = Stopwatch()
 
     from polydiff.errors import PolydiffError
-    from polydiff.model import Model
+    from polydiff.model import Model, resolve_precision
     from polydiff.samplers import nfe
 
     try:
         model = Model.load(args.model, modality="audio", device=args.device)
     except PolydiffError as e:
         sys.exit(f"error: {e}")
+    try:
+        precision = resolve_precision(args.precision or model.config.get("sample", {}).get("precision"), model.device)
+    except PolydiffError as e:
+        sys.exit(f"error: {e}")
+    model.config = {**model.config, "sample": {**model.config.get("sample", {}), "precision": precision}}
     enc = model.encoder
     missing = [d for d in DIGITS if d not in enc.classes]
     if missing:
@@ -545,7 +552,8 @@ def main(argv=None):
     doc = {"benchmark": "audio",
            "command": " ".join([os.path.basename(sys.executable), "benchmarks/audio.py"] + sys.argv[1:]),
            "machine": {"platform": platform.platform(), "cpu": cpu_name(), "cpus": os.cpu_count(),
-                       "threads": args.threads, "device": args.device, "load_avg_start": load_avg},
+                       "threads": args.threads, "device": args.device, "precision": precision,
+                       "load_avg_start": load_avg},
            "versions": versions(), "model": str(model.path),
            "model_info": {"encoder": enc.metadata(), "parameters": sum(p.numel() for p in model.net.parameters())},
            "seed": args.seed, "n_per_digit": args.n_per_digit, "targets": TARGETS}
@@ -624,7 +632,8 @@ def main(argv=None):
         "rtf": check(rtf_default, TARGETS["rtf"], below=True, reason="--skip-rtf" if args.skip_rtf else None,
                      skipped=args.skip_rtf),
     }
-    doc["checks"]["rtf"]["setting"] = f"{default[0]} {default[1]}, batch 1, {args.threads} thread(s) on {args.device}"
+    doc["checks"]["rtf"]["setting"] = (f"{default[0]} {default[1]}, batch 1, {args.threads} thread(s) on {args.device}, "
+                                       f"{precision}")
     try:
         doc["machine"]["load_avg_end"] = list(os.getloadavg())
     except OSError:
