@@ -34,7 +34,7 @@ PRECISIONS = ("fp32", "bf16", "auto")
 def default_sample_config() -> dict:
     return {"sampler": "dpmpp_2m", "steps": 20, "schedule": "karras",
             "schedule_args": {"sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0}, "cfg_scale": 1.0,
-            "sampler_args": {}}
+            "sampler_args": {}, "precision": "fp32"}
 
 
 def default_config() -> dict:
