@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 
 
 def cpu_name():
@@ -70,3 +71,17 @@ class Stopwatch:
                 self.cpu[name] = time.process_time() - c
 
         return timed()
+
+
+def pin_precision(model, requested) -> str:
+    """Resolve ``requested`` (fp32, bf16, auto; None: the model's default) for ``model`` and store it in the
+    model's sample config, so every sampling call of a benchmark runs with it; returns fp32 or bf16. A bad
+    value exits with a one-line error."""
+    from polydiff.errors import PolydiffError
+
+    try:
+        precision = model.precision(requested)
+    except PolydiffError as e:
+        sys.exit(f"error: {e}")
+    model.config = {**model.config, "sample": {**model.config.get("sample", {}), "precision": precision}}
+    return precision

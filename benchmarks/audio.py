@@ -524,18 +524,14 @@ def main(argv=None):
     clock = Stopwatch()
 
     from polydiff.errors import PolydiffError
-    from polydiff.model import Model, resolve_precision
+    from polydiff.model import Model
     from polydiff.samplers import nfe
 
     try:
         model = Model.load(args.model, modality="audio", device=args.device)
     except PolydiffError as e:
         sys.exit(f"error: {e}")
-    try:
-        precision = resolve_precision(args.precision or model.config.get("sample", {}).get("precision"), model.device)
-    except PolydiffError as e:
-        sys.exit(f"error: {e}")
-    model.config = {**model.config, "sample": {**model.config.get("sample", {}), "precision": precision}}
+    precision = _common.pin_precision(model, args.precision)
     enc = model.encoder
     missing = [d for d in DIGITS if d not in enc.classes]
     if missing:

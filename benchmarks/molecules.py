@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import cpu_name  # noqa: E402
+from _common import cpu_name, pin_precision  # noqa: E402
 
 TARGETS = {"raw_validity": 0.97, "valence_validity": 1.0, "uniqueness": 0.95, "fcd": 2.0, "molecules_per_s": 200.0}
 ANCHORS = [
@@ -139,8 +139,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 
-    from polydiff.errors import PolydiffError
-    from polydiff.model import Model, resolve_precision
+    from polydiff.model import Model
     from polydiff_molecule.metrics import load_chemnet, load_reference
 
     doc = {"benchmark": "molecules",
@@ -149,11 +148,7 @@ def main(argv=None):
                        "threads": args.threads, "device": args.device},
            "versions": versions()}
     model = Model.load(args.model, modality="molecule", device=args.device)
-    try:
-        precision = resolve_precision(args.precision or model.config.get("sample", {}).get("precision"), model.device)
-    except PolydiffError as e:
-        sys.exit(f"error: {e}")
-    model.config = {**model.config, "sample": {**model.config.get("sample", {}), "precision": precision}}
+    precision = pin_precision(model, args.precision)
     doc["machine"]["precision"] = precision
     t0 = time.perf_counter()
     reference = load_reference(args.reference, args.test_size, args.split_seed)

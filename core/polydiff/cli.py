@@ -222,8 +222,7 @@ def _sample_command(modality):
                    "steps": total, "seed": seed,
                    "cfg_scale": float(cfg_scale if cfg_scale is not None else model.config.get("sample", {}).get("cfg_scale", 1.0)),
                    "cfg_interval": interval if interval is not None else model.config.get("sample", {}).get("cfg_interval"),
-                   "precision": resolve_precision(precision or model.config.get("sample", {}).get("precision"),
-                                                  model.device),
+                   "precision": model.precision(precision),
                    "seconds": round(seconds, 4), "files": [str(f) for f in files]}
         if trajectory:
             frames.append(x.cpu())

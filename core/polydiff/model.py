@@ -227,7 +227,7 @@ class Model:
             raise PolydiffError(f"the number of samples must be at least 1, got {n}")
         sc = self.config.get("sample", {})
         fn = get_sampler(sampler or sc.get("sampler", "dpmpp_2m"))
-        prec = resolve_precision(precision if precision is not None else sc.get("precision"), self.device)
+        prec = self.precision(precision)
         sargs = dict(sc.get("sampler_args", {}) if not sampler or sampler == sc.get("sampler") else {})
         sargs.update(sampler_args or {})
         if generator is None:
@@ -256,6 +256,12 @@ class Model:
         else:
             x = fn(D, x, sigmas, cond=cond, generator=gen, callback=callback, **sargs)
         return x, cond
+
+    def precision(self, requested: Optional[str] = None) -> str:
+        """The sampling precision this model runs with, ``fp32`` or ``bf16``: ``requested`` (fp32, bf16 or
+        auto) or else the config's ``sample.precision``, resolved for the model's device."""
+        return resolve_precision(requested if requested is not None else self.config.get("sample", {}).get("precision"),
+                                 self.device)
 
     def guided_denoiser(self, scale: Optional[float] = None, interval=None) -> Callable:
         """D with classifier-free guidance at ``scale`` [the config's ``sample.cfg_scale``], inside the noise

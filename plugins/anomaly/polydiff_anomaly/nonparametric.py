@@ -35,7 +35,6 @@ On the 31 ADBench datasets (unsupervised protocol, 5 seeds) the outlier cap move
 """
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional, Tuple
 
@@ -315,7 +314,7 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
     columns = all(_lanes_fit(size, min(k, size)) for _, size in bags) and refs.is_floating_point()
     r2 = (refs * refs).sum(1)
     r2 = r2[:, None] if columns else r2[None]
-    chunk = int(chunk or (256 if columns else 512))
+    chunk = max(1, min(int(chunk or (256 if columns else 512)), len(q)))  # a short query set: one exact block
     # one distance block for every chunk: a fresh multi-megabyte tensor per chunk costs page faults
     block = torch.empty((len(refs), chunk) if columns else (chunk, len(refs)), dtype=refs.dtype)
     for i in range(0, len(q), chunk):
