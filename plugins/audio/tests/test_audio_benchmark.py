@@ -140,3 +140,8 @@ def test_bad_arguments_are_one_line_errors():
     r = subprocess.run([sys.executable, str(SCRIPT), "--samplers", "nope:3"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: unknown sampler 'nope'")
+    r = subprocess.run([sys.executable, str(SCRIPT), "--precision", "fp16", "--classifiers", "1"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == ["error: unknown precision 'fp16'; use fp32, bf16, auto"]
+    r = subprocess.run([sys.executable, str(SCRIPT), "--classifiers", "0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--classifiers" in r.stderr.strip().splitlines()[-1]
