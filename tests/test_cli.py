@@ -425,3 +425,62 @@ def test_precision_auto_picks_bf16_only_where_it_is_native():
     cpu = torch.device("cpu")
     assert resolve_precision(None, cpu) == "fp32" and resolve_precision("BF16", cpu) == "bf16"
     assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+
+
+# ------------------------------------------------------------------------------------ fine-tuning
+def _write_rows(path, rows):
+    path.write_text("x0,x1\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    return path
+
+
+def test_train_init_starts_from_the_model_and_keeps_its_encoder(toy, tmp_path):
+    pytest.importorskip("polydiff.training")
+    from polydiff.checkpoint import load_bundle, split_prefix
+
+    first = invoke("train", "toy", "--recipe", "tiny", "--steps", 5, "--out", tmp_path / "run1", "--json")
+    assert first.exit_code == 0, first.output
+    base_t, base_m = load_bundle(tmp_path / "run1" / "model.safetensors")
+    # other data with other column statistics: fine-tuning encodes it the way the model expects
+    data = _write_rows(tmp_path / "more.csv", [(100.0 + i, -3.0 * i) for i in range(16)])
+    res = invoke("train", "toy", "--data", data, "--init", tmp_path / "run1" / "model.safetensors",
+                 "--steps", 0, "--out", tmp_path / "run2", "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["init"]["new_layers"] == [] and summary["init"]["step"] == 5
+    tuned_t, tuned_m = load_bundle(tmp_path / "run2" / "model.safetensors")
+    assert tuned_m["encoder"] == base_m["encoder"]
+    for k, v in split_prefix(base_t, "ema").items():
+        assert torch.equal(split_prefix(tuned_t, "ema")[k], v), k
+    # with steps the weights move away from the start
+    res = invoke("train", "toy", "--data", data, "--init", tmp_path / "run1" / "model.safetensors",
+                 "--steps", 3, "--out", tmp_path / "run3")
+    assert res.exit_code == 0, res.output
+    moved = split_prefix(load_bundle(tmp_path / "run3" / "model.safetensors")[0], "model")
+    assert any(not torch.equal(moved[k], v) for k, v in split_prefix(base_t, "ema").items())
+    # an interrupted fine-tuning run continues with the same --init and --resume
+    res = invoke("train", "toy", "--data", data, "--init", tmp_path / "run1" / "model.safetensors",
+                 "--steps", 6, "--out", tmp_path / "run3", "--resume", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["step"] == 6
+
+
+def test_train_init_bad_models_are_one_line(toy, tmp_path):
+    pytest.importorskip("polydiff.training")
+    from polydiff.checkpoint import load_bundle, save_bundle
+
+    out = tmp_path / "run"
+    assert_user_error(invoke("train", "toy", "--recipe", "tiny", "--init", tmp_path / "absent.safetensors",
+                             "--out", out), "absent.safetensors")
+    path = toy.save_bundle(tmp_path / "toy.safetensors")
+    tensors, meta = load_bundle(path)
+    save_bundle(tmp_path / "other.safetensors", tensors, {**meta, "modality": "other"})
+    assert_user_error(invoke("train", "toy", "--recipe", "tiny", "--init", tmp_path / "other.safetensors",
+                             "--out", out), "'other' model", "not a 'toy' model")
+    save_bundle(tmp_path / "extra.safetensors", {**tensors, "ema.head.weight": torch.zeros(2, 2)}, meta)
+    assert_user_error(invoke("train", "toy", "--recipe", "tiny", "--init", tmp_path / "extra.safetensors",
+                             "--out", out), "do not fit", "head.weight")
+    wide = {k: (torch.zeros(32, *v.shape[1:]) if k.endswith("layers.0.weight") else v) for k, v in tensors.items()}
+    save_bundle(tmp_path / "wide.safetensors", wide, meta)
+    assert_user_error(invoke("train", "toy", "--recipe", "tiny", "--init", tmp_path / "wide.safetensors",
+                             "--out", out), "do not fit")
+    assert not out.exists()

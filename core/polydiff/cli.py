@@ -122,13 +122,16 @@ def _train_command(modality):
     @click.option("--steps", type=int, help="Training steps (overrides the recipe).")
     @click.option("--out", "out", type=click.Path(), default=None, help="Run folder [runs/MODALITY].")
     @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.safetensors.")
+    @click.option("--init", "init", metavar="MODEL",
+                  help="Fine-tune a trained model (a pretrained name or a .safetensors bundle): start from its "
+                       "weights and keep its encoder, network and sampling defaults. With --resume, give it again.")
     @click.option("--batch-size", type=int, help="Batch size (overrides the recipe).")
     @click.option("--seed", type=int, help="Training seed (overrides the recipe).")
     @click.option("--device", help="cpu, cuda, cuda:1 ... [cuda when present, else cpu]")
     @click.option("--strict", is_flag=True,
                   help="Fail on the first unusable record of --data instead of skipping it with a count.")
     @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-    def cmd(data, recipe, steps, out, resume, batch_size, seed, device, strict, as_json):
+    def cmd(data, recipe, steps, out, resume, init, batch_size, seed, device, strict, as_json):
         from .model import train_modality
 
         train = {}
@@ -138,7 +141,7 @@ def _train_command(modality):
             train["seed"] = seed
         summary = train_modality(modality, data=data, recipe=recipe, steps=steps, out=out or f"runs/{modality.name}",
                                  resume=resume, overrides={"train": train} if train else None, device=device,
-                                 progress=not as_json, strict=strict)
+                                 progress=not as_json, strict=strict, init=init)
         if int(os.environ.get("RANK", "0")) != 0:
             return  # under torchrun only rank 0 reports
         if as_json:
@@ -146,13 +149,18 @@ def _train_command(modality):
         else:
             click.echo(f"trained {modality.name} to step {summary['step']} (loss {summary['loss']:.4g}); "
                        f"model: {summary['model_path']}")
+            if summary.get("init"):
+                new = summary["init"]["new_layers"]
+                click.echo(f"fine-tuned from {summary['init']['model']}"
+                           + (f"; new layers started from their initialization: {', '.join(new)}" if new else ""))
 
     return cmd
 
 
 @cli.group("train", cls=_ModalityGroup, make_command=_train_command)
 def train_group():
-    """Train a model: polydiff train MODALITY [--data PATH] [--recipe NAME] [--steps N] [--out RUN_DIR] [--resume]."""
+    """Train a model: polydiff train MODALITY [--data PATH] [--recipe NAME] [--steps N] [--out RUN_DIR] [--resume]
+    [--init MODEL]."""
 
 
 # --------------------------------------------------------------------------------------- sample

@@ -328,13 +328,35 @@ def load_model(modality: str, model=None, device=None) -> "Model":
     return m
 
 
+def _init_model(modality: Modality, init) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """The float32 (EMA) weights and the metadata of the model that ``train --init`` starts from."""
+    path, _ = resolve_model_path(str(init), modality.name)
+    if not path.is_file():
+        raise InputError(f"{init}: no such model file")
+    tensors, meta = checkpoint.load_bundle(path)
+    if meta.get("kind") not in ("model", "checkpoint"):
+        raise PolydiffError(f"{path}: a {meta.get('kind')!r} bundle, not a model")
+    if meta.get("modality") != modality.name:
+        raise PolydiffError(f"{path}: a {meta.get('modality')!r} model, not a {modality.name!r} model")
+    weights = checkpoint.split_prefix(tensors, "ema") or checkpoint.split_prefix(tensors, "model")
+    if not weights:
+        raise PolydiffError(f"{path}: the bundle holds no model weights")
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in weights.items()}, meta
+
+
 def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = None, steps: Optional[int] = None,
                    out=None, resume: bool = False, overrides: Optional[dict] = None, device=None,
-                   progress: bool = True, strict: bool = False) -> dict:
+                   progress: bool = True, strict: bool = False, init=None) -> dict:
     """Train ``modality`` on a file/folder (``data``) or a recipe's dataset; returns the Trainer's summary.
 
     ``strict``: the encoder's ``read`` fails on the first unusable record instead of skipping it (only for
-    encoders whose ``read`` takes a ``strict`` argument)."""
+    encoders whose ``read`` takes a ``strict`` argument).
+
+    ``init``: fine-tune a trained model (a pretrained name or a bundle path) instead of starting from random
+    weights. Its data encoder is kept as it is (sample rate, classes, vocabulary: the data is encoded the
+    way the model expects, not refitted), and so are its network, parameterisation and sampling defaults;
+    the recipe and ``overrides`` set the training schedule. The run starts at step 0 from the model's
+    (EMA) weights. To continue an interrupted fine-tuning run, give the same ``init`` with ``resume``."""
     from .training import Trainer
     from .plugins import registry  # noqa: F401  (the registry is needed by the encoder of some modalities)
 
@@ -347,7 +369,21 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     config = merge_config(default_config(), modality.default_config, rec.get("config"), overrides)
     if steps is not None:
         config["train"]["steps"] = int(steps)
-    encoder = modality.encoder(None)
+    start = _init_model(modality, init) if init is not None else None
+    if start is not None:
+        weights, meta = start
+        base = meta.get("config") or {}
+        for key in ("parameterisation", "sigma_data"):
+            if key in base:
+                config[key] = copy.deepcopy(base[key])
+        # the model's network, with what the recipe or the overrides add (new layers start from their
+        # initialization; a changed layer's weights no longer fit and are refused below)
+        config["network"] = merge_config(base.get("network") or {}, (rec.get("config") or {}).get("network"),
+                                         (overrides or {}).get("network"))
+        config["sample"] = merge_config(config.get("sample") or {}, base.get("sample"))
+        encoder = modality.encoder(meta.get("encoder"))
+    else:
+        encoder = modality.encoder(None)
     if data is not None:
         from .modality import _accepts
 
@@ -367,14 +403,29 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     else:
         raise PolydiffError(f"give --data PATH or --recipe NAME (recipes of {modality.name!r}: "
                             f"{', '.join(sorted(modality.recipes)) or 'none'})")
-    encoder.fit(items)
+    if start is None:
+        encoder.fit(items)
     x, cond = encoder.encode(items)
     if modality.configure is not None:  # data-dependent settings (columns, classes, vocabulary)
         config = modality.configure(config, encoder)
     net = modality.network(config.get("network", {}))
+    new_layers = []
+    if start is not None:
+        try:
+            res = net.load_state_dict(start[0], strict=False)
+        except RuntimeError as e:
+            raise PolydiffError(f"{init}: its weights do not fit the {modality.name!r} network: "
+                                f"{' '.join(str(e).split())[:300]}") from None
+        if res.unexpected_keys:
+            raise PolydiffError(f"{init}: its weights do not fit the {modality.name!r} network: it has "
+                                f"{', '.join(res.unexpected_keys[:5])}, which the network lacks")
+        new_layers = sorted(res.missing_keys)
     out = Path(out or f"runs/{modality.name}")
     if device is not None:
         device = str(default_device(device))  # validates the name and that the device exists
     trainer = Trainer(net, x, cond, config, out, modality=modality.name, encoder_meta=encoder.metadata(),
                       guidance=modality.guidance, device=device, progress=progress, augment=modality.augment)
-    return trainer.fit(resume=resume)
+    summary = trainer.fit(resume=resume)
+    if start is not None:
+        summary["init"] = {"model": str(init), "step": start[1].get("step"), "new_layers": new_layers}
+    return summary

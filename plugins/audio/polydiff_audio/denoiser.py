@@ -33,6 +33,7 @@ class FrameUNetConfig:
     num_classes: int = 0               # 0: unconditional; labels 0..k-1, -1 = no label (guidance)
     attention: bool = True             # self-attention at the coarsest level
     dropout: float = 0.0
+    skip_filters: int = 0              # linear filters from input to output frames, mixed per noise level
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -130,6 +131,24 @@ class FrameUNet(nn.Module):
         self.out = nn.Conv1d(c, cfg.frame, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if cfg.skip_filters:
+            # A direct linear path from the input frames to the output frames. At low noise levels the
+            # output must carry the noise itself, sample by sample, amplified by 1 / sigma (EDM: where the
+            # signal is weak, x0 = x - noise needs F = -noise / c_out), which the U-Net's features pass on
+            # poorly: generated clips kept a hiss in their pauses. The path is a bank of filters whose mix
+            # depends on the noise level and, frame by frame, on the U-Net's last features (a pause wants the
+            # noise removed, speech wants its own detail kept), scaled by 1 / sigma with sigma = exp(4 c_noise)
+            # (EDM's noise conditioning; configure refuses other parameterisations). The filters start at
+            # zero, so an existing network is unchanged until it is fine-tuned.
+            self.skip_conv = nn.Conv1d(cfg.frame, cfg.skip_filters * cfg.frame, 3, padding=1)
+            nn.init.zeros_(self.skip_conv.weight)
+            nn.init.zeros_(self.skip_conv.bias)
+            self.skip_mix = nn.Linear(e, cfg.skip_filters)
+            nn.init.zeros_(self.skip_mix.weight)
+            nn.init.constant_(self.skip_mix.bias, 1.0 / cfg.skip_filters)
+            self.skip_gate = nn.Conv1d(c, cfg.skip_filters, 1)
+            nn.init.zeros_(self.skip_gate.weight)
+            nn.init.zeros_(self.skip_gate.bias)
 
     @classmethod
     def from_config(cls, config: dict) -> "FrameUNet":
@@ -157,7 +176,8 @@ class FrameUNet(nn.Module):
             e = e + self.label_emb(lab)
         e = F.silu(e)
         # [B, 1, L] -> [B, frame, L / frame]: sample t*frame + k becomes channel k at position t
-        h = self.inp(x_in.reshape(b, -1, cfg.frame).transpose(1, 2))
+        frames = x_in.reshape(b, -1, cfg.frame).transpose(1, 2)
+        h = self.inp(frames)
         skips = []
         for level, pool in zip(self.down, self.pool):
             for blk in level:
@@ -169,5 +189,12 @@ class FrameUNet(nn.Module):
             for blk in level:
                 h = blk(torch.cat([h, skips.pop()], dim=1), e)
             h = unpool(h)
-        y = self.out(F.silu(self.out_norm(h)))
+        h = F.silu(self.out_norm(h))
+        y = self.out(h)
+        if cfg.skip_filters:
+            paths = self.skip_conv(frames).reshape(b, cfg.skip_filters, cfg.frame, -1)
+            # per frame: the noise level's mix plus the U-Net's own weights (silence and speech want different
+            # filters), all x 1 / sigma
+            mix = (self.skip_mix(e)[:, :, None] + self.skip_gate(h)) * torch.exp(-4 * c_noise.to(e.dtype))[:, None, None]
+            y = y + torch.einsum("bkt,bkft->bft", mix, paths)
         return y.transpose(1, 2).reshape(b, 1, cfg.clip_samples)

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from polydiff.errors import InputError
+from polydiff.errors import InputError, PolydiffError
 
 from . import io as audio_io
 
@@ -287,5 +287,8 @@ def make_cond(encoder: AudioEncoder, n: int, label=None, generator: Optional[tor
 
 def configure(config: dict, encoder: AudioEncoder) -> dict:
     """The network's clip length and number of classes come from the fitted encoder."""
+    if int(config.get("network", {}).get("skip_filters", 0)) and config.get("parameterisation", "edm") != "edm":
+        raise PolydiffError("network.skip_filters reads the noise level from EDM's noise conditioning; "
+                            f"it cannot be used with the {config.get('parameterisation')!r} parameterisation")
     net = {**config.get("network", {}), "clip_samples": encoder.clip_samples, "num_classes": len(encoder.classes)}
     return {**config, "network": net}

@@ -89,6 +89,60 @@ def test_network_shapes_and_labels():
         FrameUNet.from_config({"clip_samples": 810, "frame": 40})
 
 
+def test_skip_filters_start_at_zero_and_then_act():
+    """The linear input-to-output path leaves a network's output unchanged until it is trained, so a
+    fine-tuning run that adds it starts from the model it was given; once trained it depends on the input
+    frames and on the noise level."""
+    torch.manual_seed(0)
+    cfg = {"clip_samples": 800, "frame": 40, "channels": [16, 32], "blocks": 1, "emb": 32, "attention": False,
+           "num_classes": 3}
+    plain = FrameUNet.from_config(cfg).eval()
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    skip = FrameUNet.from_config({**cfg, "skip_filters": 3}).eval()
+    missing = skip.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["skip_conv.bias", "skip_conv.weight", "skip_gate.bias", "skip_gate.weight",
+                              "skip_mix.bias", "skip_mix.weight"]
+    x, lab = torch.randn(2, 1, 800), torch.tensor([0, 2])
+    with torch.no_grad():
+        assert torch.equal(skip(x, torch.tensor([0.1, 0.2]), label=lab), plain(x, torch.tensor([0.1, 0.2]), label=lab))
+        skip.skip_conv.weight.normal_(0, 0.1)
+        skip.skip_mix.weight.normal_(0, 0.5)
+        skip.skip_gate.weight.normal_(0, 0.5)
+        a = skip(x, torch.tensor([0.1, 0.1]), label=lab) - plain(x, torch.tensor([0.1, 0.1]), label=lab)
+        b = skip(x, torch.tensor([3.0, 3.0]), label=lab) - plain(x, torch.tensor([3.0, 3.0]), label=lab)
+        # the U-Net's features set the mix frame by frame; without them the path is linear in the input
+        gated2 = skip(2 * x, torch.tensor([0.1, 0.1]), label=lab) - plain(2 * x, torch.tensor([0.1, 0.1]), label=lab)
+        skip.skip_gate.weight.zero_()
+        lin = skip(x, torch.tensor([0.1, 0.1]), label=lab) - plain(x, torch.tensor([0.1, 0.1]), label=lab)
+        lin2 = skip(2 * x, torch.tensor([0.1, 0.1]), label=lab) - plain(2 * x, torch.tensor([0.1, 0.1]), label=lab)
+    assert a.abs().max() > 1e-3 and not torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(lin2, 2 * lin, atol=1e-5) and not torch.allclose(gated2, 2 * a, atol=1e-4)
+
+
+def test_cli_train_init_adds_skip_filters_to_a_trained_model(tiny_model_path, tmp_path, helpers):
+    """``polydiff train audio --init MODEL``: fine-tuning keeps the model's encoder and network; a network
+    setting the recipe adds (here through the Python API's overrides) starts from its initialization."""
+    from polydiff.checkpoint import load_bundle, split_prefix
+    from polydiff.model import train_modality
+
+    summary = train_modality(registry().modality("audio"), recipe="fsdd_sample", steps=1, out=tmp_path / "ft",
+                             overrides={"network": {"skip_filters": 2},
+                                        "train": {"batch_size": 2, "warmup": 0, "ckpt_every": 100}},
+                             init=tiny_model_path, device="cpu", progress=False)
+    assert summary["init"]["new_layers"] == ["skip_conv.bias", "skip_conv.weight", "skip_gate.bias",
+                                             "skip_gate.weight", "skip_mix.bias", "skip_mix.weight"]
+    base_t, base_m = load_bundle(tiny_model_path)
+    tuned_t, tuned_m = load_bundle(summary["model_path"])
+    assert tuned_m["encoder"] == base_m["encoder"]
+    assert tuned_m["config"]["network"] == {**base_m["config"]["network"], "skip_filters": 2}
+    assert "ema.skip_conv.weight" in tuned_t
+    r = helpers.run_cli("sample", "audio", "--model", summary["model_path"], "-n", "1", "--steps", "2",
+                        "--label", "3", "--out", tmp_path / "out", "--json")
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.fixture
 def folder_with_corrupt_wav(tmp_path):
     data = tmp_path / "data"
