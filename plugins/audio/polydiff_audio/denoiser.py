@@ -33,7 +33,8 @@ class FrameUNetConfig:
     num_classes: int = 0               # 0: unconditional; labels 0..k-1, -1 = no label (guidance)
     attention: bool = True             # self-attention at the coarsest level
     dropout: float = 0.0
-    skip_filters: int = 0              # linear filters from input to output frames, mixed per noise level
+    skip_bands: int = 0                # octave bands in which the network may turn EDM's skip connection down
+    sigma_data: float = 0.5            # the model's sigma_data (used by skip_bands; configure fills it in)
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -41,6 +42,24 @@ class FrameUNetConfig:
         if self.clip_samples % self.frame or steps % (2 ** (len(self.channels) - 1)):
             raise PolydiffError(f"clip_samples {self.clip_samples} must be frame ({self.frame}) x a multiple of "
                                 f"{2 ** (len(self.channels) - 1)}")
+
+
+def octave_bank(bands: int, taps: int = 127) -> torch.Tensor:
+    """``[bands, 1, taps]`` FIR filters splitting a signal into octave bands that sum back to it exactly:
+    the top band is everything above half the Nyquist frequency, the next one octave below, ..., the last
+    everything below. Differences of windowed-sinc low-pass filters (Hamming window, unit gain at DC)."""
+    n = torch.arange(taps, dtype=torch.float64) - taps // 2
+    window = torch.hamming_window(taps, periodic=False, dtype=torch.float64)
+    lows = [torch.zeros(taps, dtype=torch.float64)]                    # low-pass at 0: nothing
+    for i in range(bands - 1, 0, -1):                                  # cutoffs Nyquist / 2^i, low to high
+        fc = 0.5 / 2 ** i                                              # cycles per sample
+        h = 2 * fc * torch.special.sinc(2 * fc * n) * window
+        lows.append(h / h.sum())
+    delta = torch.zeros(taps, dtype=torch.float64)
+    delta[taps // 2] = 1.0
+    lows.append(delta)                                                 # "low-pass" at Nyquist: everything
+    bank = torch.stack([lows[i + 1] - lows[i] for i in range(bands)])
+    return bank[:, None, :].float()
 
 
 class FourierEmbedding(nn.Module):
@@ -131,24 +150,21 @@ class FrameUNet(nn.Module):
         self.out = nn.Conv1d(c, cfg.frame, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        if cfg.skip_filters:
-            # A direct linear path from the input frames to the output frames. At low noise levels the
-            # output must carry the noise itself, sample by sample, amplified by 1 / sigma (EDM: where the
-            # signal is weak, x0 = x - noise needs F = -noise / c_out), which the U-Net's features pass on
-            # poorly: generated clips kept a hiss in their pauses. The path is a bank of filters whose mix
-            # depends on the noise level and, frame by frame, on the U-Net's last features (a pause wants the
-            # noise removed, speech wants its own detail kept), scaled by 1 / sigma with sigma = exp(4 c_noise)
-            # (EDM's noise conditioning; configure refuses other parameterisations). The filters start at
-            # zero, so an existing network is unchanged until it is fine-tuned.
-            self.skip_conv = nn.Conv1d(cfg.frame, cfg.skip_filters * cfg.frame, 3, padding=1)
-            nn.init.zeros_(self.skip_conv.weight)
-            nn.init.zeros_(self.skip_conv.bias)
-            self.skip_mix = nn.Linear(e, cfg.skip_filters)
-            nn.init.zeros_(self.skip_mix.weight)
-            nn.init.constant_(self.skip_mix.bias, 1.0 / cfg.skip_filters)
-            self.skip_gate = nn.Conv1d(c, cfg.skip_filters, 1)
-            nn.init.zeros_(self.skip_gate.weight)
-            nn.init.zeros_(self.skip_gate.bias)
+        if cfg.skip_bands:
+            # EDM's denoiser is D = c_skip x + c_out F. Where the input is mostly noise (a pause; the weak
+            # high frequencies of speech at a moderate noise level) D should drop it, which needs F =
+            # -c_skip x / c_out there: a copy of the input noise amplified by sigma_data / sigma, sample by
+            # sample, which the U-Net's features pass on poorly (generated clips kept a hiss in their pauses
+            # and above the speech). So the input is split into octave bands (fixed filters that sum to the
+            # identity) and the U-Net's last features give a mask per band and output sample: F gets
+            # -sum_b m_b band_b(x) c_skip / c_out, i.e. D = c_skip (x - sum_b m_b band_b(x)) + c_out F, a
+            # learned, time-varying gain on each band of the skip connection. sigma = exp(4 c_noise) is EDM's
+            # noise conditioning (configure refuses other parameterisations). The masks start at zero, so
+            # an existing network is unchanged until it is fine-tuned.
+            self.register_buffer("band_filters", octave_bank(cfg.skip_bands), persistent=False)
+            self.skip_mask = nn.Conv1d(c, cfg.skip_bands * cfg.frame, 3, padding=1)
+            nn.init.zeros_(self.skip_mask.weight)
+            nn.init.zeros_(self.skip_mask.bias)
 
     @classmethod
     def from_config(cls, config: dict) -> "FrameUNet":
@@ -191,10 +207,12 @@ class FrameUNet(nn.Module):
             h = unpool(h)
         h = F.silu(self.out_norm(h))
         y = self.out(h)
-        if cfg.skip_filters:
-            paths = self.skip_conv(frames).reshape(b, cfg.skip_filters, cfg.frame, -1)
-            # per frame: the noise level's mix plus the U-Net's own weights (silence and speech want different
-            # filters), all x 1 / sigma
-            mix = (self.skip_mix(e)[:, :, None] + self.skip_gate(h)) * torch.exp(-4 * c_noise.to(e.dtype))[:, None, None]
-            y = y + torch.einsum("bkt,bkft->bft", mix, paths)
+        if cfg.skip_bands:
+            nb, k = cfg.skip_bands, self.band_filters.shape[-1]
+            bands = F.conv1d(x_in, self.band_filters.to(x_in.dtype), padding=k // 2)           # [B, nb, L]
+            bands = bands.reshape(b, nb, -1, cfg.frame).transpose(2, 3)                       # [B, nb, frame, T]
+            masks = self.skip_mask(h).reshape(b, nb, cfg.frame, -1)
+            sigma = torch.exp(4 * c_noise.to(y.dtype))[:, None, None]
+            # c_skip / (c_in c_out) = sigma_data / sigma, and x_in = c_in x
+            y = y - (masks * bands).sum(1) * (cfg.sigma_data / sigma)
         return y.transpose(1, 2).reshape(b, 1, cfg.clip_samples)

@@ -287,8 +287,10 @@ def make_cond(encoder: AudioEncoder, n: int, label=None, generator: Optional[tor
 
 def configure(config: dict, encoder: AudioEncoder) -> dict:
     """The network's clip length and number of classes come from the fitted encoder."""
-    if int(config.get("network", {}).get("skip_filters", 0)) and config.get("parameterisation", "edm") != "edm":
-        raise PolydiffError("network.skip_filters reads the noise level from EDM's noise conditioning; "
+    if config.get("network", {}).get("skip_bands") and config.get("parameterisation", "edm") != "edm":
+        raise PolydiffError("network.skip_bands reads the noise level from EDM's noise conditioning; "
                             f"it cannot be used with the {config.get('parameterisation')!r} parameterisation")
     net = {**config.get("network", {}), "clip_samples": encoder.clip_samples, "num_classes": len(encoder.classes)}
+    if net.get("skip_bands"):
+        net["sigma_data"] = float(config.get("sigma_data", 0.5))
     return {**config, "network": net}

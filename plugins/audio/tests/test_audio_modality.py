@@ -89,10 +89,12 @@ def test_network_shapes_and_labels():
         FrameUNet.from_config({"clip_samples": 810, "frame": 40})
 
 
-def test_skip_filters_start_at_zero_and_then_act():
-    """The linear input-to-output path leaves a network's output unchanged until it is trained, so a
-    fine-tuning run that adds it starts from the model it was given; once trained it depends on the input
-    frames and on the noise level."""
+def test_skip_bands_start_at_zero_and_can_remove_the_skip_connection():
+    """The band masks leave a network's output unchanged until they are trained (a fine-tuning run that adds
+    them starts from the model it was given); masks of 1 in every band turn EDM's D = c_skip x + c_out F
+    into c_out F, and a mask of 1 in the top band alone removes the skip connection's upper octave."""
+    from polydiff.precond import make_denoiser
+
     torch.manual_seed(0)
     cfg = {"clip_samples": 800, "frame": 40, "channels": [16, 32], "blocks": 1, "emb": 32, "attention": False,
            "num_classes": 3}
@@ -100,44 +102,52 @@ def test_skip_filters_start_at_zero_and_then_act():
     with torch.no_grad():
         for p in plain.parameters():
             p.copy_(torch.randn_like(p) * 0.1)
-    skip = FrameUNet.from_config({**cfg, "skip_filters": 3}).eval()
-    missing = skip.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["skip_conv.bias", "skip_conv.weight", "skip_gate.bias", "skip_gate.weight",
-                              "skip_mix.bias", "skip_mix.weight"]
+    masked = FrameUNet.from_config({**cfg, "skip_bands": 4, "sigma_data": 0.5}).eval()
+    missing = masked.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["skip_mask.bias", "skip_mask.weight"]
+    d_plain, d_masked = make_denoiser(plain, "edm", 0.5), make_denoiser(masked, "edm", 0.5)
     x, lab = torch.randn(2, 1, 800), torch.tensor([0, 2])
-    with torch.no_grad():
-        assert torch.equal(skip(x, torch.tensor([0.1, 0.2]), label=lab), plain(x, torch.tensor([0.1, 0.2]), label=lab))
-        skip.skip_conv.weight.normal_(0, 0.1)
-        skip.skip_mix.weight.normal_(0, 0.5)
-        skip.skip_gate.weight.normal_(0, 0.5)
-        a = skip(x, torch.tensor([0.1, 0.1]), label=lab) - plain(x, torch.tensor([0.1, 0.1]), label=lab)
-        b = skip(x, torch.tensor([3.0, 3.0]), label=lab) - plain(x, torch.tensor([3.0, 3.0]), label=lab)
-        # the U-Net's features set the mix frame by frame; without them the path is linear in the input
-        gated2 = skip(2 * x, torch.tensor([0.1, 0.1]), label=lab) - plain(2 * x, torch.tensor([0.1, 0.1]), label=lab)
-        skip.skip_gate.weight.zero_()
-        lin = skip(x, torch.tensor([0.1, 0.1]), label=lab) - plain(x, torch.tensor([0.1, 0.1]), label=lab)
-        lin2 = skip(2 * x, torch.tensor([0.1, 0.1]), label=lab) - plain(2 * x, torch.tensor([0.1, 0.1]), label=lab)
-    assert a.abs().max() > 1e-3 and not torch.allclose(a, b, atol=1e-5)
-    assert torch.allclose(lin2, 2 * lin, atol=1e-5) and not torch.allclose(gated2, 2 * a, atol=1e-4)
+    for sigma in (0.01, 0.3, 4.0):
+        s = torch.full((2,), sigma)
+        with torch.no_grad():
+            assert torch.equal(d_masked(x, s, label=lab), d_plain(x, s, label=lab))
+            masked.skip_mask.bias.fill_(1.0)
+            c_skip = 0.25 / (sigma ** 2 + 0.25)
+            assert torch.allclose(d_masked(x, s, label=lab), d_plain(x, s, label=lab) - c_skip * x, atol=1e-4)
+            masked.skip_mask.bias.zero_()
+            masked.skip_mask.bias[-40:] = 1.0  # the top band's masks (2-4 kHz of an 8 kHz clip)
+            removed = d_plain(x, s, label=lab) - d_masked(x, s, label=lab)
+            got, full = torch.fft.rfft(removed[0, 0]).abs() ** 2, torch.fft.rfft(c_skip * x[0, 0]).abs() ** 2
+            # the energy removed above / below a quarter of the sample rate (bin k is k / 800 of it)
+            assert got[230:380].sum() / full[230:380].sum() > 0.95 and got[10:170].sum() / full[10:170].sum() < 0.01
+            masked.skip_mask.bias.zero_()
 
 
-def test_cli_train_init_adds_skip_filters_to_a_trained_model(tiny_model_path, tmp_path, helpers):
+def test_skip_bands_need_edm_and_get_sigma_data():
+    from polydiff_audio.encoder import AudioEncoder, configure
+
+    cfg = configure({"parameterisation": "edm", "sigma_data": 0.7, "network": {"skip_bands": 4}}, AudioEncoder())
+    assert cfg["network"]["sigma_data"] == 0.7
+    with pytest.raises(PolydiffError, match="skip_bands"):
+        configure({"parameterisation": "eps", "network": {"skip_bands": 4}}, AudioEncoder())
+
+
+def test_cli_train_init_adds_skip_bands_to_a_trained_model(tiny_model_path, tmp_path, helpers):
     """``polydiff train audio --init MODEL``: fine-tuning keeps the model's encoder and network; a network
     setting the recipe adds (here through the Python API's overrides) starts from its initialization."""
     from polydiff.checkpoint import load_bundle, split_prefix
     from polydiff.model import train_modality
 
     summary = train_modality(registry().modality("audio"), recipe="fsdd_sample", steps=1, out=tmp_path / "ft",
-                             overrides={"network": {"skip_filters": 2},
+                             overrides={"network": {"skip_bands": 4},
                                         "train": {"batch_size": 2, "warmup": 0, "ckpt_every": 100}},
                              init=tiny_model_path, device="cpu", progress=False)
-    assert summary["init"]["new_layers"] == ["skip_conv.bias", "skip_conv.weight", "skip_gate.bias",
-                                             "skip_gate.weight", "skip_mix.bias", "skip_mix.weight"]
+    assert summary["init"]["new_layers"] == ["skip_mask.bias", "skip_mask.weight"]
     base_t, base_m = load_bundle(tiny_model_path)
     tuned_t, tuned_m = load_bundle(summary["model_path"])
     assert tuned_m["encoder"] == base_m["encoder"]
-    assert tuned_m["config"]["network"] == {**base_m["config"]["network"], "skip_filters": 2}
-    assert "ema.skip_conv.weight" in tuned_t
+    assert tuned_m["config"]["network"] == {**base_m["config"]["network"], "skip_bands": 4, "sigma_data": 0.5}
+    assert "ema.skip_mask.weight" in tuned_t
     r = helpers.run_cli("sample", "audio", "--model", summary["model_path"], "-n", "1", "--steps", "2",
                         "--label", "3", "--out", tmp_path / "out", "--json")
     assert r.returncode == 0, r.stderr
