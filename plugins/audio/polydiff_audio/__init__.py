@@ -30,6 +30,12 @@ RECIPES = {
     "fsdd": {"data": "fsdd", "config": {"train": {"steps": 20000, "batch_size": 32, "lr": 3e-4, "warmup": 200,
                                                   "ema_decay": 0.999, "cond_drop": 0.1}}},
     "fsdd_sample": {"data": "fsdd_sample", "config": {"train": {"steps": 500, "batch_size": 16}}},
+    # the second stage of the bundled model: fine-tune the fsdd recipe's model (give it with --init) with band
+    # masks on the skip connection, trained on more low noise levels, where the masks act
+    "fsdd_bands": {"data": "fsdd", "config": {
+        "network": {"skip_bands": 4},
+        "train": {"steps": 4000, "batch_size": 32, "lr": 2e-4, "warmup": 200, "ema_decay": 0.999, "cond_drop": 0.1,
+                  "sigma_dist_args": {"p_mean": -2.0, "p_std": 1.8}}}},
 }
 
 

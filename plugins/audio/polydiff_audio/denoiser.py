@@ -161,7 +161,12 @@ class FrameUNet(nn.Module):
             # learned, time-varying gain on each band of the skip connection. sigma = exp(4 c_noise) is EDM's
             # noise conditioning (configure refuses other parameterisations). The masks start at zero, so
             # an existing network is unchanged until it is fine-tuned.
-            self.register_buffer("band_filters", octave_bank(cfg.skip_bands), persistent=False)
+            bank = octave_bank(cfg.skip_bands)[:, 0]                                        # [nb, taps]
+            # filtering by FFT (2.5x faster than conv1d with 127 taps here); the filters are symmetric, so
+            # convolution and conv1d's correlation agree
+            n_fft = 2 ** math.ceil(math.log2(cfg.clip_samples + bank.shape[1] - 1))   # no wrap-around; a fast size
+            self.band_fft = (n_fft, bank.shape[1] // 2)                                   # (length, delay)
+            self.register_buffer("band_response", torch.fft.rfft(bank, n=self.band_fft[0]), persistent=False)
             self.skip_mask = nn.Conv1d(c, cfg.skip_bands * cfg.frame, 3, padding=1)
             nn.init.zeros_(self.skip_mask.weight)
             nn.init.zeros_(self.skip_mask.bias)
@@ -208,8 +213,9 @@ class FrameUNet(nn.Module):
         h = F.silu(self.out_norm(h))
         y = self.out(h)
         if cfg.skip_bands:
-            nb, k = cfg.skip_bands, self.band_filters.shape[-1]
-            bands = F.conv1d(x_in, self.band_filters.to(x_in.dtype), padding=k // 2)           # [B, nb, L]
+            nb, (n_fft, delay), L = cfg.skip_bands, self.band_fft, cfg.clip_samples
+            spec = torch.fft.rfft(x_in[:, 0].float(), n=n_fft)[:, None] * self.band_response
+            bands = torch.fft.irfft(spec, n=n_fft)[..., delay:delay + L]                    # [B, nb, L]
             bands = bands.reshape(b, nb, -1, cfg.frame).transpose(2, 3)                       # [B, nb, frame, T]
             masks = self.skip_mask(h).reshape(b, nb, cfg.frame, -1)
             sigma = torch.exp(4 * c_noise.to(y.dtype))[:, None, None]
