@@ -371,7 +371,7 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
         config["train"]["steps"] = int(steps)
     start = _init_model(modality, init) if init is not None else None
     if start is not None:
-        weights, meta = start
+        meta = start[1]
         base = meta.get("config") or {}
         for key in ("parameterisation", "sigma_data"):
             if key in base:

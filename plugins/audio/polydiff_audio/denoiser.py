@@ -218,7 +218,7 @@ class FrameUNet(nn.Module):
             bands = torch.fft.irfft(spec, n=n_fft)[..., delay:delay + L]                    # [B, nb, L]
             bands = bands.reshape(b, nb, -1, cfg.frame).transpose(2, 3)                       # [B, nb, frame, T]
             masks = self.skip_mask(h).reshape(b, nb, cfg.frame, -1)
-            sigma = torch.exp(4 * c_noise.to(y.dtype))[:, None, None]
+            sigma = torch.exp(4 * c_noise.float())[:, None, None]
             # c_skip / (c_in c_out) = sigma_data / sigma, and x_in = c_in x
             y = y - (masks * bands).sum(1) * (cfg.sigma_data / sigma)
         return y.transpose(1, 2).reshape(b, 1, cfg.clip_samples)
