@@ -102,6 +102,11 @@ def _autocast(D: Callable, device: torch.device) -> Callable:
     return bf16_denoiser
 
 
+def _load_error(e: RuntimeError) -> str:
+    """``load_state_dict``'s error on one line: the keys that do not fit (its first line only names the class)."""
+    return " ".join(str(e).split()).split(":", 1)[-1].strip()[:300]
+
+
 def resolve_model_path(model: str, modality: Optional[str] = None) -> Tuple[Path, Optional[str]]:
     """A bundle path for ``model``: an existing file, or a pretrained name (``name`` or ``modality:name``)."""
     from .plugins import registry
@@ -163,7 +168,7 @@ class Model:
         try:
             net.load_state_dict(weights)
         except RuntimeError as e:
-            raise PolydiffError(f"{path}: weights do not fit the {mod.name!r} network: {str(e).splitlines()[0]}") from None
+            raise PolydiffError(f"{path}: weights do not fit the {mod.name!r} network: {_load_error(e)}") from None
         enc = mod.encoder(meta.get("encoder"))
         return cls(mod, net, enc, config, meta, path, device)
 
@@ -329,19 +334,11 @@ def load_model(modality: str, model=None, device=None) -> "Model":
 
 
 def _init_model(modality: Modality, init) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """The float32 (EMA) weights and the metadata of the model that ``train --init`` starts from."""
-    path, _ = resolve_model_path(str(init), modality.name)
-    if not path.is_file():
-        raise InputError(f"{init}: no such model file")
-    tensors, meta = checkpoint.load_bundle(path)
-    if meta.get("kind") not in ("model", "checkpoint"):
-        raise PolydiffError(f"{path}: a {meta.get('kind')!r} bundle, not a model")
-    if meta.get("modality") != modality.name:
-        raise PolydiffError(f"{path}: a {meta.get('modality')!r} model, not a {modality.name!r} model")
-    weights = checkpoint.split_prefix(tensors, "ema") or checkpoint.split_prefix(tensors, "model")
-    if not weights:
-        raise PolydiffError(f"{path}: the bundle holds no model weights")
-    return {k: (v.float() if v.is_floating_point() else v) for k, v in weights.items()}, meta
+    """The float32 (EMA) weights and the metadata of the model that ``train --init`` starts from: the model
+    loaded as for sampling (so a bundle that does not load is refused the same way, before anything is
+    written)."""
+    model = Model.load(init, modality=modality, device="cpu")
+    return model.net.state_dict(), model.meta
 
 
 def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = None, steps: Optional[int] = None,
@@ -415,7 +412,7 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
             res = net.load_state_dict(start[0], strict=False)
         except RuntimeError as e:
             raise PolydiffError(f"{init}: its weights do not fit the {modality.name!r} network: "
-                                f"{' '.join(str(e).split())[:300]}") from None
+                                f"{_load_error(e)}") from None
         if res.unexpected_keys:
             raise PolydiffError(f"{init}: its weights do not fit the {modality.name!r} network: it has "
                                 f"{', '.join(res.unexpected_keys[:5])}, which the network lacks")
