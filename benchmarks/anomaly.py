@@ -44,8 +44,58 @@ def dataset_names(data_dir):
     return sorted(names, key=lambda s: (int(re.match(r"\d+", s).group()) if re.match(r"\d+", s) else 10**9, s))
 
 
+#: the image novelty suite: each class of a test set in turn is normal, the other classes are anomalies
+IMAGE_DATA = ("mnist", "cifar10")
+IMAGE_FEATURES = ("pixels", "pca32")
+_IMAGES = {}
+
+
+def image_task_names(data=IMAGE_DATA, features=IMAGE_FEATURES):
+    return [f"{d}-{c}-{f}" for d in data for f in features for c in range(10)]
+
+
+def _image_arrays(data):
+    """(float32 [N, pixels] in [0, 1], labels) of a test set, read once per process."""
+    if data not in _IMAGES:
+        from polydiff_image.datasets import cifar10_arrays, mnist_arrays
+
+        x, y = {"mnist": mnist_arrays, "cifar10": cifar10_arrays}[data]()
+        _IMAGES[data] = (x.reshape(len(x), -1).astype(np.float32) / 255.0, y)
+    return _IMAGES[data]
+
+
+def image_split(name, seed):
+    """One-class novelty task ``DATA-CLASS-FEATURES``: a random half of the class's images trains, the other
+    half and every image of the other classes test (label 1 = another class). ``pixels``: the flattened image;
+    ``pcaM``: its first M principal components, fitted on the training images only."""
+    data, cls, feat = name.split("-")
+    X, labels = _image_arrays(data)
+    rng = np.random.default_rng(seed)
+    normal = rng.permutation(np.flatnonzero(labels == int(cls)))
+    ntr = len(normal) // 2
+    te = np.concatenate([normal[ntr:], np.flatnonzero(labels != int(cls))])
+    Xtr, Xte, y = X[normal[:ntr]].astype(np.float64), X[te].astype(np.float64), (labels[te] != int(cls)).astype(int)
+    if feat.startswith("pca"):
+        mu = Xtr.mean(0)
+        _, _, vt = np.linalg.svd(Xtr - mu, full_matrices=False)
+        basis = vt[:int(feat[3:])].T
+        Xtr, Xte = (Xtr - mu) @ basis, (Xte - mu) @ basis
+    elif feat != "pixels":
+        raise ValueError(f"unknown image features {feat!r}")
+    return standardize(Xtr, Xte, y)
+
+
+def standardize(Xtr, Xte, yte):
+    """Every method sees features standardized with the training rows' mean and std."""
+    mu, sd = Xtr.mean(0), Xtr.std(0)
+    sd[sd < 1e-12] = 1.0
+    return ((Xtr - mu) / sd).astype(np.float32), ((Xte - mu) / sd).astype(np.float32), yte
+
+
 def split(data_dir, name, seed, protocol, max_rows):
     """(X_train, X_test, y_test) standardized with the training rows' statistics."""
+    if data_dir == "images":
+        return image_split(name, seed)
     d = np.load(os.path.join(data_dir, name + ".npz"), allow_pickle=False)
     X, y = np.asarray(d["X"], np.float64), np.asarray(d["y"]).astype(int).ravel()
     rng = np.random.default_rng(seed)
@@ -60,9 +110,7 @@ def split(data_dir, name, seed, protocol, max_rows):
         Xtr, Xte, yte = X[tr], X[te], y[te]
     else:
         Xtr, Xte, yte = X, X, y
-    mu, sd = Xtr.mean(0), Xtr.std(0)
-    sd[sd < 1e-12] = 1.0
-    return ((Xtr - mu) / sd).astype(np.float32), ((Xte - mu) / sd).astype(np.float32), yte
+    return standardize(Xtr, Xte, yte)
 
 
 def auroc(y, s):

@@ -12,7 +12,9 @@ and ``labels_`` (training flags), as in PyOD.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -143,6 +145,21 @@ class DiffusionDetector:
     def __repr__(self):
         return "DiffusionDetector(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
 
+    # scikit-learn finds what kind of estimator this is through these, without polydiff importing it:
+    # Pipeline, clone, GridSearchCV and cross_val_score (with a scorer such as "roc_auc", which reads
+    # decision_function: higher = more anomalous = label 1, PyOD's convention) work as with PyOD's detectors
+    _estimator_type = "outlier_detector"  # scikit-learn < 1.6
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="outlier_detector", target_tags=TargetTags(required=False),
+                    non_deterministic=self.method in ("dte", "elbo", "reconstruction") and self.device not in (None, "cpu"),
+                    input_tags=InputTags(allow_nan=self.impute == "median"))
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "engine_")
+
     def _check_params(self):
         _engine(self.method)
         if not (0 < float(self.contamination) <= 0.5):
@@ -177,13 +194,25 @@ class DiffusionDetector:
         self.feature_names_in_ = np.asarray(enc.columns, dtype=object)
         self.decision_scores_ = self._score(x)
         self.threshold_ = float(np.quantile(self.decision_scores_, 1 - float(self.contamination)))
+        d = self.decision_scores_
+        self.score_stats_ = (float(d.min()), float(d.max()), float(d.mean()), float(d.std())) if len(d) else (0.0, 0.0, 0.0, 0.0)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
 
     def _fitted(self):
         if not hasattr(self, "engine_"):
-            raise PolydiffError("this DiffusionDetector is not fitted yet; call fit(X) first")
+            raise _not_fitted_error()("this DiffusionDetector is not fitted yet; call fit(X) first")
         return self.engine_
+
+    def _transform(self, X) -> np.ndarray:
+        """``X`` encoded as the training rows were; an unnamed array of the wrong width gets scikit-learn's words."""
+        from .table import read_table
+
+        table = read_table(X)
+        if all(c == f"x{j}" for j, c in enumerate(table.columns)) and len(table.columns) != self.n_features_in_:
+            raise InputError(f"{table.source}: X has {len(table.columns)} features, but DiffusionDetector is "
+                             f"expecting {self.n_features_in_} features as input")
+        return self.encoder_.transform(table)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         eng = self._fitted()
@@ -195,12 +224,36 @@ class DiffusionDetector:
     def decision_function(self, X) -> np.ndarray:
         """Anomaly score of every row of ``X`` (higher = more anomalous), in row order."""
         self._fitted()
-        return self._score(self.encoder_.transform(X)).astype(np.float64)
+        return self._score(self._transform(X)).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
         """1 for rows scoring above ``threshold_``, else 0."""
         self._fitted()
         return (self.decision_function(X) > self.threshold_).astype(int)
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """Fit on ``X`` and return its flags (``labels_``), as PyOD's ``fit_predict``."""
+        return self.fit(X, y).labels_
+
+    def predict_proba(self, X, method: str = "linear") -> np.ndarray:
+        """Outlier probability of every row as PyOD computes it from the training scores: ``[:, 1]`` is the
+        probability of being an anomaly. ``linear``: the score min-max scaled by the training scores' range,
+        clipped to [0, 1]; ``unify``: erf of the score's z-score under the training scores (Kriegel et al. 2011)."""
+        from scipy.special import erf
+
+        self._fitted()
+        if self.score_stats_ is None:
+            raise PolydiffError("this detector was saved without its training-score statistics; "
+                                "fit it again to use predict_proba")
+        s = self.decision_function(X)
+        lo, hi, mean, std = self.score_stats_
+        if method == "linear":
+            p = np.clip((s - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+        elif method == "unify":
+            p = np.clip(erf((s - mean) / ((std if std > 0 else 1.0) * np.sqrt(2))), 0.0, 1.0)
+        else:
+            raise PolydiffError(f"predict_proba method must be 'linear' or 'unify', got {method!r}")
+        return np.column_stack([1.0 - p, p])
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> Path:
@@ -211,7 +264,7 @@ class DiffusionDetector:
         tensors, state = eng.bundle()
         meta = {"kind": "detector", "modality": "tabular", "encoder": self.encoder_.metadata(),
                 "detector": {"params": self.get_params(), "threshold": self.threshold_, "method": self.method,
-                             "state": state}}
+                             "score_stats": list(self.score_stats_), "state": state}}
         if isinstance(eng, DenoiserScorer):  # also loadable as a plain tabular model (polydiff sample/score --model)
             meta["config"] = eng.model.config
         return save_bundle(path, tensors, meta)
@@ -240,9 +293,23 @@ class DiffusionDetector:
         except (KeyError, RuntimeError, ValueError) as e:
             raise InputError(f"{path}: damaged detector bundle ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         det.threshold_ = float(info["threshold"])
+        det.score_stats_ = tuple(float(v) for v in info["score_stats"]) if "score_stats" in info else None
         det.n_features_in_ = len(det.encoder_.columns)
         det.feature_names_in_ = np.asarray(det.encoder_.columns, dtype=object)
         return det
+
+
+def _not_fitted_error():
+    """The error class for using an unfitted detector: a PolydiffError, and scikit-learn's NotFittedError too
+    when scikit-learn is loaded (its model selection tools catch that class)."""
+    return _sklearn_not_fitted() if "sklearn" in sys.modules else PolydiffError
+
+
+@functools.lru_cache(maxsize=None)
+def _sklearn_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    return type("NotFittedError", (PolydiffError, NotFittedError), {"__module__": __name__})
 
 
 def score_file(det: DiffusionDetector, data, out, *, chunk_rows: int = 100_000, flag: bool = True,
@@ -250,8 +317,6 @@ def score_file(det: DiffusionDetector, data, out, *, chunk_rows: int = 100_000, 
     """Score DATA chunk by chunk (bounded memory) into a CSV at ``out`` with columns ``score`` and, when
     ``flag``, ``is_anomaly``; rows keep their input order. Written to a temporary file, then renamed,
     so a failure leaves no partial output. Returns a summary with the scores."""
-    import sys
-
     from tqdm.auto import tqdm
 
     from polydiff.checkpoint import atomic_writer

@@ -65,7 +65,7 @@ class TableEncoder:
         table = read_table(items)
         v = table.values
         if len(v) < 2:
-            raise InputError(f"{table.source}: need at least 2 rows to fit, got {len(v)}")
+            raise InputError(f"{table.source}: need at least 2 rows to fit, got {len(v)} sample{'' if len(v) == 1 else 's'}")
         finite = np.where(np.isfinite(v), v, np.nan)
         self.median = np.nan_to_num(np.nanmedian(finite, axis=0)) if self.impute == "median" else np.zeros(v.shape[1])
         v = check_finite(table, self.median if self.impute == "median" else None)

@@ -119,6 +119,8 @@ def read_table(data, *, name: Optional[str] = None) -> Table:
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
         return _from_frame(data, name or "DataFrame", 0)
+    if hasattr(data, "toarray") and hasattr(data, "nnz"):  # scipy.sparse: densifying could exhaust memory
+        raise InputError(f"{name or 'array'}: sparse input is not supported; pass a dense array (X.toarray())")
     return _from_array(np.asarray(data), name or "array")
 
 
@@ -140,16 +142,28 @@ def _load_numpy(path: Path) -> np.ndarray:
 
 def _from_array(arr: np.ndarray, source: str) -> Table:
     if arr.ndim == 1:
-        arr = arr[:, None]
+        raise InputError(f"{source}: expected a 2-D table (rows x columns), got a 1-D array of shape {arr.shape}. "
+                         "Reshape your data: X.reshape(-1, 1) for one column, X.reshape(1, -1) for one row")
     if arr.ndim != 2:
         raise InputError(f"{source}: expected a 2-D table, got an array of shape {arr.shape}")
     if arr.shape[0] == 0:
         raise InputError(f"{source}: no rows")
     if arr.shape[1] == 0:
-        raise InputError(f"{source}: no columns")
+        raise InputError(f"{source}: no columns: 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
+    if np.iscomplexobj(arr):
+        raise InputError(f"{source}: Complex data not supported (values of type {arr.dtype})")
+    if arr.dtype == object:  # numbers held as Python objects convert; anything else is refused
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise InputTypeError(f"{source}: expected numbers, got values of type object ({e})") from None
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"{source}: expected numbers, got values of type {arr.dtype}")
     return Table(arr.astype(np.float64, copy=False), [f"x{j}" for j in range(arr.shape[1])], source, 0)
+
+
+class InputTypeError(InputError, TypeError):
+    """Values of a type that cannot be read as numbers (a TypeError too, as numpy and scikit-learn raise)."""
 
 
 def check_finite(table: Table, medians: Optional[np.ndarray] = None) -> np.ndarray:
