@@ -10,7 +10,8 @@ anomalous, where ``model`` is a :class:`polydiff.model.Model` and (x, cond) come
   sigma = 0 (SDEdit, Meng et al. 2022) and measure the reconstruction error (Graham et al. 2023 use the
   same idea for images).
 
-Both use fixed, seeded noise, so a row's score does not depend on the other rows of its batch.
+Both use fixed, seeded noise, so a row's score does not depend on the other rows of its batch; run them
+through :func:`rowwise` and it does not depend on them bit for bit either.
 """
 from __future__ import annotations
 
@@ -22,7 +23,26 @@ import torch
 from .noising import add_noise, masked_mean
 from .schedules import karras
 
-__all__ = ["elbo", "reconstruction", "fixed_noise"]
+__all__ = ["elbo", "reconstruction", "fixed_noise", "rowwise"]
+
+
+def rowwise(fn, x: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """``fn`` (rows -> one value per row) over blocks of exactly ``block`` rows, the last one zero-padded.
+
+    A matrix product may run another kernel for another number of rows, and round differently in the last
+    bits; with every call the same shape, a row's value does not depend on which rows, or how many, were
+    scored with it. Same rows, same bytes, in one process or split across workers."""
+    n = len(x)
+    if n == 0:
+        return fn(x[:0])
+    out = []
+    for i in range(0, n, block):
+        part = x[i:i + block]
+        m = len(part)
+        if m < block:
+            part = torch.cat([part, part.new_zeros((block - m,) + tuple(x.shape[1:]))])
+        out.append(fn(part)[:m])
+    return torch.cat(out)
 
 
 def fixed_noise(shape, seed: int, device, dtype) -> torch.Tensor:

@@ -50,7 +50,9 @@ class DenoiserScorer:
             overrides["train"]["steps"] = int(steps)
         config = modality.configure(merge_config(default_config(), modality.default_config, overrides), encoder)
         config["train"]["log_every"] = config["train"]["ckpt_every"] = 10**9  # no intermediate files
-        net = modality.network(config["network"])
+        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, not from the global generator
+            torch.manual_seed(int(seed))
+            net = modality.network(config["network"])
         with tempfile.TemporaryDirectory(prefix="polydiff-detector-") as tmp:
             trainer = Trainer(net, torch.from_numpy(np.asarray(x, np.float32)), {}, config, tmp, modality=modality.name,
                               encoder_meta=encoder.metadata(), device=device, progress=False)
@@ -64,8 +66,8 @@ class DenoiserScorer:
 
         fn = getattr(scoring, self.name)
         x = torch.as_tensor(np.asarray(x, np.float32)).to(self.model.device)
-        out = [fn(self.model, x[i:i + batch_size], {}, seed=int(seed)).cpu() for i in range(0, len(x), int(batch_size))]
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+        block = min(int(batch_size), 1024)
+        return scoring.rowwise(lambda b: fn(self.model, b, {}, seed=int(seed)), x, block).cpu().double().numpy()
 
     def bundle(self):
         return ({f"ema.{k}": v for k, v in self.model.net.state_dict().items()}, {"config": self.model.config})
@@ -116,7 +118,7 @@ class DiffusionDetector:
 
     def __init__(self, method: str = "dte-np", novelty: bool = False, contamination: float = 0.05,
                  steps: Optional[int] = None, max_train_rows: int = 50_000, impute: Optional[str] = None,
-                 batch_size: int = 8192, random_state: int = 0, device: Optional[str] = None):
+                 batch_size: int = 65536, random_state: int = 0, device: Optional[str] = None):
         self.method = method
         self.novelty = novelty
         self.contamination = contamination

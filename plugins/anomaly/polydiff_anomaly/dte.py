@@ -67,7 +67,10 @@ class NeuralDTE:
         T, bins, bs = int(c["T"]), int(c["num_bins"]), int(c["batch_size"])
         opt = torch.optim.AdamW(net.parameters(), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]))
         total = int(c["steps"])
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(c["lr"]), total_steps=max(total, 1), pct_start=0.05)
+        # one-cycle schedule, warming up over 5 % of the steps (at least 2 steps; a constant rate below 8 steps)
+        sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(c["lr"]), total_steps=total,
+                                                     pct_start=max(0.05, 2.5 / total))
+                 if total >= 8 else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
         g = torch.Generator(device="cpu").manual_seed(seed)
         for _step in range(total):
             idx = torch.randint(len(X), (bs,), generator=g).to(dev)
@@ -88,10 +91,11 @@ class NeuralDTE:
 
     @torch.no_grad()
     def score(self, x) -> np.ndarray:
+        from polydiff.scoring import rowwise
+
         X = torch.as_tensor(np.asarray(x, np.float32)) if not isinstance(x, torch.Tensor) else x.float().cpu()
         bins = torch.arange(int(self.config["num_bins"]), dtype=torch.float32)
-        out = [torch.softmax(self.net(X[i:i + 16384]), -1) @ bins for i in range(0, len(X), 16384)]
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+        return rowwise(lambda b: torch.softmax(self.net(b), -1) @ bins, X).double().numpy()
 
     def bundle(self) -> Tuple[Dict[str, torch.Tensor], dict]:
         return ({f"dte.{k}": v.contiguous() for k, v in self.net.state_dict().items()},

@@ -41,7 +41,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["Gaussianizer", "EmpiricalDTE", "knn_log_time"]
+__all__ = ["Gaussianizer", "RobustScale", "EmpiricalDTE", "knn_log_time"]
 
 
 class Gaussianizer:
@@ -308,25 +308,38 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
     compute out-of-bag scores of training rows). Queries go in chunks of ``chunk`` rows, so that the
     chunk-by-reference distance block stays in the CPU cache. When every bag is short (the outlier mode's
     bags) the block is laid out reference-by-query and searched with :func:`smallest_k_columns` (default
-    chunk 256); otherwise it is query-by-reference and searched with :func:`smallest_k` (default chunk 512).
+    chunk 1,024); otherwise it is query-by-reference and searched with :func:`smallest_k` (default chunk 1,024).
+
+    Every chunk has the same shape (the last one is padded with zero rows), so the matrix product runs the
+    same kernel for every query: a row's value does not depend on which rows were scored with it, bit for
+    bit (a product with fewer rows may take another kernel, whose rounding differs in the last bits).
     """
-    out = torch.empty(len(q), dtype=torch.float64)
+    n = len(q)
+    out = torch.empty(n, dtype=torch.float64)
     columns = all(_lanes_fit(size, min(k, size)) for _, size in bags) and refs.is_floating_point()
     r2 = (refs * refs).sum(1)
     r2 = r2[:, None] if columns else r2[None]
-    chunk = max(1, min(int(chunk or (256 if columns else 512)), len(q)))  # a short query set: one exact block
+    chunk = max(1, int(chunk or (1024 if columns else 1024)))
     # one distance block for every chunk: a fresh multi-megabyte tensor per chunk costs page faults
     block = torch.empty((len(refs), chunk) if columns else (chunk, len(refs)), dtype=refs.dtype)
-    for i in range(0, len(q), chunk):
+    pad = torch.zeros(chunk, q.shape[1], dtype=q.dtype) if n % chunk else None
+    for i in range(0, n, chunk):
+        m = min(chunk, n - i)
         qq = q[i:i + chunk]
+        if m < chunk:  # the last, short chunk: padded to the common shape, the padding's results dropped
+            pad[:m] = qq
+            qq = pad
         # |q - r|^2 = |q|^2 + |r|^2 - 2 q.r; |q|^2 is constant for a query, so it is added after the top-k
         if columns:
-            part = torch.addmm(r2, refs, qq.T, alpha=-2, out=block if len(qq) == chunk else None)
+            part = torch.addmm(r2, refs, qq.T, alpha=-2, out=block)
         else:
-            part = torch.addmm(r2, qq, refs.T, alpha=-2, out=block if len(qq) == chunk else None)
+            part = torch.addmm(r2, qq, refs.T, alpha=-2, out=block)
         if exclude is not None:
             ids, qids = exclude
-            same = ids[:, None] == qids[None, i:i + chunk] if columns else ids[None, :] == qids[i:i + chunk, None]
+            qid = qids[i:i + chunk]
+            if m < chunk:
+                qid = torch.cat([qid, torch.full((chunk - m,), -1, dtype=qid.dtype)])
+            same = ids[:, None] == qid[None, :] if columns else ids[None, :] == qid[:, None]
             part.masked_fill_(same, float("inf"))
         q2 = (qq * qq).sum(1).double()
         tot = torch.zeros(len(qq), dtype=torch.float64)
@@ -349,16 +362,192 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
                 tot += s.sum(1)
                 cnt += count
             start += count * size
-        out[i:i + chunk] = tot / cnt.clamp_min(1)
+        out[i:i + m] = (tot / cnt.clamp_min(1))[:m]
     return out
 
 
-#: the two operating modes; see the module docstring. ``ref_budget`` caps reference rows x features per view
-#: (the distance computation's cost per scored row): beyond 24 features the novelty reference shrinks
-#: from 4,096 rows, beyond 32 the outlier mode's bags shrink from 256 rows, to no fewer than ``min_refs``
-#: rows in all
-NOVELTY = {"views": ("std", "gauss"), "bags": ((1, 4096),), "marginal": False, "ref_budget": 4096 * 24, "min_refs": 1024}
-OUTLIER = {"views": ("std",), "bags": ((16, 256),), "marginal": True, "ref_budget": 4096 * 32, "min_refs": 1024}
+class ClusterIndex:
+    """Every reference row of one view, grouped by k-means, so that a query compares itself with the rows
+    near it instead of a random sample of the table.
+
+    The rows are clustered into groups of about ``size``; a cluster's neighbourhood is the cluster itself and
+    the clusters whose centroids are nearest to its centroid, taken until they hold ``budget`` rows. A query
+    searches the neighbourhood of the cluster whose centroid is nearest to it: about ``budget`` distance
+    computations per query, as for a random sample of ``budget`` rows, but the neighbours found are the
+    query's nearest rows in the whole table or, near a cluster's edge, rows a little farther (never nearer).
+    The search is exact within the neighbourhood and depends only on the query row (blocks are padded to a
+    fixed granularity), so a row's value does not depend on the rows scored with it."""
+
+    def __init__(self, refs, centroids, starts, neigh, neigh_start, ids=None):
+        self.refs, self.centroids = refs, centroids
+        self.starts, self.neigh, self.neigh_start = starts, neigh, neigh_start
+        self.ids = ids  # training-row id of every reference row (needed only while calibrating)
+        self._prepare()
+
+    def _prepare(self):
+        self.sizes = (self.starts[1:] - self.starts[:-1]).tolist()
+        # the reference rows plus one dummy row at +inf distance, which pads every neighbourhood to whole
+        # 128-row blocks (the blocked k-smallest search of smallest_k)
+        self.refs_ext = torch.cat([self.refs, self.refs.new_zeros(1, self.refs.shape[1])])
+        self.r2_ext = torch.cat([(self.refs * self.refs).sum(1), self.refs.new_full((1,), float("inf"))])
+        ns, st = self.neigh_start.tolist(), self.starts.tolist()
+        self.rows = []
+        for h in range(len(self.sizes)):
+            rows = torch.cat([torch.arange(st[c], st[c + 1]) for c in self.neigh[ns[h]:ns[h + 1]].tolist()])
+            pad = -len(rows) % 128
+            self.rows.append(torch.cat([rows, torch.full((pad,), len(self.refs), dtype=torch.int64)]))
+
+    @classmethod
+    def build(cls, X: torch.Tensor, ids: torch.Tensor, budget: int, size: int = 256, iters: int = 8,
+              seed: int = 0) -> "ClusterIndex":
+        n = len(X)
+        C = max(1, -(-n // size))
+        g = torch.Generator().manual_seed(int(seed))
+        cent = X[torch.randperm(n, generator=g)[:C]].clone()
+        x2 = (X * X).sum(1)
+        for _ in range(iters):
+            assign = cls._nearest(X, cent)
+            counts = torch.bincount(assign, minlength=C)
+            sums = torch.zeros_like(cent).index_add_(0, assign, X)
+            empty = counts == 0
+            cent = sums / counts.clamp_min(1)[:, None]
+            if empty.any():  # an empty cluster restarts at the row farthest from its centroid
+                far = torch.topk(x2 - 2 * (X * cent[assign]).sum(1) + (cent[assign] ** 2).sum(1), int(empty.sum())).indices
+                cent[empty] = X[far]
+        assign = cls._nearest(X, cent)
+        # clusters beyond twice the target size are cut into pieces (each with its own centroid)
+        parts, pieces = [], []
+        order = torch.argsort(assign, stable=True)
+        counts = torch.bincount(assign, minlength=C).tolist()
+        at = 0
+        for c, cnt in enumerate(counts):
+            rows = order[at:at + cnt]
+            at += cnt
+            if cnt == 0:
+                continue
+            k = max(1, -(-cnt // (2 * size))) if cnt > 2 * size else 1
+            for piece in torch.tensor_split(rows, k):
+                parts.append(piece)
+                pieces.append(X[piece].mean(0))
+        perm = torch.cat(parts)
+        starts = torch.tensor([0] + list(np.cumsum([len(p) for p in parts])), dtype=torch.int64)
+        cent = torch.stack(pieces)
+        # neighbourhoods: nearest centroids first (the cluster itself has distance 0) until `budget` rows
+        cc = ((cent[:, None, :] - cent[None, :, :]) ** 2).sum(-1)
+        sizes = starts[1:] - starts[:-1]
+        neigh, neigh_start = [], [0]
+        for h in range(len(parts)):
+            near = torch.argsort(cc[h], stable=True)
+            take = int(torch.searchsorted(torch.cumsum(sizes[near], 0), budget)) + 1
+            neigh.append(near[:take])
+            neigh_start.append(neigh_start[-1] + len(neigh[-1]))
+        return cls(X[perm].contiguous(), cent.contiguous(), starts, torch.cat(neigh),
+                   torch.tensor(neigh_start, dtype=torch.int64), ids[perm])
+
+    @staticmethod
+    def _nearest(X: torch.Tensor, cent: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Index of the nearest centroid of every row (padded fixed-shape blocks: independent of the batch)."""
+        c2 = (cent * cent).sum(1)[None]
+        out = torch.empty(len(X), dtype=torch.int64)
+        pad = torch.zeros(chunk, X.shape[1], dtype=X.dtype)
+        for i in range(0, len(X), chunk):
+            part = X[i:i + chunk]
+            m = len(part)
+            if m < chunk:
+                pad[:m] = part
+                part = pad
+            out[i:i + m] = torch.addmm(c2, part, cent.T, alpha=-2).argmin(1)[:m]
+        return out
+
+    def log_time(self, q: torch.Tensor, k: int, exclude: Optional[torch.Tensor] = None,
+                 block: int = 1024) -> torch.Tensor:
+        """log(mean of the k smallest squared distances) from every row of ``q`` to its neighbourhood's rows;
+        ``exclude``: the training-row id of each query, whose own reference row is skipped. Queries are grouped
+        by their nearest centroid; each group is compared with its neighbourhood in blocks of at most
+        ``block`` rows, padded to whole 16 rows (the same kernel whatever a block's size)."""
+        n = len(q)
+        out = torch.empty(n, dtype=torch.float64)
+        home = self._nearest(q, self.centroids)
+        order = torch.argsort(home, stable=True)
+        counts = torch.bincount(home, minlength=len(self.sizes)).tolist()
+        ids_ext = None if exclude is None else torch.cat([self.ids, torch.full((1,), -1, dtype=torch.int64)])
+        at = 0
+        for h, cnt in enumerate(counts):
+            if not cnt:
+                continue
+            group, at = order[at:at + cnt], at + cnt
+            rows = self.rows[h]
+            refs, r2 = self.refs_ext[rows], self.r2_ext[rows][None]
+            for i in range(0, cnt, block):
+                idx = group[i:i + block]
+                m = len(idx)
+                qq = q.new_zeros(-(-m // 16) * 16, q.shape[1])
+                qq[:m] = q[idx]
+                d = torch.addmm(r2, qq, refs.T, alpha=-2)
+                if exclude is not None:
+                    qid = torch.full((len(qq),), -2, dtype=torch.int64)
+                    qid[:m] = exclude[idx]
+                    d.masked_fill_(ids_ext[rows][None, :] == qid[:, None], float("inf"))
+                v = smallest_k(d, k)[:m].double()
+                v = (v + (qq[:m] * qq[:m]).sum(1).double()[:, None]).clamp_min_(0)
+                out[idx] = torch.log(v.mean(1) + 1e-12)
+        return out
+
+    def tensors(self, prefix: str) -> Dict[str, torch.Tensor]:
+        return {f"{prefix}.refs": self.refs, f"{prefix}.centroids": self.centroids, f"{prefix}.starts": self.starts,
+                f"{prefix}.neigh": self.neigh, f"{prefix}.neigh_start": self.neigh_start}
+
+    @classmethod
+    def from_tensors(cls, t: Dict[str, torch.Tensor], prefix: str) -> "ClusterIndex":
+        return cls(t[f"{prefix}.refs"].float().contiguous(), t[f"{prefix}.centroids"].float().contiguous(),
+                   t[f"{prefix}.starts"].long(), t[f"{prefix}.neigh"].long(), t[f"{prefix}.neigh_start"].long())
+
+
+class RobustScale:
+    """Per-column rescaling by a robust spread: a column is centred on its median and divided by its
+    interquartile range (over 1.349, the IQR of a unit normal) instead of its standard deviation, so a few
+    extreme training values no longer shrink the column's weight in distances. The factor over the standard
+    deviation's scale is capped at ``cap``; a column whose middle half is constant keeps the standard scale."""
+
+    def __init__(self, cap: float = 10.0):
+        self.cap = float(cap)
+
+    def fit(self, X: np.ndarray) -> "RobustScale":
+        X = np.asarray(X, np.float64)
+        q25, q50, q75 = np.percentile(X, [25, 50, 75], axis=0)
+        sd = X.std(0)
+        iqr_sd = (q75 - q25) / 1.349
+        ok = iqr_sd > 1e-9 * np.maximum(sd, 1e-12)
+        self.median = q50
+        self.factor = np.where(ok, np.minimum(sd / np.where(ok, iqr_sd, 1.0), self.cap), 1.0)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X, np.float64) - self.median) * self.factor).astype(np.float32)
+
+    def tensors(self, prefix: str) -> Dict[str, torch.Tensor]:
+        return {f"{prefix}.median": torch.from_numpy(self.median), f"{prefix}.factor": torch.from_numpy(self.factor)}
+
+    @classmethod
+    def from_tensors(cls, t: Dict[str, torch.Tensor], prefix: str) -> "RobustScale":
+        r = cls()
+        r.median, r.factor = t[f"{prefix}.median"].double().numpy(), t[f"{prefix}.factor"].double().numpy()
+        return r
+
+
+#: the two operating modes; see the module docstring. ``views``: the weight of each view's calibrated
+#: log-time in the score; ``marginal``: the weight of the Gaussianized marginal term (0: not used); ``k``:
+#: neighbours per estimate. ``ref_budget`` caps reference rows x features (the distance computation's cost
+#: per scored row and view): beyond 24 features the novelty reference shrinks from 4,096 rows, beyond 32 the
+#: outlier mode's bags shrink from 256 rows, to no fewer than ``min_refs`` rows in all. ``index``: a table
+#: larger than ``index_fraction`` of that budget keeps every row as a reference, searched through a
+#: :class:`ClusterIndex` (neighbourhoods of that many rows). ``bag_fraction``: no bag holds more than that
+#: fraction of the table. The defaults were chosen by the selection protocol of ``benchmarks/anomaly.py``.
+NOVELTY = {"views": {"std": 1.0, "robust": 1.0, "gauss": 0.25}, "k": 3, "bags": ((1, 4096),), "marginal": 0.0,
+           "ref_budget": 4096 * 24, "min_refs": 1024, "index": True, "index_fraction": 0.25}
+OUTLIER = {"views": {"robust": 1.0}, "k": 4, "bags": ((16, 256),), "marginal": 0.5, "bag_fraction": 0.25,
+           "ref_budget": 4096 * 32, "min_refs": 1024}
+VIEWS = ("std", "robust", "gauss")
 
 
 class EmpiricalDTE:
@@ -366,36 +555,56 @@ class EmpiricalDTE:
 
     name = "dte-np"
 
-    def __init__(self, novelty: bool = False, k: int = 3, n_calib: int = 2048):
-        self.novelty, self.k, self.n_calib = bool(novelty), int(k), int(n_calib)
-        mode = NOVELTY if self.novelty else OUTLIER
-        self.views = tuple(mode["views"])
+    def __init__(self, novelty: bool = False, k: Optional[int] = None, n_calib: int = 2048, mode: Optional[dict] = None):
+        self.novelty, self.n_calib = bool(novelty), int(n_calib)
+        mode = dict(mode or (NOVELTY if self.novelty else OUTLIER))
+        self.k = int(k if k is not None else mode.get("k", 3))
+        self.weights = {v: float(w) for v, w in dict(mode["views"]).items() if float(w) > 0}
+        unknown = set(self.weights) - set(VIEWS)
+        if unknown or not self.weights:
+            raise ValueError(f"dte-np views must be weights over {', '.join(VIEWS)}, got {mode['views']!r}")
+        self.views = tuple(v for v in VIEWS if v in self.weights)
+        self.marginal = float(mode.get("marginal", 0.0))
         self.bag_spec = tuple(tuple(b) for b in mode["bags"])
-        self.marginal = bool(mode["marginal"])
         self.ref_budget, self.min_refs = mode.get("ref_budget"), int(mode.get("min_refs", 1))
+        self.bag_fraction = mode.get("bag_fraction")
+        self.view_refs = {v: float(f) for v, f in dict(mode.get("view_refs") or {}).items() if v in self.weights}
+        self.use_index = bool(mode.get("index", False))
+        self.index_fraction = float(mode.get("index_fraction", 1.0))
+        self.index: Dict[str, ClusterIndex] = {}
 
-    def _bag_spec(self, d: int):
-        """The bag layout for ``d`` features: the reference rows (all bags) capped by the reference budget,
-        a single bag in steps of 128 rows, equal bags in steps of 32."""
-        if not self.ref_budget:
-            return self.bag_spec
+    def _bag_spec(self, d: int, n: Optional[int] = None):
+        """The bag layout for ``d`` features and ``n`` training rows: the reference rows (all bags) capped by the
+        reference budget, a single bag in steps of 128 rows, equal bags in steps of 32; with ``bag_fraction``,
+        bags of several also hold at most that fraction of the rows (no fewer than 32), so that a small table's
+        bags still leave most rows out."""
         out = []
         for count, size in self.bag_spec:
             step = 128 if count == 1 else 32
-            cap = max(self.min_refs // count, self.ref_budget // max(d, 1) // count // step * step)
-            out.append((count, min(size, cap)))
+            if self.ref_budget:
+                cap = max(self.min_refs // count, self.ref_budget // max(d, 1) // count // step * step)
+                size = min(size, cap)
+            if self.bag_fraction and count > 1 and n:
+                size = min(size, max(32, int(n * self.bag_fraction) // 32 * 32))
+            out.append((count, size))
         return tuple(out)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
-    def fit(cls, x, *, seed: int = 0, novelty: bool = False, **_) -> "EmpiricalDTE":
-        self = cls(novelty=novelty)
+    def fit(cls, x, *, seed: int = 0, novelty: bool = False, mode: Optional[dict] = None, **_) -> "EmpiricalDTE":
+        self = cls(novelty=novelty, mode=mode)
         X = np.asarray(x, np.float32)
         n = len(X)
         rng = np.random.default_rng(seed)
-        self.gauss = Gaussianizer().fit(X) if ({"gauss", "joint"} & set(self.views) or self.marginal) else None
+        self.gauss = Gaussianizer().fit(X) if ("gauss" in self.views or self.marginal > 0) else None
+        self.robust = RobustScale().fit(X) if "robust" in self.views else None
+        spec = self._bag_spec(X.shape[1], n)
+        if self.use_index and len(spec) == 1 and spec[0][0] == 1:
+            budget = max(128, int(spec[0][1] * self.index_fraction))
+            if budget < n:
+                return self._fit_index(X, budget, rng, seed)
         idx, bags = [], []
-        for count, size in self._bag_spec(X.shape[1]):
+        for count, size in spec:
             if size >= n:
                 idx.append(np.arange(n))
                 bags.append((1, n))
@@ -404,59 +613,116 @@ class EmpiricalDTE:
                 bags.append((count, size))
         src = np.concatenate(idx)
         self.bags = tuple(bags)
-        self.refs = {v: torch.from_numpy(np.ascontiguousarray(self._view(X, v)[src])) for v in self.views}
+        self.refs, ids = {}, {}
+        for v in self.views:
+            keep = self._view_rows(v)
+            ids[v] = torch.from_numpy(src[keep].astype(np.int64))
+            self.refs[v] = torch.from_numpy(np.ascontiguousarray(self._view(X[src[keep]], v)))
         # calibration: out-of-bag log-times of training rows (a row never counts as its own neighbour)
         cal = np.sort(rng.choice(n, min(self.n_calib, n), replace=False))
-        ex = (torch.from_numpy(src.astype(np.int64)), torch.from_numpy(cal.astype(np.int64)))
-        comps = self._components(X[cal], exclude=ex)
+        comps = self._components(X[cal], exclude=(ids, torch.from_numpy(cal.astype(np.int64))))
         self.stats = {name: (float(np.median(c)), float(c.std()) + 1e-6) for name, c in comps.items()}
         return self
 
-    def _view(self, X: np.ndarray, view: str) -> np.ndarray:
+    def _fit_index(self, X: np.ndarray, budget: int, rng, seed: int) -> "EmpiricalDTE":
+        """Novelty mode on a table larger than the reference budget: every row is a reference, searched
+        through a :class:`ClusterIndex` at the budget's cost per query."""
+        n = len(X)
+        self.bags = ((1, budget),)
+        ids = torch.arange(n)
+        for j, v in enumerate(self.views):
+            part = budget if v not in self.view_refs else max(128, int(budget * self.view_refs[v]))
+            Xv = torch.from_numpy(np.ascontiguousarray(self._view(X, v)))
+            self.index[v] = ClusterIndex.build(Xv, ids, part, seed=seed * 101 + j)
+        self.refs = {}
+        cal = np.sort(rng.choice(n, min(self.n_calib, n), replace=False))
+        comps = self._components(X[cal], exclude=({}, torch.from_numpy(cal.astype(np.int64))))
+        self.stats = {name: (float(np.median(c)), float(c.std()) + 1e-6) for name, c in comps.items()}
+        for index in self.index.values():
+            index.ids = None  # row ids serve the calibration only
+        return self
+
+    def _view_bags(self, view: str):
+        """The bag layout of ``view``: with a ``view_refs`` fraction, the first part of every bag (whole
+        multiples of 32 rows for bags of several), else the full bags."""
+        f = self.view_refs.get(view)
+        if not f or f >= 1:
+            return self.bags
+        return tuple((count, min(size, max(32, int(size * f) // (32 if count > 1 else 1) * (32 if count > 1 else 1))))
+                     for count, size in self.bags)
+
+    def _view_rows(self, view: str) -> np.ndarray:
+        """Positions, in the full reference rows, of the rows ``view`` searches."""
+        keep, start = [], 0
+        for (count, size), (_, part) in zip(self.bags, self._view_bags(view)):
+            for b in range(count):
+                keep.append(np.arange(start + b * size, start + b * size + part))
+            start += count * size
+        return np.concatenate(keep)
+
+    def _view(self, X: np.ndarray, view: str, gauss: Optional[np.ndarray] = None) -> np.ndarray:
         if view == "std":
-            return np.asarray(X, np.float32)
+            return np.ascontiguousarray(X, np.float32)
+        if view == "robust":
+            return self.robust.transform(X)
         if view == "gauss":
-            return self.gauss.transform(X)
-        if view == "joint":  # both views side by side: one neighbour search over the summed distances
-            return np.hstack([np.asarray(X, np.float32), self.gauss.transform(X)])
+            return gauss if gauss is not None else self.gauss.transform(X)
         raise ValueError(f"unknown view {view!r}")
 
     def _components(self, X: np.ndarray, exclude=None) -> Dict[str, np.ndarray]:
         out = {}
         g = self.gauss.transform(X) if self.gauss is not None else None
         for v in self.views:
-            q = np.asarray(X, np.float32) if v == "std" else g if v == "gauss" else np.hstack([np.asarray(X, np.float32), g])
-            q = torch.from_numpy(np.ascontiguousarray(q))
-            out[v] = knn_log_time(self.refs[v], self.bags, q, self.k, exclude=exclude).numpy()
-        if self.marginal:
+            q = torch.from_numpy(np.ascontiguousarray(self._view(X, v, g)))
+            if v in self.index:
+                out[v] = self.index[v].log_time(q, self.k, exclude=None if exclude is None else exclude[1]).numpy()
+            else:
+                ex = None if exclude is None else (exclude[0][v], exclude[1])
+                out[v] = knn_log_time(self.refs[v], self._view_bags(v), q, self.k, exclude=ex).numpy()
+        if self.marginal > 0:
             # diffusion time of the Gaussianized row under N(0, I) data: sigma^2 = mean(g^2) - 1 (mode)
             out["marginal"] = (g.astype(np.float64) ** 2).mean(1)
         return out
 
     # ------------------------------------------------------------------ scoring
     def score(self, x) -> np.ndarray:
+        """The weighted mean of the calibrated components (z-scores under the out-of-bag training rows)."""
         X = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
         comps = self._components(X)
+        weights = {**self.weights, "marginal": self.marginal}
         total = np.zeros(len(X))
         for name, c in comps.items():
             med, sd = self.stats[name]
-            total += (c - med) / sd
-        return total / len(comps)
+            total += weights[name] * (c - med) / sd
+        return total / sum(weights[name] for name in comps)
 
     # ------------------------------------------------------------------ persistence
     def bundle(self) -> Tuple[Dict[str, torch.Tensor], dict]:
         tensors = {f"refs.{v}": r.contiguous() for v, r in self.refs.items()}
+        for v, index in self.index.items():
+            tensors.update(index.tensors(f"index.{v}"))
         if self.gauss is not None:
             tensors.update(self.gauss.tensors("gauss"))
+        if self.robust is not None:
+            tensors.update(self.robust.tensors("robust"))
         meta = {"novelty": self.novelty, "k": self.k, "n_calib": self.n_calib, "bags": [list(b) for b in self.bags],
+                "views": self.weights, "view_refs": self.view_refs, "marginal": self.marginal,
+                "index": sorted(self.index),
                 "stats": {k: list(v) for k, v in self.stats.items()}}
         return tensors, meta
 
     @classmethod
     def load(cls, tensors: Dict[str, torch.Tensor], meta: dict) -> "EmpiricalDTE":
-        self = cls(novelty=meta["novelty"], k=meta["k"], n_calib=meta["n_calib"])
+        stats = meta["stats"]
+        if "views" in meta:
+            mode = {"views": meta["views"], "marginal": meta.get("marginal", 0.0), "view_refs": meta.get("view_refs")}
+        else:  # written before views had weights: every component it calibrated counts once
+            mode = {"views": {v: 1.0 for v in stats if v in VIEWS}, "marginal": 1.0 if "marginal" in stats else 0.0}
+        self = cls(novelty=meta["novelty"], k=meta["k"], n_calib=meta["n_calib"], mode={**mode, "bags": meta["bags"]})
         self.bags = tuple(tuple(int(v) for v in b) for b in meta["bags"])
-        self.refs = {v: tensors[f"refs.{v}"].float().contiguous() for v in self.views}
+        self.index = {v: ClusterIndex.from_tensors(tensors, f"index.{v}") for v in meta.get("index", [])}
+        self.refs = {v: tensors[f"refs.{v}"].float().contiguous() for v in self.views if v not in self.index}
         self.gauss = Gaussianizer.from_tensors(tensors, "gauss") if "gauss.knots" in tensors else None
-        self.stats = {k: (float(v[0]), float(v[1])) for k, v in meta["stats"].items()}
+        self.robust = RobustScale.from_tensors(tensors, "robust") if "robust.median" in tensors else None
+        self.stats = {k: (float(v[0]), float(v[1])) for k, v in stats.items()}
         return self

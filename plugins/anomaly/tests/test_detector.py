@@ -112,6 +112,7 @@ def test_dte_np_outlier_mode_resists_a_cluster_of_anomalies():
 def test_dte_np_needs_no_training_steps_and_scales_with_the_reference_not_the_data():
     rng = np.random.default_rng(0)
     det = DiffusionDetector(novelty=True).fit(rng.normal(size=(20_000, 8)))
-    assert det.engine_.refs["std"].shape == (4096, 8)  # one reference sample of at most 4,096 rows
+    index = det.engine_.index["std"]  # every row kept, each query searching about 1,024 of them
+    assert index.refs.shape == (20_000, 8) and max(len(r) for r in index.rows) <= 1024 + 512 + 127
     det = DiffusionDetector().fit(rng.normal(size=(20_000, 8)))
-    assert det.engine_.refs["std"].shape == (16 * 256, 8)  # 16 bags of 256 rows
+    assert det.engine_.refs["robust"].shape == (16 * 256, 8)  # 16 bags of 256 rows

@@ -75,11 +75,15 @@ def test_gaussianizer_threaded_equals_sequential_and_round_trips():
 
 
 @pytest.mark.parametrize("d,refs", [(8, 4096), (24, 4096), (32, 3072), (64, 1536), (100, 1024), (1000, 1024)])
-def test_novelty_reference_is_capped_beyond_24_features(d, refs):
-    X = np.random.default_rng(0).normal(size=(6000, d)).astype(np.float32)
+def test_novelty_neighbourhoods_follow_the_reference_budget(d, refs):
+    """Up to 24 features a query searches 1,024 reference rows (a quarter of the 4,096-row budget); beyond, the
+    budget shrinks as 4,096 x 24 / d rows, to no fewer than 1,024 (so 256 searched)."""
+    X = np.random.default_rng(0).normal(size=(3000, d)).astype(np.float32)
     est = NP.EmpiricalDTE.fit(X, novelty=True)
-    assert est.bags == ((1, refs),)
-    assert all(r.shape == (refs, d) for r in est.refs.values())
+    assert est.bags == ((1, refs // 4),) and set(est.index) == set(est.views)
+    for index in est.index.values():
+        assert index.refs.shape == (3000, d)
+        assert min(len(r) for r in index.rows) >= refs // 4 and max(len(r) for r in index.rows) <= refs // 4 + 640
 
 
 @pytest.mark.parametrize("d,size", [(8, 256), (32, 256), (40, 192), (64, 128), (100, 64), (1000, 64)])
@@ -88,7 +92,15 @@ def test_outlier_bags_shrink_beyond_32_features(d, size):
     1,024 reference rows in all."""
     X = np.random.default_rng(0).normal(size=(3000, d)).astype(np.float32)
     est = NP.EmpiricalDTE.fit(X, novelty=False)
-    assert est.bags == ((16, size),) and est.refs["std"].shape == (16 * size, d)
+    assert est.bags == ((16, size),) and est.refs["robust"].shape == (16 * size, d)
+
+
+@pytest.mark.parametrize("n,size", [(129, 32), (300, 64), (700, 160), (3000, 256)])
+def test_outlier_bags_leave_most_rows_of_a_small_table_out(n, size):
+    """No bag holds more than a quarter of the table (whole 32 rows, at least 32): a small table's anomalies
+    rarely meet in a bag."""
+    X = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    assert NP.EmpiricalDTE.fit(X, novelty=False).bags == ((16, size),)
 
 
 def test_scores_do_not_depend_on_the_rows_scored_together_and_rank_outliers_high():
@@ -180,3 +192,71 @@ def test_gaussianizer_knot_index_gives_np_interp_values_bit_for_bit():
     # a wrong cell table is caught: every value's interval is checked and recomputed when it is not confirmed
     g._index.first_knot[:] = g._index.lo_cap.repeat(g._index.G + 1)
     assert np.array_equal(g.transform(X), want)
+
+
+def _blobs(n=6000, d=5, centers=40, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, d)) * 4
+    return (c[rng.integers(0, centers, n)] + rng.normal(size=(n, d)) * rng.uniform(0.2, 1.0, size=(n, 1))).astype(np.float32)
+
+
+def _exact_log_time(refs, q, k, exclude=None):
+    d2 = ((q[:, None, :].double() - refs[None, :, :].double()) ** 2).sum(-1)
+    if exclude is not None:
+        d2[exclude[:, None] == torch.arange(len(refs))[None, :]] = float("inf")
+    return torch.log(torch.topk(d2, k, 1, largest=False).values.mean(1) + 1e-12)
+
+
+def test_cluster_index_with_the_whole_table_as_neighbourhood_is_exact():
+    X = torch.from_numpy(_blobs(3000))
+    q = torch.from_numpy(_blobs(500, seed=1))
+    index = NP.ClusterIndex.build(X, torch.arange(len(X)), budget=len(X))
+    assert torch.allclose(index.log_time(q, 3), _exact_log_time(X, q, 3), atol=1e-4)
+    assert torch.allclose(index.log_time(q, 8), _exact_log_time(X, q, 8), atol=1e-4)
+    # the training rows themselves, each skipping its own copy
+    rows = torch.arange(0, 3000, 7)
+    got = index.log_time(X[rows], 3, exclude=rows)
+    assert torch.allclose(got, _exact_log_time(X, X[rows], 3, exclude=rows), atol=1e-4)
+
+
+def test_cluster_index_finds_the_nearest_rows_at_a_fraction_of_the_cost():
+    X = torch.from_numpy(_blobs(20000))
+    q = torch.from_numpy(_blobs(2000, seed=2))
+    index = NP.ClusterIndex.build(X, torch.arange(len(X)), budget=1024)
+    sizes = np.diff(index.starts.numpy())
+    assert sizes.max() <= 512 and len(index.rows[0]) <= 1024 + 512 + 127  # bounded work per query
+    exact = _exact_log_time(X, q, 3)
+    got = index.log_time(q, 3)
+    err = (got - exact).numpy()
+    assert (err >= -1e-4).all()  # a neighbourhood's nearest rows are never nearer than the table's
+    # 40 overlapping blobs searched through 5 % of the rows: most queries find their exact nearest rows,
+    # the others rows slightly farther; the ranking of the queries hardly moves
+    assert (np.abs(err) < 1e-4).mean() > 0.6 and np.quantile(err, 0.9) < 0.2
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert np.corrcoef(rank(got.numpy()), rank(exact.numpy()))[0, 1] > 0.99
+
+
+def test_cluster_index_scores_a_row_the_same_bytes_whatever_rows_come_with_it():
+    X = torch.from_numpy(_blobs(8000))
+    index = NP.ClusterIndex.build(X, torch.arange(len(X)), budget=512)
+    q = torch.from_numpy(_blobs(3000, seed=3))
+    full = index.log_time(q, 3)
+    assert torch.equal(index.log_time(q[:7], 3), full[:7])
+    perm = torch.randperm(3000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(index.log_time(q[perm], 3), full[perm])
+    again = NP.ClusterIndex.from_tensors(index.tensors("i"), "i")
+    assert torch.equal(again.log_time(q, 3), full)
+
+
+def test_novelty_mode_indexes_every_row_of_a_large_table():
+    X = _blobs(6000, d=6)
+    est = NP.EmpiricalDTE.fit(X, novelty=True, seed=0)
+    assert set(est.index) == set(est.views) and all(len(i.refs) == 6000 for i in est.index.values())
+    small = NP.EmpiricalDTE.fit(X[:800], novelty=True, seed=0)
+    assert not small.index and all(len(r) == 800 for r in small.refs.values())  # small tables: every row, exactly
+    Q = np.vstack([_blobs(300, d=6, seed=4), np.random.default_rng(5).normal(size=(20, 6)).astype(np.float32) * 3 + 25])
+    s = est.score(Q)
+    assert s[300:].min() > np.quantile(s[:300], 0.99)
+    tensors, meta = est.bundle()
+    assert np.array_equal(NP.EmpiricalDTE.load(tensors, meta).score(Q), s)
+    assert np.array_equal(est.score(Q[::-1])[::-1], s) and np.array_equal(est.score(Q[5:9]), s[5:9])
