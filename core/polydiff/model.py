@@ -19,7 +19,7 @@ import torch
 
 from . import checkpoint
 from .errors import InputError, PolydiffError, UnknownName
-from .guidance import cfg_denoiser, sample_masked
+from .guidance import cfg_denoiser
 from .modality import Modality
 from .precond import make_denoiser
 
@@ -90,16 +90,6 @@ def resolve_precision(precision: Optional[str], device: torch.device) -> str:
     if p == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return p
-
-
-def _autocast(D: Callable, device: torch.device) -> Callable:
-    """D with the network under bfloat16 autocast; the estimate comes back in the input's dtype, so the
-    sampler's updates stay in float32."""
-    def bf16_denoiser(x, sigma, **cond):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = D(x, sigma, **cond)
-        return out.to(x.dtype)
-    return bf16_denoiser
 
 
 def _load_error(e: RuntimeError) -> str:
@@ -219,48 +209,30 @@ class Model:
                cfg_scale: Optional[float] = None, cond: Optional[dict] = None, callback: Optional[Callable] = None,
                generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
                sampler_args: Optional[dict] = None, cfg_interval=None, precision: Optional[str] = None,
-               **options) -> Tuple[torch.Tensor, dict]:
+               known=None, **options) -> Tuple[torch.Tensor, dict]:
         """Generate ``n`` encoded samples; returns (x, cond). ``options`` go to the modality's make_cond.
+        A thin front of :func:`polydiff.sampling.run` (see it for every argument).
 
         ``cfg_interval`` (lo, hi): apply guidance only at noise levels in (lo, hi] (see
         :func:`polydiff.guidance.cfg_denoiser`); default: the config's ``sample.cfg_interval`` (none: every
         step). ``precision``: ``fp32``, ``bf16`` or ``auto`` (see :data:`PRECISIONS`); default: the config's
-        ``sample.precision``, else fp32."""
-        from . import get_sampler
+        ``sample.precision``, else fp32. ``known``: a :class:`polydiff.sampling.Known` (masked conditioning);
+        a ``make_cond`` that returns ``known`` / ``known_mask`` / ``resample`` entries gets the same."""
+        from .sampling import Known, generators, run
 
         if n < 1:
             raise PolydiffError(f"the number of samples must be at least 1, got {n}")
-        sc = self.config.get("sample", {})
-        fn = get_sampler(sampler or sc.get("sampler", "dpmpp_2m"))
-        prec = self.precision(precision)
-        sargs = dict(sc.get("sampler_args", {}) if not sampler or sampler == sc.get("sampler") else {})
-        sargs.update(sampler_args or {})
-        if generator is None:
-            generator = torch.Generator(device="cpu").manual_seed(int(seed) if seed is not None else torch.seed() % 2**63)
-        # make_cond may draw from the generator (e.g. the sizes of variable-size items), so the seed fixes them too
-        cond = dict(cond) if cond is not None else self.cond(n, generator=generator, **options)
-        # masked conditioning: make_cond (or the caller) may give known values to keep (inpainting, scaffolds)
-        known, known_mask = cond.pop("known", None), cond.pop("known_mask", None)
-        resample = int(cond.pop("resample", 1))
-        sigmas = self.sigmas(steps, schedule)
-        shape = (n,) + tuple(self.encoder.sample_shape())
-        x = torch.randn(shape, generator=generator).to(self.device) * sigmas[0]
-        if cond.get("mask") is not None:
-            x = x * cond["mask"]
-        scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
-        D = self.guided_denoiser(scale, cfg_interval)
-        if prec == "bf16":
-            D = _autocast(D, self.device)
-        gen = generator if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(
-            int(torch.randint(0, 2**62, (1,), generator=generator)))
-        if known is not None:
-            if known_mask is None:
+        gen = generators(seed, generator)
+        cond = dict(cond) if cond is not None else self.cond(n, generator=gen, **options)
+        if known is None and cond.get("known") is not None:  # masked conditioning from make_cond
+            if cond.get("known_mask") is None:
                 raise PolydiffError("cond has 'known' values but no 'known_mask'")
-            x = sample_masked(fn, D, x, sigmas, known.to(self.device), known_mask.to(self.device), cond=cond,
-                              generator=gen, callback=callback, resample=resample, **sargs)
-        else:
-            x = fn(D, x, sigmas, cond=cond, generator=gen, callback=callback, **sargs)
-        return x, cond
+            known = Known(cond.pop("known"), cond.pop("known_mask"), int(cond.pop("resample", 1)))
+        for key in ("known", "known_mask", "resample"):
+            cond.pop(key, None)
+        return run(self, n=n, steps=steps, schedule=schedule, sampler=sampler, sampler_args=sampler_args,
+                   cond=cond, known=known, cfg_scale=cfg_scale, cfg_interval=cfg_interval, precision=precision,
+                   generator=gen, callback=callback)
 
     def precision(self, requested: Optional[str] = None) -> str:
         """The sampling precision this model runs with, ``fp32`` or ``bf16``: ``requested`` (fp32, bf16 or

@@ -1,10 +1,10 @@
 """Gap filling and denoising of audio files with a trained audio model, and their commands.
 
-Both tasks reuse the core's machinery instead of new sampling code:
+Both tasks are runs of the core's one sampling run (:func:`polydiff.sampling.run`), no sampling code of
+their own:
 
 * :func:`inpaint` (``polydiff inpaint audio``) fills the gap ``[start, end)`` of a recording through
-  *masked conditioning* (:func:`polydiff.guidance.sample_masked`, reached through
-  :meth:`polydiff.model.Model.sample` with ``cond["known"]`` / ``cond["known_mask"]``): the model
+  *masked conditioning* (a :class:`polydiff.sampling.Known` of the recording around the gap): the model
   generates a clip whose samples outside the gap are pinned to the recording, so what it writes into the
   gap continues the audio on both sides. Everything outside the gap is copied from the input file
   sample for sample (same sample rate, channels and sample format), never re-synthesised.
@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from polydiff.errors import InputError, PolydiffError
+from polydiff.sampling import Known, run
 
 from . import io as audio_io
 from .encoder import resample, to_mono
@@ -179,10 +180,9 @@ def inpaint(model, path, out, start: float, end: float, *, label=DEFAULT_LABEL, 
     gain = enc.loudness_gain(window[mask > 0])
     gain = gain if gain > 0 else 1.0  # silent surroundings: the model's own level
     unit = gain * enc.scale
-    known = torch.from_numpy(window * mask * np.float32(unit)).reshape(1, 1, size)
-    cond.update(known=known, known_mask=torch.from_numpy(mask).reshape(1, 1, size),
-                resample=int(resample_passes))
-    x, _ = model.sample(1, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale, cond=cond)
+    known = Known(torch.from_numpy(window * mask * np.float32(unit)).reshape(1, 1, size),
+                  torch.from_numpy(mask).reshape(1, 1, size), int(resample_passes))
+    x, _ = run(model, n=1, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale, cond=cond, known=known)
     generated = np.nan_to_num(x[0, 0].detach().float().cpu().numpy()) / np.float32(unit)
 
     # back to the input's rate: resample the whole model-rate track, so both time axes start at 0 and
@@ -274,6 +274,7 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
     None is "none".
     """
     from polydiff import get_sampler
+    from polydiff.sampling import generators
 
     t0 = time.perf_counter()
     label = DEFAULT_LABEL if label is None else label
@@ -288,8 +289,7 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
     rate, size = enc.sample_rate, enc.clip_samples
     sc = model.config.get("sample", {})
     sampler = sampler or sc.get("sampler", "dpmpp_2m")
-    fn = get_sampler(sampler)
-    sargs = dict(sc.get("sampler_args", {})) if sampler == sc.get("sampler") else {}
+    get_sampler(sampler)  # an unknown name fails before any work
     n_steps = int(steps or sc.get("steps", 20))
     model.cond(1, label=label)  # checks the label before any work
 
@@ -312,13 +312,7 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
     kept = 1.0 if sr == rate else min(sr, rate) * _ROLLOFF / sr
     noise = estimate_noise(mono) * math.sqrt(kept) * unit if given is None else given
     sigma_t = max(noise, SIGMA_FLOOR)
-    top_up = math.sqrt(max(sigma_t ** 2 - noise ** 2, 0.0))
-    sigmas = model.sigmas_from(sigma_t, n_steps)
-    D = model.guided_denoiser()
-
-    gen = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % 2 ** 63)
-    dev_gen = gen if model.device.type == "cpu" else torch.Generator(model.device).manual_seed(
-        int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
+    gen = generators(seed)  # one stream for every batch of windows
     starts = window_starts(m, size)
     acc = np.zeros(max(m, size), np.float64)
     weight = np.zeros_like(acc)
@@ -328,9 +322,8 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
         for j, s in enumerate(chunk):
             seg = x[s:s + size]
             batch[j, 0, :len(seg)] = seg
-        xt = torch.from_numpy(batch) + top_up * torch.randn(batch.shape, generator=gen)
-        cond = model.cond(len(chunk), label=label)
-        y = fn(D, xt.to(model.device), sigmas, cond=cond, generator=dev_gen, **sargs)
+        y, _ = run(model, start=torch.from_numpy(batch), sigma_start=sigma_t, start_noise=noise, steps=n_steps,
+                   sampler=sampler, cond=model.cond(len(chunk), label=label), generator=gen)
         y = np.nan_to_num(y.detach().float().cpu().numpy()[:, 0].astype(np.float64))
         for j, s in enumerate(chunk):
             w = crossfade_weights(size, first=s == starts[0], last=s == starts[-1])

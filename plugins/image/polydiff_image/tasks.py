@@ -1,11 +1,10 @@
 """Inpainting, super-resolution and denoising of image files with a trained image model, and their commands.
 
-All three reuse the core's samplers; only super-resolution's ``conditioned`` method needs a network
-trained for the task:
+All three are runs of the core's one sampling run (:func:`polydiff.sampling.run`); only super-resolution's
+``conditioned`` method needs a network trained for the task:
 
-* :func:`inpaint` (``polydiff inpaint image IMG --mask MASK``): *masked conditioning*
-  (:func:`polydiff.guidance.sample_masked` through :meth:`polydiff.model.Model.sample` with
-  ``cond["known"]`` / ``cond["known_mask"]``): the pixels the mask keeps are pinned to the image at every
+* :func:`inpaint` (``polydiff inpaint image IMG --mask MASK``): *masked conditioning* (a
+  :class:`polydiff.sampling.Known` of the image and the mask): the pixels the mask keeps are pinned to the image at every
   step, so the generated pixels fit around them; RePaint resampling passes (``--resample``) blend the
   fill further. In the output, every pixel the mask keeps is the input's pixel, byte for byte.
 * :func:`upscale` (``polydiff upscale image IMG --factor 4``) works two ways. With a super-resolution
@@ -58,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from polydiff.errors import InputError, PolydiffError
+from polydiff.sampling import Known, run
 
 from . import io as image_io
 from .denoiser import config_lowres_factors
@@ -131,18 +131,14 @@ def read_mask(path, size) -> np.ndarray:
     return m.max(axis=2) > 127
 
 
-def _generator(seed) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % 2 ** 63)
-
-
 def _sampler_settings(model, sampler, steps):
+    """The sampler name and step count a run will use (for the task summaries); an unknown name fails here."""
     from polydiff import get_sampler
 
     sc = model.config.get("sample", {})
     name = sampler or sc.get("sampler", "dpmpp_2m")
-    fn = get_sampler(name)
-    sargs = dict(sc.get("sampler_args", {})) if name == sc.get("sampler") else {}
-    return name, fn, sargs, int(steps or sc.get("steps", 20))
+    get_sampler(name)
+    return name, int(steps or sc.get("steps", 20))
 
 
 def _trajectory(path, frames: List[torch.Tensor], titles: List[str], model) -> Optional[str]:
@@ -169,9 +165,8 @@ def inpaint_arrays(model, imgs: np.ndarray, hole: np.ndarray, *, label=DEFAULT_L
     n, c = imgs.shape[0], imgs.shape[3]
     hole = np.broadcast_to(np.asarray(hole, bool), (n,) + imgs.shape[1:3])
     keep = torch.from_numpy(np.ascontiguousarray(~hole)).float()[:, None].expand(n, c, *hole.shape[1:]).contiguous()
-    cond = model.cond(n, label=label)
-    cond.update(known=to_tensor(imgs) * keep, known_mask=keep, resample=int(resample_passes))
-    x, _ = model.sample(n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale, cond=cond, callback=callback)
+    x, _ = run(model, n=n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale, cond=model.cond(n, label=label),
+               known=Known(to_tensor(imgs) * keep, keep, int(resample_passes)), callback=callback)
     return np.where(hole[..., None], from_tensor(x.cpu()), imgs)
 
 
@@ -319,29 +314,21 @@ def upscale_arrays(model, low: np.ndarray, factor: int, *, method: Optional[str]
         raise PolydiffError(f"--strength must be in (0, 1], got {strength}")
     enc = model.encoder
     n = low.shape[0]
-    _, fn, sargs, n_steps = _sampler_settings(model, sampler, steps)
-    sc = model.config.get("sample", {})
     y = to_tensor(low).to(model.device)
-    scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
-    D = model.guided_denoiser(scale)
-    if method != "conditioned":  # the network alone gives the conditioned method's estimates
-        D = projected_denoiser(D, y, factor)
     cond = model.cond(n, label=label)
     if lowres_factors(model):  # the super-resolution network sees the low-resolution image as well
         cond["lowres"] = block_replicate(y, factor)
-    gen = _generator(seed)
-    shape = (n, enc.channels, enc.image_size, enc.image_size)
+    # the network alone gives the conditioned method's estimates; the others project them onto the input
+    wrap = None if method == "conditioned" else (lambda D: projected_denoiser(D, y, factor))
+    common = dict(sampler=sampler, steps=steps, cond=cond, cfg_scale=cfg_scale, wrap=wrap, seed=seed,
+                  callback=callback)
     if method in ("project", "conditioned"):
-        sigmas = model.sigmas(n_steps)
-        x = torch.randn(shape, generator=gen).to(model.device) * sigmas[0]
+        x, _ = run(model, n=n, **common)
     else:  # sdedit: the bicubic upsampling, noised to strength x sigma_max in sigma's log scale
         smin, smax = model.sigma_range()
-        sigmas = model.sigmas_from(math.exp(math.log(smin) + float(strength) * (math.log(smax) - math.log(smin))),
-                                   n_steps)
-        base = to_tensor(np.stack([bicubic(a, enc.image_size) for a in low])).to(model.device)
-        x = base + torch.randn(shape, generator=gen).to(model.device) * sigmas[0]
-    x = fn(D, x, sigmas, cond=cond, generator=gen if model.device.type == "cpu" else None, callback=callback,
-           **sargs)
+        base = to_tensor(np.stack([bicubic(a, enc.image_size) for a in low]))
+        x, _ = run(model, start=base, sigma_start=math.exp(math.log(smin) + float(strength) * (math.log(smax) - math.log(smin))),
+                   **common)
     return from_tensor(consistent(x, y, factor))
 
 
@@ -395,7 +382,7 @@ def upscale(model, path, out, factor: int = 4, *, method: Optional[str] = None, 
     image_io.write_png(out, big)
     back = block_mean(to_tensor(big)[None], factor)[0]
     diff = (from_tensor(back).astype(np.int32) - low.astype(np.int32))
-    name, _, _, n_steps = _sampler_settings(model, sampler, steps)
+    name, n_steps = _sampler_settings(model, sampler, steps)
     traj = _trajectory(trajectory, frames + [to_tensor(big)[None]], [], model) if trajectory else None
     return {"task": "upscale", "input": str(path), "out": str(out), "factor": factor, "method": method,
             "size_in": [int(low.shape[1]), int(low.shape[0])], "size_out": [size, size],
@@ -438,20 +425,10 @@ def _parse_sigma(sigma) -> Optional[float]:
 def denoise_arrays(model, imgs: np.ndarray, sigma_levels: float, *, label=DEFAULT_LABEL, sampler=None, steps=None,
                    seed=0, cfg_scale=None, callback=None) -> np.ndarray:
     """uint8 [N, S, S, C] images with white noise of ``sigma_levels`` pixel levels -> uint8 denoised."""
-    sc = model.config.get("sample", {})
-    _, fn, sargs, n_steps = _sampler_settings(model, sampler, steps)
     noise = float(sigma_levels) / 127.5
-    sigma_t = max(noise, SIGMA_FLOOR / 127.5)
-    top_up = math.sqrt(max(sigma_t ** 2 - noise ** 2, 0.0))
-    sigmas = model.sigmas_from(sigma_t, n_steps)
-    scale = float(cfg_scale if cfg_scale is not None else sc.get("cfg_scale", 1.0))
-    D = model.guided_denoiser(scale)
-    gen = _generator(seed)
-    x = to_tensor(imgs)
-    x = (x + top_up * torch.randn(x.shape, generator=gen)).to(model.device)
-    cond = model.cond(len(imgs), label=label)
-    y = fn(D, x, sigmas, cond=cond, generator=gen if model.device.type == "cpu" else None, callback=callback,
-           **sargs)
+    y, _ = run(model, start=to_tensor(imgs), sigma_start=max(noise, SIGMA_FLOOR / 127.5), start_noise=noise,
+               sampler=sampler, steps=steps, cond=model.cond(len(imgs), label=label), cfg_scale=cfg_scale, seed=seed,
+               callback=callback)
     return from_tensor(y.cpu())
 
 
@@ -472,7 +449,7 @@ def denoise(model, path, out, *, sigma: Union[str, float, None] = "auto", label=
     clean = denoise_arrays(model, img[None], noise, label=label, sampler=sampler, steps=steps, seed=seed,
                            cfg_scale=cfg_scale, callback=_collector(frames, bool(trajectory)))[0]
     image_io.write_png(out, clean)
-    name, _, _, n_steps = _sampler_settings(model, sampler, steps)
+    name, n_steps = _sampler_settings(model, sampler, steps)
     traj = _trajectory(trajectory, frames + [to_tensor(clean)[None]], [], model) if trajectory else None
     return {"task": "denoise", "input": str(path), "out": str(out), "size": [int(img.shape[1]), int(img.shape[0])],
             "noise_sigma": noise, "sigma_source": "estimated" if given is None else "given",
