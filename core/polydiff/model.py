@@ -377,7 +377,9 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     x, cond = encoder.encode(items)
     if modality.configure is not None:  # data-dependent settings (columns, classes, vocabulary)
         config = modality.configure(config, encoder)
-    net = modality.network(config.get("network", {}))
+    from .training import init_network
+
+    net = init_network(modality.network, config.get("network", {}), config.get("train", {}).get("seed", 0))
     new_layers = []
     if start is not None:
         try:

@@ -54,7 +54,7 @@ from .noising import WEIGHTINGS, denoising_loss
 from .precond import make_denoiser
 from .schedules import get_training_distribution
 
-__all__ = ["default_train_config", "Trainer", "train", "TrainingDiverged", "CHECKPOINT_NAME", "MODEL_NAME",
+__all__ = ["default_train_config", "Trainer", "init_network", "train", "TrainingDiverged", "CHECKPOINT_NAME", "MODEL_NAME",
            "METRICS_NAME", "CONFIG_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -114,6 +114,14 @@ def _seed_for(seed: int, step: int, rank: int, stream: str) -> int:
     """A 63-bit seed that depends only on (seed, step, rank, stream)."""
     digest = hashlib.blake2b(f"polydiff/{seed}/{step}/{rank}/{stream}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def init_network(factory, network_config: dict, seed: int):
+    """``factory(network_config)`` with its initial weights drawn from ``seed`` (the training seed), not from
+    the global generator, which it leaves as it was: the same seed gives the same network in any process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed_for(int(seed), 0, 0, "init"))
+        return factory(network_config)
 
 
 def _env_world() -> tuple:

@@ -40,7 +40,7 @@ class DenoiserScorer:
     @classmethod
     def fit(cls, x, *, method: str, encoder, seed: int = 0, steps=None, device=None, **_) -> "DenoiserScorer":
         from polydiff.model import Model, default_config, merge_config
-        from polydiff.training import Trainer
+        from polydiff.training import Trainer, init_network
 
         from . import tabular_modality
 
@@ -50,9 +50,7 @@ class DenoiserScorer:
             overrides["train"]["steps"] = int(steps)
         config = modality.configure(merge_config(default_config(), modality.default_config, overrides), encoder)
         config["train"]["log_every"] = config["train"]["ckpt_every"] = 10**9  # no intermediate files
-        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, not from the global generator
-            torch.manual_seed(int(seed))
-            net = modality.network(config["network"])
+        net = init_network(modality.network, config["network"], int(seed))
         with tempfile.TemporaryDirectory(prefix="polydiff-detector-") as tmp:
             trainer = Trainer(net, torch.from_numpy(np.asarray(x, np.float32)), {}, config, tmp, modality=modality.name,
                               encoder_meta=encoder.metadata(), device=device, progress=False)
