@@ -230,8 +230,9 @@ def test_user_error_in_a_subprocess(tmp_path):
     proc = run_polydiff(["sample", "nope", "--out", tmp_path / "x.csv"], env=env, cwd=tmp_path)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "Error: unknown modality 'nope'; installed: none (pip install polydiff-nope if it exists)"]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: unknown modality 'nope' (installed: none)"), err
+    assert "pip install" not in err[0]  # never an invitation to install a look-alike package
     assert proc.stdout == "" and not (tmp_path / "x.csv").exists()
 
 
@@ -313,11 +314,28 @@ def test_trajectory_without_draw_fails_before_writing(bundle, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args", [["-n", 0], ["--steps", 0]])
-def test_sample_rejects_non_positive_counts(bundle, tmp_path, args):
+@pytest.mark.parametrize("args, message", [
+    (["-n", 0], "-n must be at least 1, got 0"),
+    (["--steps", 0], "--steps must be at least 1, got 0"),
+    (["--cfg-scale", -1], "--cfg-scale must be 0 or more (1 = no guidance), got -1.0"),
+    (["--seed", -3], "--seed must be 0 or more, got -3"),
+])
+def test_sample_rejects_bad_counts_naming_the_option(bundle, tmp_path, args, message):
     result = invoke("sample", "toy", "--model", bundle, *args, "--out", tmp_path / "o.csv")
-    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert_user_error(result, message)
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", -5], "--steps must be 0 or more, got -5"),
+    (["--batch-size", 0], "--batch-size must be at least 1, got 0"),
+    (["--seed", -1], "--seed must be 0 or more, got -1"),
+])
+def test_train_rejects_bad_numbers_in_the_options_words(toy, tmp_path, args, message):
+    result = invoke("train", "toy", "--recipe", "tiny", *args, "--out", tmp_path / "run")
+    assert_user_error(result, message)
+    assert "train." not in result.stderr  # no internal config key in the message
+    assert not (tmp_path / "run").exists()
 
 
 def test_score_rejects_zero_batch_size(bundle, tmp_path):
@@ -484,3 +502,27 @@ def test_train_init_bad_models_are_one_line(toy, tmp_path):
     assert_user_error(invoke("train", "toy", "--recipe", "tiny", "--init", tmp_path / "wide.safetensors",
                              "--out", out), "do not fit")
     assert not out.exists()
+
+
+def test_models_lists_every_bundled_model_and_inspect_takes_its_name():
+    """`polydiff models` names each pretrained model of every loaded modality with what it is, its size and
+    its sampling defaults; `polydiff inspect NAME` reads the same bundle as `--model NAME`."""
+    import polydiff.plugins
+    from polydiff.checkpoint import read_meta
+
+    reg = polydiff.plugins.registry()
+    expected = {(m.name, name) for m in reg.modalities.values() for name in m.pretrained}
+    result = invoke("models", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {(r["modality"], r["name"]) for r in rows} == expected
+    for r in rows:
+        assert r["about"] and r["parameters"] > 0 and r["mb"] > 0, r
+        assert r["default"] == (next(iter(reg.modalities[r["modality"]].pretrained)) == r["name"])
+        assert r["sampling"]["steps"] == read_meta(r["path"])["config"]["sample"]["steps"]
+    if rows:
+        name = rows[0]["name"]
+        shown = invoke("inspect", name)
+        assert shown.exit_code == 0 and json.loads(shown.stdout) == read_meta(rows[0]["path"])
+    bad = invoke("inspect", "no_such_model")
+    assert bad.exit_code == 1 and "no model file or pretrained model named 'no_such_model'" in bad.stderr

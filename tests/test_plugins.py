@@ -67,8 +67,29 @@ def test_get_sampler(fresh_registry):
 def test_unknown_scorer_and_modality_list_what_exists(fresh_registry):
     with pytest.raises(UnknownName, match="elbo.*reconstruction"):
         fresh_registry.scorer("nope")
-    with pytest.raises(UnknownName, match=r"unknown modality 'nope'.*pip install polydiff-nope"):
+    with pytest.raises(UnknownName, match=r"unknown modality 'nope' \(installed: none\)") as info:
         polydiff.get_modality("nope")
+    assert "pip install" not in str(info.value)
+
+
+def test_unknown_modality_points_at_the_nearest_real_thing(fresh_registry, fixture_plugins, fake_site, monkeypatch):
+    """A typo gets the closest installed modality, a pretrained model's name its modality and command, and a
+    plugin that is installed but excluded by POLYDIFF_LOAD_PLUGINS is named as such."""
+    import polydiff_toy
+
+    fresh_registry.register_plugin(polydiff_toy.plugin, name="toy")
+    fresh_registry.modalities["toy"].pretrained["tiny"] = "tiny.safetensors"
+    with pytest.raises(UnknownName, match=r"unknown modality 'tpy'; did you mean 'toy'\?"):
+        fresh_registry.modality("tpy")
+    with pytest.raises(UnknownName, match=r"'tiny' is a pretrained toy model, not a modality: "
+                                          r"polydiff sample toy --model tiny$"):
+        fresh_registry.modality("tiny")
+    install(fake_site, "toy", "extras")
+    monkeypatch.setenv("POLYDIFF_LOAD_PLUGINS", "toy")
+    monkeypatch.delenv("POLYDIFF_DISABLE_PLUGIN_AUTOLOAD")
+    polydiff.plugins.reset()
+    with pytest.raises(UnknownName, match=r"installed but not loaded \(not in POLYDIFF_LOAD_PLUGINS\): .*extras"):
+        polydiff.plugins.registry().modality("extra_things")
 
 
 # ------------------------------------------------------------------------------------ each hook
@@ -247,7 +268,7 @@ def test_load_plugins_limits_loading(fresh_registry, fake_site, monkeypatch):
     assert recs["extras"].status == "not-loaded" and recs["broken"].status == "not-loaded"
     assert recs["extras"].version == "1.2.3"
     assert "polydiff_fixture_plugins" not in sys.modules and "polydiff_fixture_broken" not in sys.modules
-    assert recs["ghost"].status == "error" and recs["ghost"].hint == "pip install polydiff-ghost"
+    assert recs["ghost"].status == "error" and recs["ghost"].hint is None  # no look-alike package to install
     assert recs["polydiff"].status == "ok" and recs["polydiff"].builtin
 
 

@@ -189,6 +189,16 @@ def read_meta(path) -> dict:
     return meta
 
 
+def tensor_shapes(path) -> Dict[str, list]:
+    """Name -> shape of every tensor in a bundle, from its header (no tensor is read)."""
+    path = Path(path)
+    read_meta(path)  # the same checks and one-line errors
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return {k: list(v.get("shape", [])) for k, v in header.items() if k != "__metadata__"}
+
+
 def load_bundle(path, device="cpu") -> Tuple[Dict[str, torch.Tensor], dict]:
     """Read a bundle: (tensors, meta). Never unpickles; refuses anything that is not a polydiff bundle."""
     from safetensors.torch import load_file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -134,6 +135,12 @@ def _train_command(modality):
     def cmd(data, recipe, steps, out, resume, init, batch_size, seed, device, strict, as_json):
         from .model import train_modality
 
+        if steps is not None and steps < 0:
+            raise PolydiffError(f"--steps must be 0 or more, got {steps}")
+        if batch_size is not None and batch_size < 1:
+            raise PolydiffError(f"--batch-size must be at least 1, got {batch_size}")
+        if seed is not None and seed < 0:
+            raise PolydiffError(f"--seed must be 0 or more, got {seed}")
         train = {}
         if batch_size is not None:
             train["batch_size"] = batch_size
@@ -186,8 +193,14 @@ def _sample_command(modality):
             **options):
         from .model import Model, default_device, resolve_precision
 
+        if n < 1:
+            raise PolydiffError(f"-n must be at least 1, got {n}")
         if steps is not None and steps < 1:
             raise PolydiffError(f"--steps must be at least 1, got {steps}")
+        if cfg_scale is not None and not cfg_scale >= 0:
+            raise PolydiffError(f"--cfg-scale must be 0 or more (1 = no guidance), got {cfg_scale}")
+        if seed < 0:
+            raise PolydiffError(f"--seed must be 0 or more, got {seed}")
         if precision is not None:
             resolve_precision(precision, default_device(device))  # a misspelt precision fails before loading
         if trajectory and modality.draw is None:
@@ -275,7 +288,8 @@ def sample_group():
 @click.option("--plot", type=click.Path(), help="Write a histogram of the scores (PNG).")
 @click.option("--save-model", type=click.Path(), help="Save the fitted detector (.safetensors).")
 @click.option("--steps", type=int, help="Training steps of a new detector.")
-@click.option("--batch-size", type=int, default=4096, show_default=True)
+@click.option("--batch-size", type=int, default=None,
+              help="Items per scoring batch [the detector's default; 4096 with --model].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", help="cpu, cuda, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
@@ -291,7 +305,7 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
     from .model import Model, resolve_model_path
     from .plugins import registry
 
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise PolydiffError(f"--batch-size must be at least 1, got {batch_size}")
     reg = registry()
     det = None
@@ -310,8 +324,11 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
         if mod.detector is None:
             raise PolydiffError(f"modality {mod.name!r} cannot fit a detector here; train a model and pass --model")
         kw = {"method": method} if method else {}
+        if batch_size is not None:
+            kw["batch_size"] = batch_size
         det = mod.detector(**kw, novelty=train_data is not None,
-                           contamination=0.05 if contamination is None else contamination, steps=steps, impute=impute, batch_size=batch_size, random_state=seed, device=device)
+                           contamination=0.05 if contamination is None else contamination, steps=steps, impute=impute,
+                           random_state=seed, device=device)
         if not as_json:
             click.echo(f"fitting {_article(det.method)} {det.method} detector on {train_data or data} ...", err=True)
         det.fit(train_data or data)
@@ -343,7 +360,7 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
         raise InputError(msg if str(data) in msg else f"{data}: {msg}") from None
     if len(items) == 0:
         raise InputError(f"{data}: no items to score")
-    scores = model.score(items, method=method, batch_size=batch_size).tolist()
+    scores = model.score(items, method=method, batch_size=batch_size or 4096).tolist()
     lines = ["index,score"] + [f"{i},{s:.8g}" for i, s in enumerate(scores)]
     atomic_write_text(out, "\n".join(lines) + "\n")
     summary = {"rows": len(scores), "method": method, "out": str(out),
@@ -356,14 +373,64 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
                f"scored {len(scores)} items with {method}: {out} (mean {summary['mean']:.4g})")
 
 
+# --------------------------------------------------------------------------------------- models
+def pretrained_models() -> list:
+    """Every bundled pretrained model: name, modality, whether it is the modality's default, file size,
+    parameter count, training step, what it is (the plugin's words) and its stored sampling defaults."""
+    from .checkpoint import read_meta, tensor_shapes
+    from .plugins import registry
+
+    rows = []
+    for mod in sorted(registry().modalities.values(), key=lambda m: m.name):
+        for i, (name, path) in enumerate(mod.pretrained.items()):
+            path = Path(path)
+            meta = read_meta(path)
+            sc = dict(meta.get("config", {}).get("sample", {}))
+            shapes = tensor_shapes(path)
+            weights = {k: v for k, v in shapes.items() if k.startswith("ema.")} or shapes  # the weights sampled with
+            params = sum(math.prod(v) for v in weights.values())
+            rows.append({"name": name, "modality": mod.name, "default": i == 0, "path": str(path),
+                         "mb": round(path.stat().st_size / 1e6, 2), "parameters": params, "step": meta.get("step"),
+                         "about": mod.model_info.get(name, ""),
+                         "sampling": {k: sc[k] for k in ("sampler", "steps", "cfg_scale", "cfg_interval", "precision")
+                                      if sc.get(k) is not None}})
+    return rows
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def models_cmd(as_json):
+    """List the bundled pretrained models: modality, size, what they were trained on, sampling defaults.
+
+    Use a name wherever a model is asked for: polydiff sample MODALITY --model NAME, polydiff inspect NAME."""
+    rows = pretrained_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no pretrained models installed (see `polydiff plugins`)")
+        return
+    for r in rows:
+        s = r["sampling"]
+        how = ", ".join(filter(None, [s.get("sampler"), f"{s['steps']} steps" if s.get("steps") else None,
+                                      f"guidance {s['cfg_scale']:g}" if s.get("cfg_scale", 1) != 1 else None]))
+        size = f"{r['parameters'] / 1e6:.2f} M parameters, " if r["parameters"] else ""
+        click.echo(f"{r['modality']}:{r['name']}{'  (default)' if r['default'] else ''}\n"
+                   f"    {r['about'] or '(no description)'}\n"
+                   f"    {size}{r['mb']:.1f} MB; samples with {how or 'the modality defaults'}")
+
+
 # --------------------------------------------------------------------------------------- inspect
 @cli.command("inspect")
-@click.argument("bundle", type=click.Path())
+@click.argument("bundle")
 def inspect_cmd(bundle):
-    """Print the JSON document of a .safetensors bundle (modality, config, encoder, step)."""
+    """Print the JSON document of a bundle (modality, config, encoder, step): a .safetensors file or a
+    pretrained name, as --model accepts."""
     from .checkpoint import read_meta
+    from .model import resolve_model_path
 
-    click.echo(json.dumps(read_meta(bundle), indent=2))
+    path, _ = resolve_model_path(bundle)
+    click.echo(json.dumps(read_meta(path), indent=2))
 
 
 @cli.command("export")

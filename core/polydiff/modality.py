@@ -9,7 +9,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
   wraps it in the adapter named by ``config["parameterisation"]`` to get ``D(x, sigma, **cond)``;
 * a **default config** (network, training and sampling sections, see :func:`polydiff.model.default_config`);
 * **datasets** (name -> loader returning raw items), **recipes** (name -> config overrides + dataset),
-  **pretrained** checkpoints (name -> path of a bundled ``.safetensors`` file) and **metrics**;
+  **pretrained** checkpoints (name -> path of a bundled ``.safetensors`` file; the first is the modality's
+  default model), **model_info** (pretrained name -> one line on what it is and what it was trained on, shown
+  by ``polydiff models``) and **metrics**;
 * **guidance**: the null value of each condition key that classifier-free guidance may drop
   (``{"label": -1}``);
 * **configure** ``configure(config, fitted_encoder) -> config``: fills data-dependent settings (number of
@@ -73,6 +75,7 @@ class Modality:
     datasets: Dict[str, Callable[[], Any]] = field(default_factory=dict)
     recipes: Dict[str, dict] = field(default_factory=dict)
     pretrained: Dict[str, Any] = field(default_factory=dict)
+    model_info: Dict[str, str] = field(default_factory=dict)
     metrics: Dict[str, Callable] = field(default_factory=dict)
     guidance: Dict[str, Any] = field(default_factory=dict)
     sample_options: List[Any] = field(default_factory=list)
@@ -120,5 +123,5 @@ def class_index(classes: Sequence[str], label) -> int:
         return list(classes).index(s)
     if s.lstrip("-").isdigit() and 0 <= int(s) < len(classes):
         return int(s)
-    raise InputError(f"--label: {label!r} is not one of this model's classes "
+    raise InputError(f"label {label!r} is not one of this model's classes "
                      f"({', '.join(classes) or 'none: an unconditional model'})")

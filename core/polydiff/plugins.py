@@ -133,9 +133,12 @@ class Registry:
         if only is not None:
             for name in only:
                 if name not in seen and name not in self.plugins:  # e.g. the built-in "polydiff"
+                    import difflib
+
+                    close = difflib.get_close_matches(name, sorted(seen), n=1, cutoff=0.6)
                     self.plugins[name] = PluginRecord(name=name, status="error",
                                                       error="no installed plugin of this name",
-                                                      hint=f"pip install polydiff-{name}")
+                                                      hint=f"did you mean {close[0]!r}?" if close else None)
 
     def register_plugin(self, plugin: Any, name: Optional[str] = None, *, builtin: bool = False,
                         distribution: Optional[str] = None, version: Optional[str] = None) -> PluginRecord:
@@ -264,13 +267,34 @@ class Registry:
     def modality(self, name: str) -> Modality:
         if name in self.modalities:
             return self.modalities[name]
-        broken = [r for r in self.plugins.values() if r.status == "error"]
-        msg = f"unknown modality {name!r}; installed: {', '.join(sorted(self.modalities)) or 'none'}"
-        for r in broken:
+        raise UnknownName(self._unknown_modality(name))
+
+    def _unknown_modality(self, name: str) -> str:
+        """Why ``name`` is not a modality here, and the nearest thing that is: a pretrained model of a
+        modality, an installed plugin that was not loaded, a close spelling, a plugin that failed to load."""
+        import difflib
+
+        owners = sorted(m.name for m in self.modalities.values() if name in m.pretrained)
+        if owners:
+            return (f"{name!r} is a pretrained {owners[0]} model, not a modality: "
+                    f"polydiff sample {owners[0]} --model {name}")
+        msg = f"unknown modality {name!r}"
+        close = difflib.get_close_matches(name, list(self.modalities), n=1, cutoff=0.6)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+        msg += f" (installed: {', '.join(sorted(self.modalities)) or 'none'})"
+        try:
+            names = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+        except Exception:  # a broken environment must not hide the message itself
+            names = set()
+        idle = sorted(n for n in names if n not in self.plugins or self.plugins[n].status == "not-loaded")
+        if idle:
+            why = ("POLYDIFF_DISABLE_PLUGIN_AUTOLOAD is set" if not any(not r.builtin for r in self.plugins.values())
+                   else "not in POLYDIFF_LOAD_PLUGINS")
+            msg += f"; installed but not loaded ({why}): {', '.join(idle)}"
+        for r in (r for r in self.plugins.values() if r.status == "error"):
             msg += f"; plugin {r.name!r} failed to load ({r.error}{'; ' + r.hint if r.hint else ''})"
-        if not broken:
-            msg += f" (pip install polydiff-{name} if it exists)"
-        raise UnknownName(msg)
+        return msg
 
     def scorer(self, name: str, modality: Optional[str] = None) -> Scorer:
         if name not in self.scorers:

@@ -8,7 +8,9 @@
     det.save("detector.safetensors"); det = DiffusionDetector.load("detector.safetensors")
 
 After ``fit``: ``decision_scores_`` (training scores), ``threshold_`` (their 1 - contamination quantile)
-and ``labels_`` (training flags), as in PyOD.
+and ``labels_`` (training flags), as in PyOD. In novelty mode each training row is scored without itself as
+a neighbour, as a new row from the same distribution would be, so ``predict`` flags about the contamination
+fraction of new normal rows.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ __all__ = ["DiffusionDetector", "METHODS"]
 
 #: scoring methods, default first: the plugin's own fitted scorers, then the core's denoiser-based ones
 METHODS = ("dte-np", "dte", "elbo", "reconstruction")
+#: the smallest batch dte-np scores in (see DiffusionDetector._score)
+DTE_NP_BATCH = 65536
 
 
 class DenoiserScorer:
@@ -164,6 +168,11 @@ class DiffusionDetector:
         _engine(self.method)
         if not (0 < float(self.contamination) <= 0.5):
             raise PolydiffError(f"contamination must be in (0, 0.5], got {self.contamination}")
+        if self.steps is not None and self.method == "dte-np":
+            raise PolydiffError(f"steps={self.steps} has no effect: dte-np trains nothing (steps applies to "
+                                f"{', '.join(m for m in METHODS if m != 'dte-np')})")
+        if self.steps is not None and int(self.steps) < 1:
+            raise PolydiffError(f"steps must be at least 1, got {self.steps}")
         if int(self.max_train_rows) < 2:
             raise PolydiffError(f"max_train_rows must be at least 2, got {self.max_train_rows}")
 
@@ -192,7 +201,9 @@ class DiffusionDetector:
                                                 novelty=bool(self.novelty), steps=self.steps, device=self.device)
         self.n_features_in_ = len(enc.columns)
         self.feature_names_in_ = np.asarray(enc.columns, dtype=object)
-        self.decision_scores_ = self._score(x)
+        own = getattr(self.engine_, "train_scores", None)
+        # training scores: the engine's own when it computed them for exactly these rows while fitting
+        self.decision_scores_ = own.astype(np.float64) if own is not None and sub is x else self._score(x)
         self.threshold_ = float(np.quantile(self.decision_scores_, 1 - float(self.contamination)))
         d = self.decision_scores_
         self.score_stats_ = (float(d.min()), float(d.max()), float(d.mean()), float(d.std())) if len(d) else (0.0, 0.0, 0.0, 0.0)
@@ -219,6 +230,10 @@ class DiffusionDetector:
         bs = int(self.batch_size)
         if isinstance(eng, DenoiserScorer):
             return eng.score(x, seed=int(self.random_state), batch_size=bs)
+        # dte-np's memory per row is a few copies of the row, and its cluster index pays a fixed cost per
+        # cluster per batch: it scores in batches of at least DTE_NP_BATCH rows (the scores do not depend on
+        # the batching), so a small batch_size meant for the network methods does not slow it down
+        bs = max(bs, DTE_NP_BATCH)
         return np.concatenate([eng.score(x[i:i + bs]) for i in range(0, len(x), bs)]) if len(x) else np.zeros(0)
 
     def decision_function(self, X) -> np.ndarray:

@@ -56,15 +56,16 @@ class Gaussianizer:
     def __init__(self, max_knots: int = 1024):
         self.max_knots = int(max_knots)
 
-    def fit(self, X: np.ndarray) -> "Gaussianizer":
+    def fit(self, X: np.ndarray, sorted_cols: Optional[np.ndarray] = None) -> "Gaussianizer":
+        """``sorted_cols``: :func:`sorted_columns` of ``X`` when the caller has it already."""
         from scipy.special import ndtri
 
-        X = np.asarray(X, np.float64)
-        n = len(X)
+        S = sorted_columns(X) if sorted_cols is None else sorted_cols
+        n = S.shape[1]
         knots, z, slope = [], [], []
-        for j in range(X.shape[1]):
-            col = np.sort(X[:, j])
-            u, first = np.unique(col, return_index=True)
+        for col in S:
+            first = np.flatnonzero(np.concatenate([[True], col[1:] != col[:-1]]))  # the distinct values' first places
+            u = col[first]
             last = np.append(first[1:], n)
             if len(u) > self.max_knots:
                 sel = np.unique(np.linspace(0, len(u) - 1, self.max_knots).round().astype(int))
@@ -150,6 +151,19 @@ class Gaussianizer:
         k, z = t[f"{prefix}.knots"].numpy(), t[f"{prefix}.z"].numpy()
         g._set([k[a:b] for a, b in zip(starts, ends)], [z[a:b] for a, b in zip(starts, ends)], t[f"{prefix}.slope"].numpy())
         return g
+
+
+def sorted_columns(X: np.ndarray) -> np.ndarray:
+    """The columns of ``X`` [n, d], each sorted, as the rows of a float64 array [d, n]; the columns are sorted
+    in their own precision (the same order) on the torch threads."""
+    Xt = np.ascontiguousarray(np.asarray(X).T)
+    workers = max(1, min(torch.get_num_threads(), len(Xt)))
+    if workers > 1 and Xt.size >= 65536:  # numpy's sort releases the GIL
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda part: part.sort(axis=1), np.array_split(Xt, workers)))
+    else:
+        Xt.sort(axis=1)
+    return Xt.astype(np.float64, copy=False)
 
 
 class _KnotIndex:
@@ -521,9 +535,13 @@ class RobustScale:
     def __init__(self, cap: float = 10.0):
         self.cap = float(cap)
 
-    def fit(self, X: np.ndarray) -> "RobustScale":
+    def fit(self, X: np.ndarray, sorted_cols: Optional[np.ndarray] = None) -> "RobustScale":
+        """``sorted_cols``: :func:`sorted_columns` of ``X`` when the caller has it already."""
         X = np.asarray(X, np.float64)
-        q25, q50, q75 = np.percentile(X, [25, 50, 75], axis=0)
+        if sorted_cols is None:
+            q25, q50, q75 = np.percentile(X, [25, 50, 75], axis=0)
+        else:  # the same quantiles (they depend on the values only), found quickly in sorted rows
+            q25, q50, q75 = np.percentile(sorted_cols, [25, 50, 75], axis=1)
         sd = X.std(0)
         iqr_sd = (q75 - q25) / 1.349
         ok = iqr_sd > 1e-9 * np.maximum(sd, 1e-12)
@@ -581,6 +599,8 @@ class EmpiricalDTE:
         self.use_index = bool(mode.get("index", False))
         self.index_fraction = float(mode.get("index_fraction", 1.0))
         self.index: Dict[str, ClusterIndex] = {}
+        #: scores of the training rows, each left out of its own neighbourhood (set by a fit with an index)
+        self.train_scores: Optional[np.ndarray] = None
 
     def _bag_spec(self, d: int, n: Optional[int] = None):
         """The bag layout for ``d`` features and ``n`` training rows: the reference rows (all bags) capped by the
@@ -605,8 +625,11 @@ class EmpiricalDTE:
         X = np.asarray(x, np.float32)
         n = len(X)
         rng = np.random.default_rng(seed)
-        self.gauss = Gaussianizer().fit(X) if ("gauss" in self.views or self.marginal > 0) else None
-        self.robust = RobustScale().fit(X) if "robust" in self.views else None
+        need_gauss, need_robust = "gauss" in self.views or self.marginal > 0, "robust" in self.views
+        S = sorted_columns(X) if need_gauss or need_robust else None
+        self.gauss = Gaussianizer().fit(X, S) if need_gauss else None
+        self.robust = RobustScale().fit(X, S) if need_robust else None
+        del S
         spec = self._bag_spec(X.shape[1], n)
         if self.use_index and len(spec) == 1 and spec[0][0] == 1:
             budget = max(128, int(spec[0][1] * self.index_fraction))
@@ -629,6 +652,11 @@ class EmpiricalDTE:
             self.refs[v] = torch.from_numpy(np.ascontiguousarray(self._view(X[src[keep]], v)))
         # calibration: out-of-bag log-times of training rows (a row never counts as its own neighbour)
         cal = np.sort(rng.choice(n, min(self.n_calib, n), replace=False))
+        if self.novelty:  # every training row left out of its own reference: its score as a new row's
+            comps = self._components(X, exclude=(ids, torch.arange(n)))
+            self.stats = {name: (float(np.median(c[cal])), float(c[cal].std()) + 1e-6) for name, c in comps.items()}
+            self.train_scores = self._combine(comps)
+            return self
         comps = self._components(X[cal], exclude=(ids, torch.from_numpy(cal.astype(np.int64))))
         self.stats = {name: (float(np.median(c)), float(c.std()) + 1e-6) for name, c in comps.items()}
         return self
@@ -639,14 +667,21 @@ class EmpiricalDTE:
         n = len(X)
         self.bags = ((1, budget),)
         ids = torch.arange(n)
+        g = self.gauss.transform(X) if self.gauss is not None else None
+        comps = {}
         for j, v in enumerate(self.views):
             part = budget if v not in self.view_refs else max(128, int(budget * self.view_refs[v]))
-            Xv = torch.from_numpy(np.ascontiguousarray(self._view(X, v)))
+            Xv = torch.from_numpy(np.ascontiguousarray(self._view(X, v, g)))
             self.index[v] = ClusterIndex.build(Xv, ids, part, seed=seed * 101 + j)
+            # every training row's log-time with the row itself left out of its neighbourhood: the same
+            # values a query with that row's features would get from the other rows
+            comps[v] = self.index[v].log_time(Xv, self.k, exclude=ids).numpy()
+        if self.marginal > 0:
+            comps["marginal"] = (g.astype(np.float64) ** 2).mean(1)
         self.refs = {}
         cal = np.sort(rng.choice(n, min(self.n_calib, n), replace=False))
-        comps = self._components(X[cal], exclude=({}, torch.from_numpy(cal.astype(np.int64))))
-        self.stats = {name: (float(np.median(c)), float(c.std()) + 1e-6) for name, c in comps.items()}
+        self.stats = {name: (float(np.median(c[cal])), float(c[cal].std()) + 1e-6) for name, c in comps.items()}
+        self.train_scores = self._combine(comps)
         for index in self.index.values():
             index.ids = None  # row ids serve the calibration only
         return self
@@ -697,9 +732,11 @@ class EmpiricalDTE:
     def score(self, x) -> np.ndarray:
         """The weighted mean of the calibrated components (z-scores under the out-of-bag training rows)."""
         X = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
-        comps = self._components(X)
+        return self._combine(self._components(X))
+
+    def _combine(self, comps: Dict[str, np.ndarray]) -> np.ndarray:
         weights = {**self.weights, "marginal": self.marginal}
-        total = np.zeros(len(X))
+        total = np.zeros(len(next(iter(comps.values()))))
         for name, c in comps.items():
             med, sd = self.stats[name]
             total += weights[name] * (c - med) / sd

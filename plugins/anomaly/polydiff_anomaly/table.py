@@ -27,13 +27,21 @@ class Table:
     columns: List[str]
     source: str = "data"
     row_offset: int = 0  # added to a 0-based row index to give the number shown in messages
+    row_numbers: Optional[np.ndarray] = None  # or, for a sample of a file, the number shown for each row
+
+    def shown(self, rows: Sequence[int]) -> np.ndarray:
+        """The numbers that messages show for these 0-based rows (file line numbers for a CSV file)."""
+        rows = np.asarray(rows, np.int64)
+        return self.row_numbers[rows] if self.row_numbers is not None else rows + self.row_offset
 
     def __len__(self):
         return len(self.values)
 
 
-def _rows_text(rows: Sequence[int], offset: int, csv: bool) -> str:
-    shown = ", ".join(str(int(r) + offset) for r in rows[:5])
+def _rows_text(rows: Sequence[int], offset, csv: bool) -> str:
+    """``offset``: added to each 0-based row, or a Table (whose own numbering is used)."""
+    first = np.asarray(rows[:5], np.int64)
+    shown = ", ".join(str(int(r)) for r in (offset.shown(first) if isinstance(offset, Table) else first + offset))
     more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
     return f"{'lines' if csv else 'rows'} {shown}{more}"
 
@@ -180,7 +188,7 @@ def check_finite(table: Table, medians: Optional[np.ndarray] = None) -> np.ndarr
         what = "NaN" if np.isnan(v[rows[0], j]) else "infinite values"
         hint = " (use --impute median to fill NaN)" if what == "NaN" and medians is None else ""
         raise InputError(f"{table.source}: column {table.columns[j]!r} has {what} on "
-                         f"{_rows_text(rows, table.row_offset, _is_csv(table.source))}{hint}")
+                         f"{_rows_text(rows, table, _is_csv(table.source))}{hint}")
     return v
 
 
@@ -191,7 +199,7 @@ def align_columns(table: Table, expected: Sequence[str]) -> Table:
         return table
     generic = all(c == f"x{j}" for j, c in enumerate(table.columns))
     if generic and len(table.columns) == len(expected):
-        return Table(table.values, expected, table.source, table.row_offset)  # unnamed array, same width
+        return Table(table.values, expected, table.source, table.row_offset, table.row_numbers)  # same width
     missing = [c for c in expected if c not in table.columns]
     extra = [c for c in table.columns if c not in expected]
     if missing or extra:
@@ -202,7 +210,7 @@ def align_columns(table: Table, expected: Sequence[str]) -> Table:
             parts.append(f"unexpected {', '.join(map(repr, extra[:5]))}{' ...' if len(extra) > 5 else ''}")
         raise InputError(f"{table.source}: columns differ from the training table ({'; '.join(parts)})")
     idx = [table.columns.index(c) for c in expected]
-    return Table(table.values[:, idx], expected, table.source, table.row_offset)
+    return Table(table.values[:, idx], expected, table.source, table.row_offset, table.row_numbers)
 
 
 def iter_table(path, chunk_rows: int = 100_000) -> Iterator[Table]:
@@ -271,19 +279,22 @@ def sample_table(path, max_rows: int, seed: int = 0, chunk_rows: int = 100_000) 
             columns = list(chunk.columns)
             res = np.empty((max_rows, v.shape[1]), dtype=v.dtype)
             ids = np.empty(max_rows, dtype=np.int64)
+            shown = np.empty(max_rows, dtype=np.int64)  # each kept row's number in messages (its file line)
         elif list(chunk.columns) != columns:
             raise InputError(f"{source}: the columns change between chunks")
         take = min(max(max_rows - seen, 0), len(v))
         if take:  # fill the reservoir
             res[seen:seen + take] = v[:take]
             ids[seen:seen + take] = np.arange(seen, seen + take)
+            shown[seen:seen + take] = chunk.shown(np.arange(take))
         if take < len(v):  # replace with probability max_rows / (index + 1)
             gidx = np.arange(seen + take, seen + len(v))
             r = rng.integers(0, gidx + 1)
             hit = np.flatnonzero(r < max_rows)
             res[r[hit]] = v[take:][hit]  # later rows overwrite earlier ones at the same slot, as in the loop
             ids[r[hit]] = gidx[hit]
+            shown[r[hit]] = chunk.shown(take + hit)
         seen += len(v)
     n = min(seen, max_rows)
     order = np.argsort(ids[:n], kind="stable")
-    return Table(res[:n][order], columns, source)
+    return Table(res[:n][order], columns, source, row_numbers=shown[:n][order])

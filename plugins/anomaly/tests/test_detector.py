@@ -18,7 +18,8 @@ def _data(seed=0):
 def fitted(request):
     normal, _ = _data()
     method, novelty = request.param.replace("-novelty", ""), request.param.endswith("-novelty")
-    det = DiffusionDetector(method=method, novelty=novelty, steps=300, contamination=0.1, random_state=0)
+    det = DiffusionDetector(method=method, novelty=novelty, steps=None if method == "dte-np" else 300,
+                            contamination=0.1, random_state=0)
     return det.fit(pd.DataFrame(normal, columns=list("abcd")))
 
 
@@ -116,3 +117,24 @@ def test_dte_np_needs_no_training_steps_and_scales_with_the_reference_not_the_da
     assert index.refs.shape == (20_000, 8) and max(len(r) for r in index.rows) <= 1024 + 512 + 127
     det = DiffusionDetector().fit(rng.normal(size=(20_000, 8)))
     assert det.engine_.refs["robust"].shape == (16 * 256, 8)  # 16 bags of 256 rows
+
+
+@pytest.mark.parametrize("n,d", [(600, 5), (900, 40), (6000, 8)])  # a full reference, a wide one, the index
+def test_novelty_threshold_flags_the_contamination_fraction_of_new_normal_rows(n, d):
+    """In novelty mode a training row is not its own neighbour when the threshold is set: otherwise every
+    training score is too low and predict flags most new rows from the training distribution."""
+    rng = np.random.default_rng(7)
+    det = DiffusionDetector(novelty=True, contamination=0.05).fit(rng.normal(size=(n, d)))
+    flagged = det.predict(rng.normal(size=(4000, d))).mean()
+    assert 0.025 < flagged < 0.09, flagged
+    # the scores of new rows are those of the scorer; only the training rows leave themselves out
+    fresh = rng.normal(size=(50, d))
+    assert np.array_equal(det.decision_function(fresh), det.decision_function(np.vstack([fresh, fresh]))[:50])
+
+
+def test_options_that_would_do_nothing_are_errors():
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    with pytest.raises(PolydiffError, match=r"steps=50 has no effect: dte-np trains nothing \(steps applies to dte, elbo, reconstruction\)"):
+        DiffusionDetector(steps=50).fit(X)
+    with pytest.raises(PolydiffError, match="steps must be at least 1, got 0"):
+        DiffusionDetector(method="dte", steps=0).fit(X)

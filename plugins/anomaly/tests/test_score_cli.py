@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from polydiff.errors import PolydiffError
+
 RUN = [sys.executable, "-m", "polydiff.cli", "score"]
 
 
@@ -22,7 +24,7 @@ def tables(tmp_path_factory):
     test = pd.concat([train.iloc[:40], pd.DataFrame([[7.0, 7.0, -7.0]], columns=["a", "b", "c"])], ignore_index=True)
     train.to_csv(d / "train.csv", index=False)
     test.to_csv(d / "test.csv", index=False)
-    r = _run(["test.csv", "--train", "train.csv", "--steps", "150", "--contamination", "0.05", "--out", "s.csv",
+    r = _run(["test.csv", "--train", "train.csv", "--contamination", "0.05", "--out", "s.csv",
               "--plot", "h.png", "--save-model", "det.safetensors", "--json"], cwd=d)
     assert r.returncode == 0, r.stderr
     return d
@@ -55,9 +57,11 @@ def test_bad_tables_one_line_no_output(tables, content, needle):
     out = tables / "never.csv"
     r = CliRunner().invoke(cli, ["score", str(tables / "bad.csv"), "--model", str(tables / "det.safetensors"),
                                  "--out", str(out)])
-    assert r.exit_code == 1
+    assert r.exit_code == 1, r.output
+    assert isinstance(r.exception, SystemExit), r.exception
     err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and needle in err[0] and r.exception is None or isinstance(r.exception, SystemExit), r.stderr
+    assert len(err) == 1, r.stderr
+    assert needle in err[0], err[0]
     assert not out.exists() and not list(tables.glob(".never.csv.*"))
 
 
@@ -69,7 +73,7 @@ def test_model_file_that_is_not_a_bundle(tables):
 
 def test_impute_median(tables):
     (tables / "nan.csv").write_text("a,b,c\n0,0,0\n1,,1\n" + "".join(f"{i%3},{i%5},{i%7}\n" for i in range(40)))
-    r = _run(["nan.csv", "--impute", "median", "--steps", "30", "--out", "n.csv"], cwd=tables)
+    r = _run(["nan.csv", "--impute", "median", "--out", "n.csv"], cwd=tables)
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(tables / "n.csv")) == 42
 
@@ -136,3 +140,22 @@ def test_parquet_in_unsupervised_and_with_train(tmp_path):
         s = pd.read_csv(tmp_path / "s.csv")
         assert len(s) == 500 and s["score"].idxmax() == 7 and s["is_anomaly"].iloc[7] == 1
         assert json.loads(r.stdout)["rows"] == 500
+
+
+def test_fit_errors_name_file_lines_also_when_the_rows_are_sampled(tmp_path):
+    """A table fitted from a file is read through a reservoir sample; its errors still name file lines."""
+    import re
+
+    from polydiff_anomaly import DiffusionDetector
+
+    rows = [f"{i},{i % 7}" for i in range(50)]
+    rows[28] = "28,"  # data row 28: file line 30
+    (tmp_path / "one.csv").write_text("a,b\n" + "\n".join(rows) + "\n")
+    with pytest.raises(PolydiffError, match=r"column 'b' has NaN on lines 30 \("):
+        DiffusionDetector().fit(tmp_path / "one.csv")
+    many = [f"{i}," if i >= 18 else f"{i},{i % 7}" for i in range(50)]  # NaN on lines 20..51
+    (tmp_path / "many.csv").write_text("a,b\n" + "\n".join(many) + "\n")
+    with pytest.raises(PolydiffError) as info:
+        DiffusionDetector(max_train_rows=10).fit(tmp_path / "many.csv")
+    shown = [int(v) for v in re.search(r"on lines ([\d, ]+)", str(info.value)).group(1).split(", ")]
+    assert shown and all(20 <= v <= 51 for v in shown), str(info.value)

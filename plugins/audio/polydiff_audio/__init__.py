@@ -62,6 +62,8 @@ def register_modalities(register):
         datasets=dict(datasets.DATASETS),
         recipes=RECIPES,
         pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"))},
+        model_info={"fsdd": "spoken digits 0-9, 8 kHz: all 3,000 recordings of the Free Spoken Digit Dataset; "
+                            "digit-conditional frame U-Net"},
         guidance={"label": -1},
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,

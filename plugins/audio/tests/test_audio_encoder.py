@@ -77,7 +77,7 @@ def test_fsdd_sample_labels_and_make_cond():
     assert make_cond(enc, 2, label="7")["label"].tolist() == [7, 7]
     assert make_cond(enc, 2, label="none")["label"].tolist() == [-1, -1]
     for bad in ["12", "-1", "cat"]:
-        with pytest.raises(InputError, match=r"^--label: .* is not one of this model's classes \(0, 1,"):
+        with pytest.raises(InputError, match=r"^label .* is not one of this model's classes \(0, 1,"):
             make_cond(enc, 2, label=bad)
     with pytest.raises(InputError, match="trained without labels"):
         make_cond(AudioEncoder(), 2, label="3")

@@ -135,7 +135,7 @@ def test_inpaint_gap_longer_than_the_clip_and_bad_options(tiny_model, tmp_path, 
         inpaint(tiny_model, src, tmp_path / "o.wav", 0.5, 0.7, steps=0)
     with pytest.raises(InputError, match=r"o.mp3: unsupported output format '.mp3'"):
         inpaint(tiny_model, src, tmp_path / "o.mp3", 0.5, 0.7)
-    with pytest.raises(InputError, match="--label: '10' is not one of this model's classes"):
+    with pytest.raises(InputError, match="label '10' is not one of this model's classes"):
         inpaint(tiny_model, src, tmp_path / "o.wav", 0.5, 0.7, label="10")
 
 
@@ -320,6 +320,6 @@ def test_cli_denoise_writes_model_rate_mono(cli, tiny_model_path, tmp_path, help
     assert sr == 8000 and y.shape == (1, 10400) and np.isfinite(y).all()
     r = CliRunner().invoke(cli, ["denoise", "audio", str(src), "--out", str(out), "--model", tiny_model_path,
                                  "--label", "12"])
-    assert r.exit_code == 1 and r.stderr.strip().startswith("Error: --label: '12' is not one of this model's classes")
+    assert r.exit_code == 1 and r.stderr.strip().startswith("Error: label '12' is not one of this model's classes")
     r = CliRunner().invoke(cli, ["denoise", "audio", "--help"])
     assert "MONO at the MODEL's sample rate" in " ".join(r.stdout.split())

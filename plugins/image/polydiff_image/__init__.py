@@ -79,6 +79,12 @@ def register_modalities(register):
         # order would make it cifar10 once that checkpoint is bundled)
         pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"), key=lambda p: (p.stem != "mnist",
                                                                                              p.stem))},
+        model_info={"mnist": "28x28 handwritten digits 0-9: 9,000 images of the MNIST test set; "
+                             "class-conditional U-Net",
+                    "cifar10": "32x32 RGB images of the ten CIFAR-10 classes: 9,000 images of its test set; "
+                               "class-conditional U-Net",
+                    "mnist_sr": "x2 / x4 super-resolution of 28x28 digits (the default of `polydiff upscale image`): "
+                                "the same 9,000 MNIST images"},
         guidance={"label": -1},
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,

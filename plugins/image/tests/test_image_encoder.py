@@ -185,7 +185,7 @@ def test_make_cond_and_label_index():
     assert make_cond(enc, 2, label="9")["label"].tolist() == [9, 9]
     assert make_cond(enc, 2, label="none")["label"].tolist() == [-1, -1]
     for bad in ["10", "-1", "kitten"]:
-        with pytest.raises(InputError, match=r"^--label: .* is not one of this model's classes \(airplane, "):
+        with pytest.raises(InputError, match=r"^label .* is not one of this model's classes \(airplane, "):
             make_cond(enc, 2, label=bad)
     plain = ImageEncoder(image_size=4, channels=1)
     assert make_cond(plain, 3) == {} and make_cond(plain, 3, label="none") == {}

@@ -86,6 +86,8 @@ def register_modalities(register):
         datasets=dict(datasets.DATASETS),
         recipes=RECIPES,
         pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"))},
+        model_info={"qm9": "small organic molecules (C, N, O, F; up to 9 heavy atoms): all 131,954 of QM9; "
+                           "graph transformer"},
         guidance={"props": denoiser.NULL_PROP},
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,

@@ -425,6 +425,8 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
     """
     known = known_mask = None
     k = 0
+    if int(resample) != 1 and not scaffold:
+        raise InputError(f"resample {resample} needs a scaffold: it repeats the steps of scaffold-constrained sampling")
     if scaffold:
         from rdkit import Chem
 
@@ -433,14 +435,14 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
         quiet_rdkit()
         mol = Chem.MolFromSmiles(str(scaffold))
         if mol is None or mol.GetNumAtoms() == 0:
-            raise InputError(f"--scaffold: {scaffold!r} is not a valid SMILES")
+            raise InputError(f"scaffold {scaffold!r} is not a valid SMILES")
         k = mol.GetNumHeavyAtoms()
         if k > encoder.max_atoms:
-            raise InputError(f"--scaffold: {k} heavy atoms, more than this model's max_atoms {encoder.max_atoms}")
+            raise InputError(f"the scaffold has {k} heavy atoms, more than this model's max_atoms {encoder.max_atoms}")
         try:
             xs, cs = MoleculeEncoder.encode(encoder, [mol])
         except InputError as e:
-            raise InputError(f"--scaffold: {str(e).splitlines()[0]}") from None
+            raise InputError(f"scaffold {scaffold!r}: {str(e).splitlines()[0]}") from None
         node_k = torch.zeros(1, encoder.max_atoms)
         node_k[0, :k] = 1.0
         known_mask = encoder.element_mask(node_k)  # scaffold atoms and the pairs among them
@@ -459,7 +461,7 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
             generator = torch.Generator().manual_seed(0 if size_seed is None else int(size_seed))
         sizes = encoder.draw_sizes(n, generator=generator, at_least=max(k, 1))
     if scaffold and sizes.numel() and int(sizes.min()) < k:
-        raise InputError(f"--scaffold has {k} atoms; every sample needs at least that many (got {int(sizes.min())})")
+        raise InputError(f"the scaffold has {k} atoms; every sample needs at least that many (got {int(sizes.min())})")
     if sizes.numel() and (int(sizes.min()) < 1 or int(sizes.max()) > N):
         bad = int(sizes.min()) if int(sizes.min()) < 1 else int(sizes.max())
         raise InputError(f"number of atoms must be between 1 and {N} (this model's max_atoms), got {bad}")
@@ -475,5 +477,5 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
     if encoder.properties:
         cond["props"] = encoder.props_tensor(props, n)
     elif props not in (None, "", {}):
-        raise InputError("this model was trained without property conditioning; drop --props")
+        raise InputError("this model was trained without property conditioning; give no properties")
     return cond

@@ -528,6 +528,10 @@ def load_reference(name: str = "qm9", test_size: int = QM9_TEST_SIZE, seed: int 
 
 
 # ------------------------------------------------------------------------------------------ summary
+#: below this many valid molecules an FCD comes with a warning (its small-sample bias dominates)
+FCD_MIN_SAMPLES = 1000
+
+
 def summarize(items, reference: Optional[Reference] = None, with_fcd: bool = True) -> Dict[str, Any]:
     """Every metric of one set of samples as a JSON-ready dict (novelty, distances and FCD need a
     ``reference``)."""
@@ -568,6 +572,10 @@ def summarize(items, reference: Optional[Reference] = None, with_fcd: bool = Tru
             out["fcd_reason"] = " ".join(str(e).split())[:300]
         else:
             out["fcd"], out["fcd_reason"] = fcd_or_reason(p, ref_stats, model)
+            if out["fcd"] is not None and len(valid) < FCD_MIN_SAMPLES:
+                out["fcd_warning"] = (f"FCD from {len(valid)} molecules mostly measures the sample size (it "
+                                      f"shrinks as n grows); compare it only at equal n, and use at least "
+                                      f"{FCD_MIN_SAMPLES:,} for a number to report")
     return out
 
 
@@ -709,6 +717,8 @@ def render_table(doc: dict) -> str:
     for m in modes:
         if res[m].get("fcd") is None and res[m].get("fcd_reason"):
             lines.append(f"fcd ({m}): n/a: {res[m]['fcd_reason']}")
+        elif res[m].get("fcd_warning"):
+            lines.append(f"fcd ({m}): warning: {res[m]['fcd_warning']}")
     if ref and ref.get("rings_per_molecule") is not None:
         lines.append(f"reference rings per molecule: {ref['rings_per_molecule']:.3f}")
     gen = doc.get("generation")

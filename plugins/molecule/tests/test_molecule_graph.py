@@ -10,12 +10,14 @@ from rdkit import Chem
 from polydiff.errors import InputError, PolydiffError
 from polydiff.testing import assert_items_close
 
+from polydiff_molecule import datasets
 from polydiff_molecule.graph import (BOND_CLASSES, MoleculeEncoder, atom_capacity, atom_label, fragments,
                                      is_connected)
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "molecules"
-QM9_NEUTRAL = DATA / "qm9" / "qm9_canonical_neutral.csv"
-QM9_RAW = DATA / "qm9" / "qm9.csv"
+# the plugin's own data lookup ($POLYDIFF_MOLECULE_DATA, then shared/data/molecules beside the repository)
+DATA = datasets.data_dir(datasets.QM9_FILE)
+QM9_NEUTRAL = DATA / datasets.QM9_FILE if DATA else None
+QM9_RAW = DATA / "qm9" / "qm9.csv" if DATA else None
 
 
 def canonical(smiles):
@@ -30,8 +32,8 @@ def spread(seq, n):
 
 @pytest.fixture(scope="module")
 def qm9():
-    if not QM9_NEUTRAL.exists() or not QM9_RAW.exists():
-        pytest.skip(f"QM9 data not found under {DATA}")
+    if DATA is None or not QM9_RAW.exists():
+        pytest.skip(f"QM9 not found (${datasets.ENV_VAR} or shared/data/molecules)")
     with open(QM9_NEUTRAL, newline="") as f:
         neutral = spread([r["smiles"] for r in csv.DictReader(f)], 1000)
     with open(QM9_RAW, newline="") as f:

@@ -149,6 +149,17 @@ def test_fcd_is_null_with_a_reason_without_the_fcd_package(monkeypatch, ref_file
     assert s["novelty"] is not None and s["atom_type_tv"] is not None
 
 
+@needs_fcd
+def test_an_fcd_of_few_molecules_carries_a_warning_in_the_summary_and_the_table(sample_smiles, tmp_path):
+    ref_path = tmp_path / "ref.smi"
+    ref_path.write_text("\n".join(sample_smiles) + "\n")
+    ref = M.load_reference(str(ref_path))
+    s = M.summarize(sample_smiles[:8], ref)
+    assert s["fcd"] is not None and "FCD from 8 molecules" in s["fcd_warning"] and "1,000" in s["fcd_warning"]
+    table = M.render_table({"samples_file": "x.smi", "n": 8, "results": {"file": s}})
+    assert "fcd (file): warning: FCD from 8 molecules" in table
+
+
 # ------------------------------------------------------------------------------------------ references
 def test_qm9_reference_split_is_seeded_and_novelty_uses_the_whole_file(tmp_path, monkeypatch, sample_smiles):
     (tmp_path / "qm9").mkdir()

@@ -250,7 +250,7 @@ def test_cli_train_and_sample(tmp_path, small):
     assert all(Chem.MolFromSmiles(s).HasSubstructMatch(benzene) for s in lines if s)
     assert json.loads(r.stdout)["invalid"] == sum(1 for s in lines if not s)
     r = run_cli("sample", "molecule", "--model", model, "-n", 2, "--scaffold", "C1CC", "--out", tmp_path / "x.smi")
-    assert r.returncode == 1 and "--scaffold: 'C1CC' is not a valid SMILES" in r.stderr
+    assert r.returncode == 1 and "scaffold 'C1CC' is not a valid SMILES" in r.stderr
 
     r = run_cli("sample", "molecule", "--model", model, "-n", 2, "--decode", "argmax", "--out", tmp_path / "x.smi")
     assert r.returncode == 2 and "Invalid value for '--decode'" in r.stderr

@@ -39,6 +39,8 @@ def register_modalities(register):
             "gmm": {"data": "gmm", "config": {"train": {"steps": 8000}}},
         },
         pretrained={"shapes": PRETRAINED / "shapes.safetensors"},
+        model_info={"shapes": "2-D points of three labelled shapes (gmm, moons, spiral), generated from a seed; "
+                              "class-conditional MLP"},
         metrics={"sliced_wasserstein": datasets.sliced_wasserstein_to},
         guidance={"label": -1},
         sample_options=[click.Option(["--label"], default=None,
