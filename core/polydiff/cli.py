@@ -253,13 +253,9 @@ def _sample_command(modality):
         if as_json:
             click.echo(json.dumps(summary, indent=2))
         else:
-            bad = ""
-            if invalid:
-                kept = getattr(items, "keep_invalid", True)
-                bad = f"; {invalid} invalid, {'written as empty entries' if kept else 'left out'}"
-            click.echo(f"wrote {n - (0 if getattr(items, 'keep_invalid', True) else invalid)} of {n} {modality.name} "
-                       f"samples to {', '.join(summary['files'][:3])}{' ...' if len(files) > 3 else ''} "
-                       f"({seconds:.2f} s{bad})")
+            bad = f"; {invalid} invalid" if invalid else ""
+            click.echo(f"wrote {n - invalid} of {n} {modality.name} samples to {', '.join(summary['files'][:3])}"
+                       f"{' ...' if len(files) > 3 else ''} ({seconds:.2f} s{bad})")
             if trajectory:
                 click.echo(f"trajectory: {trajectory}")
 
@@ -274,31 +270,54 @@ def sample_group():
 
 
 # --------------------------------------------------------------------------------------- score
-@cli.command("score")
+class _ScoreCommand(click.Command):
+    """``polydiff score``: the core's options, then each modality's ``score_options`` (read on demand, so that
+    the registry is built only when the command runs)."""
+
+    def get_params(self, ctx):
+        from .plugins import registry
+
+        params = super().get_params(ctx)
+        names = {p.name for p in params}
+        extra = []
+        for mod in sorted(registry().modalities.values(), key=lambda m: m.name):
+            for opt in mod.score_options:
+                if opt.name not in names:
+                    names.add(opt.name)
+                    extra.append(opt)
+        return params[:-1] + extra + params[-1:] if params and params[-1].name == "help" else params + extra
+
+
+def _option_owners(mods) -> dict:
+    """Option name -> the modality whose ``score_options`` declares it."""
+    return {opt.name: m for m in mods for opt in m.score_options}
+
+
+@cli.command("score", cls=_ScoreCommand)
 @click.argument("data", type=click.Path())
 @click.option("--model", "model_name", help="Pretrained name or .safetensors bundle (a model or a saved detector).")
 @click.option("--train", "train_data", type=click.Path(), help="Fit a detector on these clean rows first.")
-@click.option("--modality", default=None, help="Modality of a new detector [tabular].")
+@click.option("--modality", default=None, help="Modality of a new detector [the installed modality that has one].")
 @click.option("--method", default=None,
               help="Scoring method (see `polydiff plugins`) [a new detector: its modality's default; --model: elbo].")
 @click.option("--contamination", type=float, default=None,
               help="Expected anomaly fraction; adds an is_anomaly column [0.05 for a new detector].")
-@click.option("--impute", type=click.Choice(["median"]), help="Fill NaN with the training medians.")
 @click.option("--out", "out", type=click.Path(), required=True, help="CSV with one score per input item, in order.")
 @click.option("--plot", type=click.Path(), help="Write a histogram of the scores (PNG).")
 @click.option("--save-model", type=click.Path(), help="Save the fitted detector (.safetensors).")
-@click.option("--steps", type=int, help="Training steps of a new detector.")
+@click.option("--steps", type=int, help="Training steps of a new detector (its methods that train).")
 @click.option("--batch-size", type=int, default=None,
               help="Items per scoring batch [the detector's default; 4096 with --model].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", help="cpu, cuda, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def score_cmd(data, model_name, train_data, modality, method, contamination, impute, out, plot, save_model, steps,
-              batch_size, seed, device, as_json):
+def score_cmd(data, model_name, train_data, modality, method, contamination, out, plot, save_model, steps,
+              batch_size, seed, device, as_json, **options):
     """Score how anomalous each item of DATA is (higher = more anomalous).
 
     With --model, score with a trained model or a saved detector. Without it, fit a new detector on
-    --train (or on DATA itself, unsupervised) and score DATA in chunks.
+    --train (or on DATA itself, unsupervised) and score DATA in chunks. The output has one row per item,
+    in input order: a score column (and is_anomaly where a detector sets a threshold).
     """
     from .checkpoint import atomic_write_text, read_meta
     from .errors import InputError
@@ -307,48 +326,52 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
 
     if batch_size is not None and batch_size < 1:
         raise PolydiffError(f"--batch-size must be at least 1, got {batch_size}")
+    if contamination is not None and not 0 < contamination <= 0.5:
+        raise PolydiffError(f"--contamination must be in (0, 0.5], got {contamination}")
     reg = registry()
-    det = None
+    owners = _option_owners(reg.modalities.values())
+    given = {k: v for k, v in options.items() if v is not None}
+    mod, detector_bundle = None, False
     if model_name is not None:
         path, _ = resolve_model_path(model_name, modality)
         meta = read_meta(path)
         mod = reg.modality(meta.get("modality") or modality)
-        if meta.get("kind") == "detector" and mod.detector is not None:
-            det = mod.detector.load(path)
-            if contamination is not None:
-                raise PolydiffError("--contamination is fixed when a detector is fitted; refit without --model")
-            if method and method != det.method:
-                raise PolydiffError(f"{path}: {_article(det.method)} {det.method} detector; --method {method} needs a new detector (drop --model)")
+        detector_bundle = meta.get("kind") == "detector"
     else:
-        mod = reg.modality(modality or "tabular")
-        if mod.detector is None:
-            raise PolydiffError(f"modality {mod.name!r} cannot fit a detector here; train a model and pass --model")
-        kw = {"method": method} if method else {}
-        if batch_size is not None:
-            kw["batch_size"] = batch_size
-        det = mod.detector(**kw, novelty=train_data is not None,
-                           contamination=0.05 if contamination is None else contamination, steps=steps, impute=impute,
-                           random_state=seed, device=device)
-        if not as_json:
-            click.echo(f"fitting {_article(det.method)} {det.method} detector on {train_data or data} ...", err=True)
-        det.fit(train_data or data)
-    if det is not None:
-        if save_model:
-            det.save(save_model)
-        res = mod.detector.score_file(det, data, out, flag=True, progress=not as_json)
-        scores = res.pop("scores")
-        if plot:
-            mod.detector.plot_histogram(scores, det.threshold_, plot, title=f"{det.method} scores of {Path(data).name}")
-        summary = {**res, "method": det.method, "min": float(scores.min()), "max": float(scores.max()),
-                   "mean": float(scores.mean()), "model": save_model or model_name}
+        scorers = sorted((m for m in reg.modalities.values() if m.score is not None), key=lambda m: m.name)
+        if modality is not None:
+            mod = reg.modality(modality)
+            if mod.score is None:
+                raise PolydiffError(f"modality {mod.name!r} cannot fit a detector here; train a model and pass --model")
+        elif len(scorers) == 1:
+            mod = scorers[0]
+        elif not scorers:
+            raise PolydiffError("no installed modality fits a detector; train a model and pass --model")
+        else:
+            raise PolydiffError(f"several modalities fit detectors ({', '.join(m.name for m in scorers)}); "
+                                f"choose one with --modality")
+    for name in given:  # an option another modality declares does nothing here: say so
+        if owners.get(name) is not mod or not (detector_bundle or model_name is None):
+            flag = "--" + name.replace("_", "-")
+            raise PolydiffError(f"{flag} is an option of the {owners[name].name} detector; it does not apply here")
+    if model_name is None or detector_bundle:
+        echo = None if as_json else (lambda line: click.echo(line, err=True))
+        summary = mod.score(data, out, model=path if detector_bundle else None, train=train_data, method=method,
+                            contamination=contamination, steps=steps, batch_size=batch_size, seed=seed,
+                            device=device, save_model=save_model, plot=plot, progress=not as_json, echo=echo,
+                            **given)
         if as_json:
             click.echo(json.dumps(summary, indent=2))
         else:
-            click.echo(f"scored {summary['rows']} rows with {det.method}: {summary['flagged']} flagged above "
-                       f"threshold {summary['threshold']:.4g}; scores in {out}")
+            flagged = (f"{summary['flagged']} flagged above threshold {summary['threshold']:.4g}; "
+                       if summary.get("flagged") is not None else "")
+            click.echo(f"scored {summary['rows']} rows with {summary['method']}: {flagged}scores in {summary['out']}")
         return
-    if train_data or save_model or contamination is not None or impute:
-        raise PolydiffError("--train, --contamination, --impute and --save-model need a modality with a detector")
+    if train_data or save_model or contamination is not None:
+        raise PolydiffError("--train, --contamination and --save-model need a detector; "
+                            f"{model_name} is a trained {mod.name} model")
+    if steps is not None:
+        raise PolydiffError("--steps trains a new detector; it does not apply to a trained model")
     method = method or "elbo"
     model = Model.load(model_name, device=device)
     try:
@@ -361,14 +384,14 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, imp
     if len(items) == 0:
         raise InputError(f"{data}: no items to score")
     scores = model.score(items, method=method, batch_size=batch_size or 4096).tolist()
-    lines = ["index,score"] + [f"{i},{s:.8g}" for i, s in enumerate(scores)]
+    lines = ["score"] + [f"{s:.8g}" for s in scores]
     atomic_write_text(out, "\n".join(lines) + "\n")
     summary = {"rows": len(scores), "method": method, "out": str(out),
-               "min": min(scores), "max": max(scores), "mean": sum(scores) / len(scores)}
+               "min": min(scores), "max": max(scores), "mean": sum(scores) / len(scores), "model": str(model_name)}
     if plot:
         from .viz import plot_histogram
 
-        plot_histogram(scores, None, plot)
+        plot_histogram(scores, None, plot, title=f"{method} scores of {Path(str(data)).name}")
     click.echo(json.dumps(summary, indent=2) if as_json else
                f"scored {len(scores)} items with {method}: {out} (mean {summary['mean']:.4g})")
 
@@ -499,16 +522,14 @@ def demo_cmd(out, only, device):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = [s.strip() for s in only.split(",")] if only else None
-    order = ["points", "tabular", "molecule", "audio", "image"]
-    mods = sorted((m for m in reg.modalities.values() if m.demo is not None),
-                  key=lambda m: (order.index(m.name) if m.name in order else len(order), m.name))
+    mods = sorted((m for m in reg.modalities.values() if m.demo is not None), key=lambda m: (m.demo_order, m.name))
     if wanted:
         missing = [w for w in wanted if w not in {m.name for m in mods}]
         if missing:
             raise PolydiffError(f"no demo for {', '.join(missing)}; available: {', '.join(m.name for m in mods)}")
         mods = [m for m in mods if m.name in wanted]
     if not mods:
-        raise PolydiffError("no installed modality has a demo; install a plugin, e.g. pip install -e plugins/points")
+        raise PolydiffError("no installed modality has a demo; install a modality plugin (see `polydiff plugins`)")
     for r in reg.records():
         if r.status == "error":
             click.echo(f"(plugin {r.name} not available: {r.error}{'; ' + r.hint if r.hint else ''})", err=True)

@@ -7,9 +7,9 @@ from .errors import MissingDependency
 
 __all__ = ["require", "pip_name_for"]
 
-#: import names whose distribution on PyPI has another name
-_PIP_NAMES = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "cv2": "opencv-python-headless",
-              "rdkit": "rdkit", "soundfile": "soundfile", "pyarrow": "pyarrow", "fcd": "fcd"}
+#: well-known import names whose distribution on PyPI has another name (a plugin with another such package
+#: passes ``pip=`` to :func:`require`)
+_PIP_NAMES = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "cv2": "opencv-python-headless"}
 
 
 def pip_name_for(module: str) -> str:

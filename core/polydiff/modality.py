@@ -17,13 +17,18 @@ A modality bundles everything the core needs to train, sample, score and evaluat
 * **configure** ``configure(config, fitted_encoder) -> config``: fills data-dependent settings (number of
   columns or classes, vocabulary size) into the config before the network is built for training; the
   completed config is what the bundle stores, so loading never needs the training data;
-* **detector**: an estimator class (``fit``, ``decision_function``, ``save``, ``load``, ``threshold_``) that
-  ``polydiff score`` uses to fit on a table and score it in chunks (the tabular plugin's DiffusionDetector),
-  with module functions ``score_file`` and ``plot_histogram`` next to it;
+* **score** ``score(data, out, *, model, train, method, contamination, steps, batch_size, seed, device,
+  save_model, plot, progress, echo, **score_options) -> summary``: the modality's own anomaly detector behind
+  ``polydiff score``: fit one on ``train`` (or on ``data`` itself) or load the saved detector ``model`` (a
+  bundle whose ``kind`` is ``"detector"``), write one score per item of ``data`` to ``out`` in input order,
+  return a summary dict (``rows``, ``flagged``, ``threshold``, ``out``, ``method``, ``min``, ``max``,
+  ``mean``, ``model``). ``polydiff score`` without ``--model`` uses the modality that has one;
+* **score_options**: extra ``polydiff score`` options (click options) passed to ``score`` by name;
 * **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``;
 * **augment** ``augment(x0, cond, config, generator) -> cond``: conditions computed from each clean
   training batch (a super-resolution network's low-resolution input), drawn with the step's generator;
-* **demo**: ``demo(out_dir, echo, device)`` — what ``polydiff demo`` shows for this modality;
+* **demo**: ``demo(out_dir, echo, device)`` — what ``polydiff demo`` shows for this modality; **demo_order**:
+  where its act comes in the demo (lower first, then by name);
 * **draw**: ``draw(encoder, frames, cond, path, titles)`` — a picture of a list of batches (trajectories).
 """
 from __future__ import annotations
@@ -81,9 +86,11 @@ class Modality:
     sample_options: List[Any] = field(default_factory=list)
     make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
     configure: Optional[Callable[[dict, Encoder], dict]] = None
-    detector: Optional[Any] = None
+    score: Optional[Callable[..., dict]] = None
+    score_options: List[Any] = field(default_factory=list)
     augment: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
     demo: Optional[Callable[..., Any]] = None
+    demo_order: int = 100
     draw: Optional[Callable[..., Any]] = None
     plugin: str = ""
 

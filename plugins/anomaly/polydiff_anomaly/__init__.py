@@ -22,31 +22,36 @@ def tabular_modality():
             "sample": {"sampler": "dpmpp_2m", "steps": 20},
         },
         configure=encoder.configure,
-        detector=_LazyDetector(),
+        score=_score,
+        score_options=_score_options(),
         demo=_demo,
+        demo_order=20,
     )
+
+
+def _score(data, out, **options):
+    from .detector import score_data
+
+    return score_data(data, out, **options)
+
+
+def _score_options():
+    import click
+
+    return [
+        click.Option(["--impute"], type=click.Choice(["median"]), help="Fill NaN with the training medians."),
+        click.Option(["--columns"], metavar="A,B,...", help="Use only these columns as features."),
+        click.Option(["--exclude"], metavar="A,B,...", help="Use every column but these as features."),
+        click.Option(["--id", "ids"], metavar="A,B,...",
+                     help="Identifier columns (keys, names, text): copied into the output before the scores, "
+                          "never features."),
+    ]
 
 
 def _demo(out, echo=print, device=None):
     from .demo import run
 
     return run(out, echo=echo, device=device)
-
-
-class _LazyDetector:
-    """Stands for DiffusionDetector without importing it until ``polydiff score`` needs it."""
-
-    def __call__(self, *args, **kwargs):
-        from .detector import DiffusionDetector
-
-        return DiffusionDetector(*args, **kwargs)
-
-    def __getattr__(self, name):
-        from . import detector
-
-        if name in ("score_file", "plot_histogram"):
-            return getattr(detector, name)
-        return getattr(detector.DiffusionDetector, name)
 
 
 @polydiff.hookimpl

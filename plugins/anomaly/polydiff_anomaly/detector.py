@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import time
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -270,6 +271,44 @@ class DiffusionDetector:
             raise PolydiffError(f"predict_proba method must be 'linear' or 'unify', got {method!r}")
         return np.column_stack([1.0 - p, p])
 
+    def score_file(self, data, out, *, chunk_rows: int = 100_000, flag: bool = True, progress: bool = True,
+                   select=None) -> dict:
+        """Score the table ``data`` chunk by chunk (bounded memory) into the CSV ``out``: the identifier columns
+        of ``select`` (see :class:`polydiff_anomaly.table.Select`), then ``score`` and, when ``flag``,
+        ``is_anomaly``; rows keep their input order. Written to a temporary file, then renamed, so a failure
+        leaves no partial output. Returns a summary with the scores."""
+        import csv
+
+        from tqdm.auto import tqdm
+
+        from polydiff.checkpoint import atomic_writer
+
+        from .table import iter_table
+
+        self._fitted()
+        out = Path(out)
+        scores = []
+        with atomic_writer(out, "w") as f, tqdm(unit="rows", desc="scoring", leave=False,
+                                                disable=not progress or not sys.stderr.isatty()) as bar:
+            w = csv.writer(f, lineterminator="\n")
+            header = False
+            for chunk in iter_table(data, chunk_rows=chunk_rows, select=select):
+                s = self.decision_function(chunk)
+                id_cols = [] if chunk.ids is None else [str(c) for c in chunk.ids.columns]
+                if not header:
+                    w.writerow(id_cols + (["score", "is_anomaly"] if flag else ["score"]))
+                    header = True
+                cells = [f"{v:.8g}" for v in s]
+                cols = [cells] + ([[str(int(v > self.threshold_)) for v in s]] if flag else [])
+                if id_cols:
+                    cols = [chunk.ids[c].astype(str).tolist() for c in chunk.ids.columns] + cols
+                w.writerows(zip(*cols))
+                scores.append(s)
+                bar.update(len(s))
+        s = np.concatenate(scores)
+        return {"rows": int(len(s)), "flagged": int((s > self.threshold_).sum()) if flag else None,
+                "threshold": self.threshold_, "out": str(out), "scores": s}
+
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> Path:
         """One safetensors file: the fitted scorer's tensors; parameters, encoder and threshold as JSON."""
@@ -327,33 +366,54 @@ def _sklearn_not_fitted():
     return type("NotFittedError", (PolydiffError, NotFittedError), {"__module__": __name__})
 
 
-def score_file(det: DiffusionDetector, data, out, *, chunk_rows: int = 100_000, flag: bool = True,
-               progress: bool = True) -> dict:
-    """Score DATA chunk by chunk (bounded memory) into a CSV at ``out`` with columns ``score`` and, when
-    ``flag``, ``is_anomaly``; rows keep their input order. Written to a temporary file, then renamed,
-    so a failure leaves no partial output. Returns a summary with the scores."""
-    from tqdm.auto import tqdm
+def score_data(data, out, *, model=None, train=None, method: Optional[str] = None,
+               contamination: Optional[float] = None, steps: Optional[int] = None, batch_size: Optional[int] = None,
+               seed: int = 0, device=None, save_model=None, plot=None, progress: bool = True, echo=None,
+               impute: Optional[str] = None, columns: Optional[str] = None, exclude: Optional[str] = None,
+               ids: Optional[str] = None) -> dict:
+    """What ``polydiff score`` does for tables (the modality's ``score`` entry): fit a detector on ``train`` (or,
+    unsupervised, on ``data`` itself) or load the saved detector ``model``, score ``data`` into the CSV ``out``
+    in input order, optionally save the detector and draw the score histogram. Returns the summary.
 
-    from polydiff.checkpoint import atomic_writer
+    ``columns`` / ``exclude``: comma-separated feature columns to use, or to leave out; ``ids``: identifier
+    columns copied into ``out`` before the scores (never features). ``echo``: where progress lines go."""
+    from polydiff.viz import plot_histogram
 
-    from .table import iter_table
+    from .table import Select, is_streamable, read_table, sample_table
 
-    out = Path(out)
-    scores = []
-    with atomic_writer(out, "w") as f, tqdm(unit="rows", desc="scoring", disable=not progress or not sys.stderr.isatty(),
-                                            leave=False) as bar:
-        f.write("score,is_anomaly\n" if flag else "score\n")
-        for chunk in iter_table(data, chunk_rows=chunk_rows):
-            s = det.decision_function(chunk)
-            if flag:
-                f.writelines(f"{v:.8g},{int(v > det.threshold_)}\n" for v in s)
-            else:
-                f.writelines(f"{v:.8g}\n" for v in s)
-            scores.append(s)
-            bar.update(len(s))
-    s = np.concatenate(scores)
-    return {"rows": int(len(s)), "flagged": int((s > det.threshold_).sum()) if flag else None,
-            "threshold": det.threshold_, "out": str(out), "scores": s}
+    sel = Select.parse(columns, exclude, ids)
+    if model is not None:
+        det = DiffusionDetector.load(model)
+        fixed = [name for name, v in (("contamination", contamination), ("impute", impute), ("steps", steps),
+                                      ("train", train)) if v is not None]
+        if fixed:
+            raise PolydiffError(f"{model}: {fixed[0]} is fixed when a detector is fitted; refit without the saved "
+                                f"detector to change it")
+        if method and method != det.method:
+            raise PolydiffError(f"{model}: {_article(det.method)} {det.method} detector; method {method} needs a "
+                                f"new detector (fit one without the saved detector)")
+    else:
+        kw = {k: v for k, v in (("method", method), ("batch_size", batch_size)) if v is not None}
+        det = DiffusionDetector(**kw, novelty=train is not None, contamination=0.05 if contamination is None
+                                else contamination, steps=steps, impute=impute, random_state=seed, device=device)
+        det._check_params()
+        src = train if train is not None else data
+        rows = (sample_table(src, int(det.max_train_rows), seed=int(seed), select=sel) if is_streamable(src)
+                else read_table(src, select=sel))
+        t0 = time.perf_counter()
+        det.fit(rows)
+        if echo:  # after the fit, so that an error in the input stays the only line
+            echo(f"fitted {_article(det.method)} {det.method} detector on {len(rows):,} rows of {src} "
+                 f"({time.perf_counter() - t0:.2f} s)")
+    if save_model:
+        det.save(save_model)
+    res = det.score_file(data, out, flag=True, progress=progress, select=sel)
+    scores = res.pop("scores")
+    if plot:
+        plot_histogram(scores, det.threshold_, plot, title=f"{det.method} scores of {Path(str(data)).name}")
+    return {**res, "method": det.method, "min": float(scores.min()), "max": float(scores.max()),
+            "mean": float(scores.mean()), "model": str(save_model or model) if (save_model or model) else None}
 
 
-from polydiff.viz import plot_histogram  # noqa: E402  (re-exported for `polydiff score --plot`)
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeio" else "a"

@@ -14,7 +14,7 @@ import numpy as np
 
 from polydiff.errors import InputError
 
-__all__ = ["Table", "read_table", "iter_table", "check_finite", "align_columns", "SUFFIXES"]
+__all__ = ["Table", "Select", "read_table", "iter_table", "check_finite", "align_columns", "SUFFIXES"]
 
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npy", ".npz")
 
@@ -28,6 +28,7 @@ class Table:
     source: str = "data"
     row_offset: int = 0  # added to a 0-based row index to give the number shown in messages
     row_numbers: Optional[np.ndarray] = None  # or, for a sample of a file, the number shown for each row
+    ids: Optional[object] = None  # the identifier columns a Select carried along (a DataFrame), not features
 
     def shown(self, rows: Sequence[int]) -> np.ndarray:
         """The numbers that messages show for these 0-based rows (file line numbers for a CSV file)."""
@@ -56,7 +57,43 @@ def _pandas():
     return require("pandas", "reading tables")
 
 
-def _from_frame(df, source: str, row_offset: int) -> Table:
+@dataclass(frozen=True)
+class Select:
+    """Which columns of a named table are features: ``use`` (only these), or every column but ``exclude``;
+    ``ids`` are identifier columns (names, keys, text) carried unchanged into the output and never features."""
+
+    use: Tuple[str, ...] = ()
+    exclude: Tuple[str, ...] = ()
+    ids: Tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, use: Optional[str] = None, exclude: Optional[str] = None, ids: Optional[str] = None):
+        """From comma-separated lists (``None`` when nothing is selected)."""
+        split = lambda text: tuple(c.strip() for c in (text or "").split(",") if c.strip())  # noqa: E731
+        sel = cls(split(use), split(exclude), split(ids))
+        if sel.use and sel.exclude:
+            raise InputError("give the feature columns either as a list to use or as a list to exclude, not both")
+        both = set(sel.use) & set(sel.ids)
+        if both:
+            raise InputError(f"column {sorted(both)[0]!r} cannot be both an identifier and a feature")
+        return sel if (sel.use or sel.exclude or sel.ids) else None
+
+    def apply(self, df, source: str):
+        """(feature frame, identifier frame or None) of a DataFrame; an unknown name is a one-line error."""
+        columns = [str(c) for c in df.columns]
+        missing = [c for c in self.use + self.exclude + self.ids if c not in columns]
+        if missing:
+            shown = ", ".join(columns[:12]) + (" ..." if len(columns) > 12 else "")
+            raise InputError(f"{source}: no column {missing[0]!r} (columns: {shown})")
+        ids = df[list(self.ids)].reset_index(drop=True) if self.ids else None
+        drop = set(self.exclude) | set(self.ids)
+        keep = list(self.use) if self.use else [c for c in df.columns if str(c) not in drop]
+        if not keep:
+            raise InputError(f"{source}: no feature columns left after the selection")
+        return df[keep], ids
+
+
+def _from_frame(df, source: str, row_offset: int, select: Optional[Select] = None) -> Table:
     pd = _pandas()
     if df.shape[1] == 0:
         raise InputError(f"{source}: no columns")
@@ -66,6 +103,10 @@ def _from_frame(df, source: str, row_offset: int) -> Table:
     dup = sorted({c for c in columns if columns.count(c) > 1})
     if dup:
         raise InputError(f"{source}: duplicate column names {', '.join(dup)}")
+    ids = None
+    if select is not None:
+        df, ids = select.apply(df, source)
+        columns = [str(c) for c in df.columns]
     out = np.empty(df.shape, dtype=np.float64)
     for j, c in enumerate(df.columns):
         col = df[c]
@@ -81,11 +122,12 @@ def _from_frame(df, source: str, row_offset: int) -> Table:
                                  f"{_rows_text(bad, row_offset, _is_csv(source))}; every column must be numeric")
             col = num
         out[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
-    return Table(out, columns, source, row_offset)
+    return Table(out, columns, source, row_offset, ids=ids)
 
 
-def read_table(data, *, name: Optional[str] = None) -> Table:
-    """Read a whole table. ``data``: a path (CSV/TSV, Parquet, .npy, .npz), a DataFrame or an array."""
+def read_table(data, *, name: Optional[str] = None, select: Optional[Select] = None) -> Table:
+    """Read a whole table. ``data``: a path (CSV/TSV, Parquet, .npy, .npz), a DataFrame or an array;
+    ``select``: which columns of a named table are features (see :class:`Select`)."""
     pd = None
     if isinstance(data, Table):
         return data
@@ -100,6 +142,8 @@ def read_table(data, *, name: Optional[str] = None) -> Table:
         if path.stat().st_size == 0:
             raise InputError(f"{source}: empty file")
         if suffix in (".npy", ".npz"):
+            if select is not None:
+                raise InputError(f"{source}: choosing columns by name needs a table with a header (CSV, Parquet)")
             return _from_array(_load_numpy(path), source)
         if suffix in (".parquet", ".pq"):
             from polydiff.deps import require
@@ -110,7 +154,7 @@ def read_table(data, *, name: Optional[str] = None) -> Table:
                 df = pd.read_parquet(path)
             except Exception as e:
                 raise InputError(f"{source}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-            return _from_frame(df, source, 0)
+            return _from_frame(df, source, 0, select)
         if suffix in (".csv", ".tsv", ".txt") or suffix == "":
             pd = _pandas()
             try:
@@ -119,14 +163,14 @@ def read_table(data, *, name: Optional[str] = None) -> Table:
                 raise InputError(f"{source}: empty file") from None
             except (pd.errors.ParserError, UnicodeDecodeError) as e:
                 raise InputError(f"{source}: not a readable CSV file ({str(e).splitlines()[0]})") from None
-            return _from_frame(df, source, 2)
+            return _from_frame(df, source, 2, select)
         raise InputError(f"{source}: unsupported table format {suffix!r}; use one of {', '.join(SUFFIXES)}")
     try:
         import pandas as pd  # noqa: F811
     except ImportError:
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
-        return _from_frame(data, name or "DataFrame", 0)
+        return _from_frame(data, name or "DataFrame", 0, select)
     if hasattr(data, "toarray") and hasattr(data, "nnz"):  # scipy.sparse: densifying could exhaust memory
         raise InputError(f"{name or 'array'}: sparse input is not supported; pass a dense array (X.toarray())")
     return _from_array(np.asarray(data), name or "array")
@@ -213,11 +257,11 @@ def align_columns(table: Table, expected: Sequence[str]) -> Table:
     return Table(table.values[:, idx], expected, table.source, table.row_offset, table.row_numbers)
 
 
-def iter_table(path, chunk_rows: int = 100_000) -> Iterator[Table]:
+def iter_table(path, chunk_rows: int = 100_000, select: Optional[Select] = None) -> Iterator[Table]:
     """Read a CSV or Parquet file in chunks of ``chunk_rows`` rows (bounded memory); other inputs whole."""
     p = Path(path) if isinstance(path, (str, Path)) else None
     if p is None or p.suffix.lower() not in (".csv", ".tsv", ".txt", ".parquet", ".pq"):
-        yield read_table(path)
+        yield read_table(path, select=select)
         return
     source = str(p)
     if not p.exists():
@@ -239,7 +283,7 @@ def iter_table(path, chunk_rows: int = 100_000) -> Iterator[Table]:
             if len(df) == 0:
                 continue
             any_rows = True
-            yield _from_frame(df, source, start)
+            yield _from_frame(df, source, start, select)
             start += len(df)
         if not any_rows:
             raise InputError(f"{source}: has a header but no rows")
@@ -252,7 +296,7 @@ def iter_table(path, chunk_rows: int = 100_000) -> Iterator[Table]:
             if len(df) == 0:
                 continue
             any_rows = True
-            yield _from_frame(df, source, line)
+            yield _from_frame(df, source, line, select)
             line += len(df)
     except pd.errors.EmptyDataError:
         raise InputError(f"{source}: empty file") from None
@@ -267,13 +311,14 @@ def is_streamable(data) -> bool:
     return isinstance(data, (str, Path)) and Path(data).suffix.lower() in (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
-def sample_table(path, max_rows: int, seed: int = 0, chunk_rows: int = 100_000) -> Table:
+def sample_table(path, max_rows: int, seed: int = 0, chunk_rows: int = 100_000,
+                 select: Optional[Select] = None) -> Table:
     """A uniform random sample of at most ``max_rows`` rows of a CSV or Parquet file, read in chunks
     (reservoir sampling, Vitter's algorithm R): memory is bounded by ``max_rows`` and ``chunk_rows``, not by
     the file. Rows keep their file order. Returns the whole table when it has at most ``max_rows`` rows."""
     rng = np.random.default_rng(seed)
     res, ids, seen, columns, source = None, None, 0, None, str(path)
-    for chunk in iter_table(path, chunk_rows=chunk_rows):
+    for chunk in iter_table(path, chunk_rows=chunk_rows, select=select):
         v = chunk.values
         if columns is None:
             columns = list(chunk.columns)

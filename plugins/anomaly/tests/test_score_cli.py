@@ -124,7 +124,7 @@ def test_method_choice_and_saved_method_mismatch(tables):
     assert r.returncode == 0, r.stderr
     assert "with dte:" in r.stdout
     r = _run(["test.csv", "--model", "dte.safetensors", "--method", "elbo", "--out", "x.csv"], cwd=tables)
-    assert r.returncode == 1 and "a dte detector; --method elbo needs a new detector" in r.stderr
+    assert r.returncode == 1 and "dte.safetensors: a dte detector; method elbo needs a new detector" in r.stderr
     assert not (tables / "x.csv").exists()
 
 
@@ -159,3 +159,52 @@ def test_fit_errors_name_file_lines_also_when_the_rows_are_sampled(tmp_path):
         DiffusionDetector(max_train_rows=10).fit(tmp_path / "many.csv")
     shown = [int(v) for v in re.search(r"on lines ([\d, ]+)", str(info.value)).group(1).split(", ")]
     assert shown and all(20 <= v <= 51 for v in shown), str(info.value)
+
+
+def test_identifier_and_text_columns_are_set_aside_and_carried_into_the_output(tmp_path):
+    """A table with a key and a text column: --id carries the key into the output, --exclude drops the text;
+    the saved detector scores a new file the same way; --columns picks features by name."""
+    from click.testing import CliRunner
+
+    from polydiff.cli import cli
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(120, 3))
+    X[-1] = [8.0, -8.0, 8.0]
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    df.insert(0, "key", [f"row-{i}" for i in range(len(df))])
+    df["note"] = ["text, with a comma"] * len(df)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    run = CliRunner()
+    r = run.invoke(cli, ["score", str(tmp_path / "t.csv"), "--out", str(tmp_path / "s.csv")])
+    assert r.exit_code == 1 and "column 'key' has text ('row-0')" in r.stderr, r.stderr
+    r = run.invoke(cli, ["score", str(tmp_path / "t.csv"), "--id", "key", "--exclude", "note", "--out",
+                         str(tmp_path / "s.csv"), "--save-model", str(tmp_path / "d.safetensors")])
+    assert r.exit_code == 0, r.output
+    s = pd.read_csv(tmp_path / "s.csv")
+    assert list(s.columns) == ["key", "score", "is_anomaly"] and s["key"].tolist() == df["key"].tolist()
+    assert s["score"].idxmax() == len(df) - 1
+    bare = run.invoke(cli, ["score", str(tmp_path / "t.csv"), "--columns", "a,b,c", "--out", str(tmp_path / "b.csv")])
+    assert bare.exit_code == 0, bare.output
+    assert pd.read_csv(tmp_path / "b.csv")["score"].tolist() == s["score"].tolist()
+    again = run.invoke(cli, ["score", str(tmp_path / "t.csv"), "--model", str(tmp_path / "d.safetensors"),
+                             "--id", "key", "--exclude", "note", "--out", str(tmp_path / "s2.csv")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "s2.csv").read_text() == (tmp_path / "s.csv").read_text()
+    bad = run.invoke(cli, ["score", str(tmp_path / "t.csv"), "--id", "nope", "--out", str(tmp_path / "x.csv")])
+    assert bad.exit_code == 1 and bad.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 't.csv'}: no column 'nope' (columns: key, a, b, c, note)"]
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_detector_option_with_a_trained_model_is_an_error(tmp_path):
+    from click.testing import CliRunner
+
+    from polydiff.cli import cli
+
+    (tmp_path / "p.csv").write_text("x,y\n0,1\n1,0\n")
+    r = CliRunner().invoke(cli, ["score", str(tmp_path / "p.csv"), "--model", "points:shapes", "--impute", "median",
+                                 "--out", str(tmp_path / "o.csv")])
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "Error: --impute is an option of the tabular detector; it does not apply here"
+    assert not (tmp_path / "o.csv").exists()

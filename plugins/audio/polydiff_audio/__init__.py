@@ -70,6 +70,7 @@ def register_modalities(register):
         configure=encoder.configure,
         draw=draw.draw_frames,
         demo=_demo,
+        demo_order=40,
     ))
 
 

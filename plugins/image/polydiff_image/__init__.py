@@ -92,6 +92,7 @@ def register_modalities(register):
         augment=denoiser.augment,
         draw=draw.draw_frames,
         demo=_demo,
+        demo_order=50,
     ))
 
 

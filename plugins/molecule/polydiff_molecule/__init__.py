@@ -95,6 +95,7 @@ def register_modalities(register):
         metrics=dict(metrics.METRICS),
         draw=draw.draw_frames,
         demo=_demo,
+        demo_order=30,
     ))
 
 

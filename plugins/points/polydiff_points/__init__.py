@@ -49,5 +49,6 @@ def register_modalities(register):
         make_cond=encoder.make_cond,
         configure=encoder.configure,
         demo=demo.run,
+        demo_order=10,
         draw=demo.draw_frames,
     ))
