@@ -311,3 +311,40 @@ def test_reset_installs_and_forgets(fresh_registry, monkeypatch):
     polydiff.plugins.reset()
     rebuilt = polydiff.plugins.registry()
     assert rebuilt is not other and "polydiff" in rebuilt.plugins
+
+
+def test_hooks_run_through_pluggy_with_wrappers_and_ordering(fresh_registry, fixture_plugins):
+    """Registration calls each hook through pluggy (pm.hook), one plugin at a time: another plugin's wrapper runs
+    around every plugin's implementation, and tryfirst / trylast decide the order of command registration."""
+    import click
+    import polydiff_toy
+
+    seen, order = [], []
+
+    class Watcher:
+        @polydiff.hookimpl(wrapper=True)
+        def register_modalities(self, register):
+            seen.append("before")
+            result = yield
+            seen.append("after")
+            return result
+
+    class Late:
+        @polydiff.hookimpl(trylast=True)
+        def register_commands(self, cli):
+            order.append("late")
+
+    class Early:
+        @polydiff.hookimpl(tryfirst=True)
+        def register_commands(self, cli):
+            order.append("early")
+
+    fresh_registry.register_plugin(Watcher(), name="watcher")
+    seen.clear()
+    rec = fresh_registry.register_plugin(polydiff_toy.plugin, name="toy")
+    assert rec.status == "ok" and "toy" in fresh_registry.modalities
+    assert seen == ["before", "after"]  # the wrapper ran around the toy plugin's implementation
+    fresh_registry.register_plugin(Late(), name="late")
+    fresh_registry.register_plugin(Early(), name="early")
+    fresh_registry.add_commands(click.Group("polydiff"))
+    assert order == ["early", "late"]

@@ -10,8 +10,8 @@ A modality bundles everything the core needs to train, sample, score and evaluat
 * a **default config** (network, training and sampling sections, see :func:`polydiff.model.default_config`);
 * **datasets** (name -> loader returning raw items), **recipes** (name -> config overrides + dataset),
   **pretrained** checkpoints (name -> path of a bundled ``.safetensors`` file; the first is the modality's
-  default model), **model_info** (pretrained name -> one line on what it is and what it was trained on, shown
-  by ``polydiff models``) and **metrics**;
+  default model) and **model_info** (pretrained name -> one line on what it is and what it was trained on,
+  shown by ``polydiff models``);
 * **guidance**: the null value of each condition key that classifier-free guidance may drop
   (``{"label": -1}``);
 * **configure** ``configure(config, fitted_encoder) -> config``: fills data-dependent settings (number of
@@ -81,7 +81,6 @@ class Modality:
     recipes: Dict[str, dict] = field(default_factory=dict)
     pretrained: Dict[str, Any] = field(default_factory=dict)
     model_info: Dict[str, str] = field(default_factory=dict)
-    metrics: Dict[str, Callable] = field(default_factory=dict)
     guidance: Dict[str, Any] = field(default_factory=dict)
     sample_options: List[Any] = field(default_factory=list)
     make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None

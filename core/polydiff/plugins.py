@@ -165,6 +165,15 @@ class Registry:
         self.plugins[key] = rec
         return rec
 
+    def _call_for(self, plugin, hook: str, **kwargs):
+        """Call ``hook`` through pluggy for one plugin's implementations, with every plugin's wrappers around
+        them (pluggy orders the calls: tryfirst / trylast, wrappers outermost). One plugin at a time, so that a
+        failing plugin is recorded on its own while the others register."""
+        caller = getattr(self.pm.hook, hook)
+        keep = {id(plugin)} | {id(i.plugin) for i in caller.get_hookimpls() if i.hookwrapper or i.wrapper}
+        others = [i.plugin for i in caller.get_hookimpls() if id(i.plugin) not in keep]
+        return self.pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs) if others else caller(**kwargs)
+
     def _register(self, plugin, rec: PluginRecord, strict: bool) -> PluginRecord:
         if self.pm.get_plugin(rec.name) is not None:
             return self._name_taken(rec)
@@ -214,9 +223,7 @@ class Registry:
                      "register_schedules": reg_named("schedules"), "register_scorers": reg_scorer}
         try:
             for hook in _HOOKS:
-                for impl in getattr(self.pm.hook, hook).get_hookimpls():
-                    if impl.plugin is plugin:
-                        impl.function(register=callbacks[hook])
+                self._call_for(plugin, hook, register=callbacks[hook])
             for kind, table in staged.items():
                 for key in table:
                     owner = self._owner.get((kind, key))
@@ -250,12 +257,16 @@ class Registry:
 
     def add_commands(self, cli) -> None:
         """Let every loaded plugin add CLI commands; a failing plugin is recorded, the CLI still works."""
-        for impl in self.pm.hook.register_commands.get_hookimpls():
-            name = self.pm.get_name(impl.plugin)
+        plugins = []
+        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):  # pluggy's call order
+            if not (impl.hookwrapper or impl.wrapper) and impl.plugin not in plugins:
+                plugins.append(impl.plugin)
+        for plugin in plugins:
+            name = self.pm.get_name(plugin)
             rec = self.plugins.get(name)
             before = _command_paths(cli)
             try:
-                impl.function(cli=cli)
+                self._call_for(plugin, "register_commands", cli=cli)
             except Exception as e:
                 if rec is not None:
                     rec.status, rec.error = "error", f"{type(e).__name__} in register_commands: {e}"

@@ -75,7 +75,7 @@ def _sample_options():
 def register_modalities(register):
     from polydiff.modality import Modality
 
-    from . import datasets, denoiser, draw, encoder, metrics
+    from . import datasets, denoiser, draw, encoder
 
     register(Modality(
         name="molecule",
@@ -92,7 +92,6 @@ def register_modalities(register):
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,
         configure=encoder.configure,
-        metrics=dict(metrics.METRICS),
         draw=draw.draw_frames,
         demo=_demo,
         demo_order=30,

@@ -41,7 +41,6 @@ def register_modalities(register):
         pretrained={"shapes": PRETRAINED / "shapes.safetensors"},
         model_info={"shapes": "2-D points of three labelled shapes (gmm, moons, spiral), generated from a seed; "
                               "class-conditional MLP"},
-        metrics={"sliced_wasserstein": datasets.sliced_wasserstein_to},
         guidance={"label": -1},
         sample_options=[click.Option(["--label"], default=None,
                                      help="Class to generate (name or index), 'all' to spread n over the classes "
