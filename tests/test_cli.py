@@ -524,3 +524,37 @@ def test_models_lists_every_bundled_model_and_inspect_takes_its_name():
         assert shown.exit_code == 0 and json.loads(shown.stdout) == read_meta(rows[0]["path"])
     bad = invoke("inspect", "no_such_model")
     assert bad.exit_code == 1 and "no model file or pretrained model named 'no_such_model'" in bad.stderr
+
+
+def test_demo_only_and_out_run_the_chosen_acts_in_order(tmp_path, monkeypatch):
+    """`polydiff demo --only A,B --out DIR` runs just those modalities' acts, in the modalities' demo order,
+    each in its own folder; an unknown name is a one-line error listing what has a demo."""
+    import polydiff.plugins
+
+    reg = polydiff.plugins.registry()
+    with_demo = sorted((m for m in reg.modalities.values() if m.demo is not None), key=lambda m: (m.demo_order, m.name))
+    if len(with_demo) < 2:
+        pytest.skip("needs two modalities with a demo")
+    ran = []
+    for m in with_demo:
+        monkeypatch.setattr(m, "demo", lambda out, echo, device, _n=m.name: (ran.append((_n, Path(out), device)),
+                                                                             (Path(out) / "act.txt").write_text(_n)))
+    pick = [with_demo[1].name, with_demo[0].name]  # given out of order
+    result = invoke("demo", "--only", ",".join(pick), "--out", tmp_path / "d", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert [r[0] for r in ran] == [with_demo[0].name, with_demo[1].name]
+    assert all(r[1] == tmp_path / "d" / r[0] and r[2] == "cpu" for r in ran)
+    assert (tmp_path / "d" / with_demo[0].name / "act.txt").read_text() == with_demo[0].name
+    bad = invoke("demo", "--only", "nope", "--out", tmp_path / "e")
+    assert_user_error(bad, "no demo for nope; available: " + ", ".join(m.name for m in with_demo))
+    assert not (tmp_path / "e").exists()
+    assert_user_error(invoke("demo", "--out", tmp_path / "f", "--device", "gpu"), "unknown device 'gpu'")
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "unknown device 'gpu'; use cpu, cuda or cuda:N"),
+                                             ("cuda:x", "unknown device 'cuda:x'")])
+def test_device_names_are_checked(bundle, tmp_path, device, message):
+    result = invoke("sample", "toy", "--model", bundle, "-n", 2, "--device", device, "--out", tmp_path / "o.csv")
+    assert_user_error(result, message)
+    assert not (tmp_path / "o.csv").exists()

@@ -520,7 +520,6 @@ def demo_cmd(out, only, device):
 
     reg = registry()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     wanted = [s.strip() for s in only.split(",")] if only else None
     mods = sorted((m for m in reg.modalities.values() if m.demo is not None), key=lambda m: (m.demo_order, m.name))
     if wanted:
@@ -530,6 +529,11 @@ def demo_cmd(out, only, device):
         mods = [m for m in mods if m.name in wanted]
     if not mods:
         raise PolydiffError("no installed modality has a demo; install a modality plugin (see `polydiff plugins`)")
+    if device is not None:
+        from .model import default_device
+
+        default_device(device)  # a wrong device name stops before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     for r in reg.records():
         if r.status == "error":
             click.echo(f"(plugin {r.name} not available: {r.error}{'; ' + r.hint if r.hint else ''})", err=True)
