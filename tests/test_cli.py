@@ -78,7 +78,7 @@ def _verbs():
 def test_top_level_help():
     result = invoke("--help")
     assert result.exit_code == 0
-    for verb in ("plugins", "train", "sample", "score", "inspect", "demo"):
+    for verb in ("plugins", "models", "train", "sample", "score", "inspect", "export", "demo"):
         assert verb in result.stdout
 
 
