@@ -252,3 +252,39 @@ def test_bundles_whose_header_length_starts_like_a_pickle_still_load(tmp_path, p
     p = save_bundle(tmp_path / "b.safetensors", {"w": torch.zeros(2)}, {"modality": "x", "pad": "p" * (pad * 8)})
     tensors, meta = load_bundle(p)
     assert meta["pad"] == "p" * (pad * 8) and torch.equal(tensors["w"], torch.zeros(2))
+
+
+def test_training_state_round_trips_and_mismatches_are_named(tmp_path):
+    """Optimizer and random-generator states survive a bundle; weights that do not fit are reported in one line
+    naming the missing, unexpected and differently shaped keys."""
+    import random
+
+    import numpy as np
+    from torch import nn
+
+    from polydiff import checkpoint
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    ot, om = checkpoint.optimizer_state(opt)
+    rt, rm = checkpoint.rng_state()
+    checkpoint.save_bundle(tmp_path / "s.safetensors", {**ot, **rt}, {"kind": "test", "optim": om, "rng": rm})
+    expected = (torch.rand(3), random.random(), np.random.random_sample())
+    tensors, meta = checkpoint.load_bundle(tmp_path / "s.safetensors")
+    opt2 = torch.optim.AdamW(net.parameters(), lr=5.0)
+    checkpoint.load_optimizer_state(opt2, tensors, meta["optim"])
+    assert opt2.param_groups[0]["lr"] == 1e-3 and opt2.param_groups[0]["betas"] == (0.9, 0.999)
+    for a, b in zip(opt.state.values(), opt2.state.values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    checkpoint.restore_rng_state(tensors, meta["rng"])
+    again = (torch.rand(3), random.random(), np.random.random_sample())
+    assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
+
+    own = net.state_dict()
+    assert checkpoint.weight_mismatch(own, dict(own)) is None
+    other = {**{k: v for k, v in own.items() if k != "1.bias"}, "2.weight": torch.zeros(1), "0.weight": torch.zeros(2, 3)}
+    msg = checkpoint.weight_mismatch(own, other)
+    assert msg == "missing 1.bias; unexpected 2.weight; shape differs for 0.weight [2, 3] vs [4, 3]"
+    assert checkpoint.weight_mismatch(own, {k: v for k, v in own.items() if k != "1.bias"}, allow_missing=True) is None

@@ -240,3 +240,100 @@ def export_bundle(src, out, *, half: bool = True, sample: Optional[dict] = None,
         config["sample"] = {k: v for k, v in merged.items() if k not in clear}
         meta["config"] = config
     return save_bundle(out, ema, meta), meta
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training state: weights that fit a network, optimizer and random-generator states as tensors + JSON
+# ---------------------------------------------------------------------------------------------------------
+def _jsonable(obj):
+    """A deep copy of ``obj`` as JSON would return it (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(obj))
+
+
+def weight_mismatch(expected: Dict[str, torch.Tensor], given: Dict[str, torch.Tensor],
+                    allow_missing: bool = False) -> Optional[str]:
+    """Why the weights ``given`` do not fit a network whose state dict is ``expected``, in one line (the
+    first few missing, unexpected and differently shaped keys), or None when they fit. ``allow_missing``:
+    keys of the network that ``given`` lacks are fine (layers a fine-tuning run adds)."""
+    missing = [] if allow_missing else sorted(set(expected) - set(given))
+    extra = sorted(set(given) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(given) if tuple(expected[k].shape) != tuple(given[k].shape))
+    if not (missing or extra or shapes):
+        return None
+    return "; ".join(s for s in (
+        f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "",
+        f"unexpected {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}" if extra else "",
+        f"shape differs for {', '.join(f'{k} {list(given[k].shape)} vs {list(expected[k].shape)}' for k in shapes[:5])}"
+        if shapes else "") if s)
+
+
+def optimizer_state(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """An optimizer's state as bundle tensors (``optim.state.<param index>.<name>``) and JSON (groups and
+    scalar state)."""
+    osd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for i, st in osd["state"].items():
+        for name, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optim.state.{i}.{name}"] = val
+            else:
+                scalars[f"{i}.{name}"] = val
+    groups = [{k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in grp.items()}
+              for grp in osd["param_groups"]]
+    return tensors, {"param_groups": _jsonable(groups), "scalars": _jsonable(scalars)}
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], meta: dict) -> None:
+    """The inverse of :func:`optimizer_state` (``meta``: its JSON part); ValueError or KeyError when the
+    state does not fit ``opt``."""
+    import copy
+
+    state: dict = {}
+    for key, val in split_prefix(tensors, "optim.state").items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = val
+    for key, val in (meta.get("scalars") or {}).items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = val
+    groups = copy.deepcopy(meta.get("param_groups") or [])
+    for grp in groups:
+        if isinstance(grp.get("betas"), list):
+            grp["betas"] = tuple(grp["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def rng_state() -> Tuple[Dict[str, torch.Tensor], dict]:
+    """This process's random generators (torch, CUDA, Python, NumPy) as bundle tensors and JSON."""
+    import random
+
+    import numpy as np
+
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = st
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(keys.astype("int64"))
+    meta = {"python": _jsonable(random.getstate()),
+            "numpy": {"name": name, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+    return tensors, meta
+
+
+def restore_rng_state(tensors: Dict[str, torch.Tensor], meta: dict) -> None:
+    """The inverse of :func:`rng_state`; generators a bundle does not hold are left alone."""
+    import random
+
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8).cpu())
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([st.to(torch.uint8).cpu() for st in cuda])
+    py = meta.get("python")
+    if py:
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    npm = meta.get("numpy")
+    if npm and "rng.numpy" in tensors:
+        import numpy as np
+
+        keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+        np.random.set_state((npm["name"], keys, npm["pos"], npm["has_gauss"], npm["cached_gaussian"]))

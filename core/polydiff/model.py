@@ -92,11 +92,6 @@ def resolve_precision(precision: Optional[str], device: torch.device) -> str:
     return p
 
 
-def _load_error(e: RuntimeError) -> str:
-    """``load_state_dict``'s error on one line: the keys that do not fit (its first line only names the class)."""
-    return " ".join(str(e).split()).split(":", 1)[-1].strip()[:300]
-
-
 def resolve_model_path(model: str, modality: Optional[str] = None) -> Tuple[Path, Optional[str]]:
     """A bundle path for ``model``: an existing file, or a pretrained name (``name`` or ``modality:name``)."""
     from .plugins import registry
@@ -155,10 +150,10 @@ class Model:
         weights = checkpoint.split_prefix(tensors, "ema" if ema else "model") or checkpoint.split_prefix(tensors, "model")
         if not weights:
             raise PolydiffError(f"{path}: the bundle holds no model weights")
-        try:
-            net.load_state_dict(weights)
-        except RuntimeError as e:
-            raise PolydiffError(f"{path}: weights do not fit the {mod.name!r} network: {_load_error(e)}") from None
+        problem = checkpoint.weight_mismatch(net.state_dict(), weights)
+        if problem:
+            raise PolydiffError(f"{path}: weights do not fit the {mod.name!r} network: {problem}")
+        net.load_state_dict(weights)
         enc = mod.encoder(meta.get("encoder"))
         return cls(mod, net, enc, config, meta, path, device)
 
@@ -382,15 +377,10 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     net = init_network(modality.network, config.get("network", {}), config.get("train", {}).get("seed", 0))
     new_layers = []
     if start is not None:
-        try:
-            res = net.load_state_dict(start[0], strict=False)
-        except RuntimeError as e:
-            raise PolydiffError(f"{init}: its weights do not fit the {modality.name!r} network: "
-                                f"{_load_error(e)}") from None
-        if res.unexpected_keys:
-            raise PolydiffError(f"{init}: its weights do not fit the {modality.name!r} network: it has "
-                                f"{', '.join(res.unexpected_keys[:5])}, which the network lacks")
-        new_layers = sorted(res.missing_keys)
+        problem = checkpoint.weight_mismatch(net.state_dict(), start[0], allow_missing=True)
+        if problem:
+            raise PolydiffError(f"{init}: its weights do not fit the {modality.name!r} network: {problem}")
+        new_layers = sorted(net.load_state_dict(start[0], strict=False).missing_keys)
     out = Path(out or f"runs/{modality.name}")
     if device is not None:
         device = str(default_device(device))  # validates the name and that the device exists

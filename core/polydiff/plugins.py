@@ -16,7 +16,6 @@ The built-in samplers, schedules and scorers register through the same hooks, as
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from importlib import metadata

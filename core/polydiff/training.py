@@ -33,12 +33,10 @@ samples per step, and lets only rank 0 write files, logs and the progress bar.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
 import os
-import random
 import time
 import warnings
 from pathlib import Path
@@ -496,36 +494,11 @@ class Trainer:
         meta["loss"] = loss
         meta["seconds"] = round(float(seconds), 4)
 
-        # optimizer: tensors flattened as optim.state.<param index>.<name>, the rest in JSON
-        osd = opt.state_dict()
-        scalars = {}
-        for i, st in osd["state"].items():
-            for name, val in st.items():
-                if isinstance(val, torch.Tensor):
-                    tensors[f"optim.state.{i}.{name}"] = val
-                else:
-                    scalars[f"{i}.{name}"] = val
-        groups = []
-        for grp in osd["param_groups"]:
-            groups.append({k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in grp.items()})
-        meta["optim"] = {"param_groups": _jsonable(groups), "scalars": _jsonable(scalars)}
-
-        # RNG states of this process (per-step randomness is re-derived from the seed; these restore the rest)
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng.cuda.{i}"] = s
-        rng_meta = {"python": _jsonable(random.getstate())}
-        try:
-            import numpy as np
-
-            name, keys, pos, has_gauss, cached = np.random.get_state()
-            tensors["rng.numpy"] = torch.from_numpy(keys.astype("int64"))
-            rng_meta["numpy"] = {"name": name, "pos": int(pos), "has_gauss": int(has_gauss),
-                                 "cached_gaussian": float(cached)}
-        except ImportError:  # pragma: no cover - numpy is a dependency
-            pass
-        meta["rng"] = rng_meta
+        # optimizer and random generators (per-step randomness is re-derived from the seed; these restore the rest)
+        opt_tensors, meta["optim"] = checkpoint.optimizer_state(opt)
+        rng_tensors, meta["rng"] = checkpoint.rng_state()
+        tensors.update(opt_tensors)
+        tensors.update(rng_tensors)
 
         checkpoint.save_bundle(self.checkpoint_path, tensors, meta)
         self._last_good = (self.checkpoint_path, int(step))
@@ -546,40 +519,21 @@ class Trainer:
         self._check_compatible(meta, path)
 
         model_sd = checkpoint.split_prefix(tensors, "model")
-        own = net.state_dict()
-        missing = sorted(set(own) - set(model_sd))
-        extra = sorted(set(model_sd) - set(own))
-        shapes = sorted(k for k in set(own) & set(model_sd) if tuple(own[k].shape) != tuple(model_sd[k].shape))
-        if missing or extra or shapes:
-            details = "; ".join(s for s in (
-                f"missing {', '.join(missing[:5])}" if missing else "",
-                f"unexpected {', '.join(extra[:5])}" if extra else "",
-                f"shape differs for {', '.join(shapes[:5])}" if shapes else "") if s)
-            raise PolydiffError(f"cannot resume from {path}: its weights do not fit this network ({details})")
+        problem = checkpoint.weight_mismatch(net.state_dict(), model_sd)
+        if problem:
+            raise PolydiffError(f"cannot resume from {path}: its weights do not fit this network ({problem})")
         net.load_state_dict(model_sd)
         ema_sd = checkpoint.split_prefix(tensors, "ema")
         with torch.no_grad():
             for k, e in self.ema.items():
                 e.copy_(ema_sd.get(k, model_sd[k]))
 
-        state: dict = {}
-        for key, val in checkpoint.split_prefix(tensors, "optim.state").items():
-            i, name = key.split(".", 1)
-            state.setdefault(int(i), {})[name] = val
-        om = meta.get("optim") or {}
-        for key, val in (om.get("scalars") or {}).items():
-            i, name = key.split(".", 1)
-            state.setdefault(int(i), {})[name] = val
-        groups = copy.deepcopy(om.get("param_groups") or [])
-        for grp in groups:
-            if isinstance(grp.get("betas"), list):
-                grp["betas"] = tuple(grp["betas"])
         try:
-            opt.load_state_dict({"state": state, "param_groups": groups})
+            checkpoint.load_optimizer_state(opt, tensors, meta.get("optim") or {})
         except (ValueError, KeyError) as e:
             raise PolydiffError(f"cannot resume from {path}: its optimizer state does not fit this network ({e})") from None
 
-        self._restore_rng(tensors, meta.get("rng") or {})
+        checkpoint.restore_rng_state(tensors, meta.get("rng") or {})
         step = int(meta["step"])
         self._last_good = (path, step)
         return step, meta.get("loss"), float(meta.get("seconds") or 0.0)
@@ -603,23 +557,6 @@ class Trainer:
         if changed and self.is_main:
             warnings.warn("resuming with changed training settings (the run will not match an uninterrupted "
                           "one): " + ", ".join(changed), stacklevel=4)
-
-    @staticmethod
-    def _restore_rng(tensors: dict, rng_meta: dict):
-        if "rng.torch" in tensors:
-            torch.set_rng_state(tensors["rng.torch"].to(torch.uint8).cpu())
-        cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
-        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([s.to(torch.uint8).cpu() for s in cuda])
-        py = rng_meta.get("python")
-        if py:
-            random.setstate((py[0], tuple(py[1]), py[2]))
-        npm = rng_meta.get("numpy")
-        if npm and "rng.numpy" in tensors:
-            import numpy as np
-
-            keys = tensors["rng.numpy"].numpy().astype(np.uint32)
-            np.random.set_state((npm["name"], keys, npm["pos"], npm["has_gauss"], npm["cached_gaussian"]))
 
 
 def train(net: nn.Module, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict, out_dir, *,
