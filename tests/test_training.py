@@ -202,8 +202,24 @@ def test_padding_mask_and_other_parameterisations(tmp_path):
 
 
 def test_bf16_autocast_runs(tmp_path):
+    """With bf16 the network's matrix products run in bfloat16 (seen from inside the forward), the weights and
+    the bundle stay float32; without it they run in float32."""
+    seen = {}
+
+    def probe(name):
+        def hook(module, args, out):
+            seen.setdefault(name, set()).add(out.dtype)
+        return hook
+
     torch.manual_seed(0)
-    res = make_trainer(tmp_path / "bf", steps=4, bf16=True).fit()
+    net = TinyNet()
+    net.mid.register_forward_hook(probe("bf16"))
+    res = make_trainer(tmp_path / "bf", net=net, steps=4, bf16=True).fit()
+    assert seen["bf16"] == {torch.bfloat16}
+    plain = TinyNet()
+    plain.mid.register_forward_hook(probe("fp32"))
+    make_trainer(tmp_path / "fp", net=plain, steps=2).fit()
+    assert seen["fp32"] == {torch.float32}
     assert res["step"] == 4 and math.isfinite(res["loss"])
     rows = read_metrics(res["metrics_path"])
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
