@@ -369,3 +369,23 @@ def test_model_sigma_range_and_sigmas_from():
     for bad, steps in ((0.0, 3), (1.0, -1)):
         with pytest.raises(PolydiffError):
             model.sigmas_from(bad, steps)
+
+
+def test_labels_for_is_the_one_meaning_of_a_sampling_label():
+    import pytest as _pytest
+
+    from polydiff.errors import InputError
+    from polydiff.modality import label_option, labels_for
+
+    classes = ["a", "b", "c"]
+    assert labels_for(classes, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]  # 'all' (the default): i mod k
+    assert labels_for(classes, 4, "ALL").tolist() == [0, 1, 2, 0]
+    assert labels_for(classes, 2, "b").tolist() == [1, 1] and labels_for(classes, 2, 2).tolist() == [2, 2]
+    assert labels_for(classes, 2, "none").tolist() == [-1, -1]  # the null label of guidance
+    with _pytest.raises(InputError, match=r"^label 'd' is not one of this model's classes \(a, b, c\)$"):
+        labels_for(classes, 2, "d")
+    assert labels_for([], 3) is None and labels_for([], 3, "none") is None
+    with _pytest.raises(InputError, match=r"^label 'a': this model was trained without labels$"):
+        labels_for([], 3, "a")
+    opt = label_option("letters")
+    assert opt.name == "label" and "(letters)" in opt.help and "i mod k" in opt.help

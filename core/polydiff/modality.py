@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 
 import torch
 
-__all__ = ["Modality", "Encoder", "class_index"]
+__all__ = ["Modality", "Encoder", "class_index", "labels_for", "label_option"]
 
 
 @runtime_checkable
@@ -131,3 +131,31 @@ def class_index(classes: Sequence[str], label) -> int:
         return int(s)
     raise InputError(f"label {label!r} is not one of this model's classes "
                      f"({', '.join(classes) or 'none: an unconditional model'})")
+
+
+def labels_for(classes: Sequence[str], n: int, label=None) -> Optional[torch.Tensor]:
+    """The class label of each of ``n`` samples, the one meaning of a sampling ``label`` for every labelled
+    modality: ``None`` or ``"all"``: sample i gets class i mod k (every class in turn); a class name or index:
+    that class for every sample; ``"none"``: -1 for every sample (the null label: the unconditional model of
+    classifier-free guidance). A model without classes gets ``None`` (no label condition), and a label other
+    than ``None`` / ``"all"`` / ``"none"`` for it is a one-line :class:`polydiff.errors.InputError`."""
+    from .errors import InputError
+
+    if not classes:
+        if label is not None and str(label).lower() not in ("all", "none"):
+            raise InputError(f"label {label!r}: this model was trained without labels")
+        return None
+    if label is None or str(label).lower() == "all":
+        return torch.arange(n) % len(classes)
+    return torch.full((n,), class_index(classes, label), dtype=torch.long)
+
+
+def label_option(examples: str = ""):
+    """The ``--label`` option of ``polydiff sample`` for a labelled modality, with the meaning
+    :func:`labels_for` gives it (``examples``: a few words on the bundled models' classes)."""
+    import click
+
+    names = f" ({examples})" if examples else ""
+    return click.Option(["--label"], default=None,
+                        help=f"Class to generate: a name or index{names}; 'all' to cycle through the classes, "
+                             f"sample i getting class i mod k [default]; or 'none' for the unconditional model.")

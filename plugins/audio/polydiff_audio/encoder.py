@@ -245,13 +245,6 @@ class AudioEncoder:
         waves = [to_mono(w) for w in items]
         return Clips(waves, self.sample_rate)
 
-    # ------------------------------------------------------------------ helpers for sampling
-    def label_index(self, label) -> int:
-        """A class name or index -> index (-1 = no label); an unknown label is a one-line error
-        (:func:`polydiff.modality.class_index`)."""
-        from polydiff.modality import class_index
-
-        return class_index(self.classes, label)
 
 
 def _labels_of(names: Sequence[str]):
@@ -272,16 +265,14 @@ def _labels_of(names: Sequence[str]):
 def make_cond(encoder: AudioEncoder, n: int, label=None, generator: Optional[torch.Generator] = None,
               **_) -> Dict[str, torch.Tensor]:
     """The sampling cond for n clips: ``label`` a class (name or index) for every clip, ``"all"`` (default)
-    to cycle through the classes, or ``"none"`` for unconditional generation."""
+    to cycle through the classes, or ``"none"`` for unconditional generation
+    (:func:`polydiff.modality.labels_for`)."""
+    from polydiff.modality import labels_for
+
     cond: Dict[str, torch.Tensor] = {"valid": torch.ones(n, 1, encoder.clip_samples)}
-    if not encoder.classes:
-        if label not in (None, "all", "none"):
-            raise InputError(f"--label {label!r}: this model was trained without labels")
-        return cond
-    if label is None or str(label).lower() == "all":
-        cond["label"] = torch.arange(n) % len(encoder.classes)
-    else:
-        cond["label"] = torch.full((n,), encoder.label_index(label), dtype=torch.long)
+    labels = labels_for(encoder.classes, n, label)
+    if labels is not None:
+        cond["label"] = labels
     return cond
 
 

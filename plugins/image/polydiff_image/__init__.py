@@ -53,11 +53,9 @@ RECIPES = {
 
 
 def _sample_options():
-    import click
+    from polydiff.modality import label_option
 
-    return [click.Option(["--label"], default=None,
-                         help="Class to generate (a digit for mnist, a name such as 'cat' for cifar10), 'all' to "
-                              "cycle through the classes [default], or 'none' for the unconditional model.")]
+    return [label_option("a digit for mnist, a name such as 'cat' for cifar10")]
 
 
 @polydiff.hookimpl

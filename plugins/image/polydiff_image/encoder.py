@@ -274,13 +274,6 @@ class ImageEncoder:
             return Images(list(arr))
         return Images([image_io._channels(image_io.to_uint8(np.asarray(a)), "image") for a in items])
 
-    # ------------------------------------------------------------------ helpers for sampling
-    def label_index(self, label) -> int:
-        """A class name or index -> index (-1 = no label); an unknown label is a one-line error
-        (:func:`polydiff.modality.class_index`)."""
-        from polydiff.modality import class_index
-
-        return class_index(self.classes, label)
 
 
 def _is_gray(a: np.ndarray) -> bool:
@@ -290,14 +283,12 @@ def _is_gray(a: np.ndarray) -> bool:
 def make_cond(encoder: ImageEncoder, n: int, label=None, generator: Optional[torch.Generator] = None,
               **_) -> Dict[str, torch.Tensor]:
     """The sampling cond for n images: ``label`` a class (name or index) for every image, ``"all"``
-    (default) to cycle through the classes, or ``"none"`` for unconditional generation."""
-    if not encoder.classes:
-        if label not in (None, "all", "none"):
-            raise InputError(f"--label {label!r}: this model was trained without labels")
-        return {}
-    if label is None or str(label).lower() == "all":
-        return {"label": torch.arange(n) % len(encoder.classes)}
-    return {"label": torch.full((n,), encoder.label_index(label), dtype=torch.long)}
+    (default) to cycle through the classes, or ``"none"`` for unconditional generation
+    (:func:`polydiff.modality.labels_for`)."""
+    from polydiff.modality import labels_for
+
+    labels = labels_for(encoder.classes, n, label)
+    return {} if labels is None else {"label": labels}
 
 
 def configure(config: dict, encoder: ImageEncoder) -> dict:

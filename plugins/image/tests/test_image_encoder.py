@@ -177,7 +177,7 @@ def test_labels_are_mapped_by_class_name():
         enc.encode(Images([]))
 
 
-def test_make_cond_and_label_index():
+def test_make_cond_labels():
     enc = ImageEncoder(image_size=4, channels=1, classes=datasets.CIFAR10_CLASSES)
     assert make_cond(enc, 12)["label"].tolist() == list(range(10)) + [0, 1]
     assert make_cond(enc, 3, label="all")["label"].tolist() == [0, 1, 2]

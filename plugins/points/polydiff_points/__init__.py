@@ -11,8 +11,7 @@ PRETRAINED = Path(__file__).parent / "pretrained"
 
 @polydiff.hookimpl
 def register_modalities(register):
-    import click
-    from polydiff.modality import Modality
+    from polydiff.modality import Modality, label_option
 
     from . import datasets, demo, encoder, denoiser
 
@@ -42,9 +41,7 @@ def register_modalities(register):
         model_info={"shapes": "2-D points of three labelled shapes (gmm, moons, spiral), generated from a seed; "
                               "class-conditional MLP"},
         guidance={"label": -1},
-        sample_options=[click.Option(["--label"], default=None,
-                                     help="Class to generate (name or index), 'all' to spread n over the classes "
-                                          "[default], or 'none' for the unconditional model.")],
+        sample_options=[label_option("gmm, moons, spiral for the bundled model")],
         make_cond=encoder.make_cond,
         configure=encoder.configure,
         demo=demo.run,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -165,21 +164,9 @@ def configure(config: dict, encoder: PointsEncoder) -> dict:
 
 
 def make_cond(encoder: PointsEncoder, n: int, label=None) -> dict:
-    """``--label``: a class name or index, 'all' (spread n over the classes) or 'none' (unconditional)."""
-    k = len(encoder.classes)
-    if k == 0:
-        if label not in (None, "none", "all"):
-            raise InputError("this points model has no classes; drop --label")
-        return {}
-    if label is None or str(label) == "all":
-        return {"label": torch.arange(n) * k // n}
-    if str(label) == "none":
-        return {"label": torch.full((n,), -1, dtype=torch.long)}
-    s = str(label)
-    if s in encoder.classes:
-        idx = encoder.classes.index(s)
-    elif s.lstrip("-").isdigit() and 0 <= int(s) < k:
-        idx = int(s)
-    else:
-        raise InputError(f"unknown label {s!r}; this model's classes: {', '.join(encoder.classes)} (or 0..{k - 1})")
-    return {"label": torch.full((n,), idx, dtype=torch.long)}
+    """``label``: a class name or index, 'all' (point i gets class i mod k; the default) or 'none' (the
+    unconditional model); see :func:`polydiff.modality.labels_for`."""
+    from polydiff.modality import labels_for
+
+    labels = labels_for(encoder.classes, n, label)
+    return {} if labels is None else {"label": labels}

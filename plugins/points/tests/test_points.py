@@ -65,11 +65,14 @@ def test_missing_and_folder(tmp_path):
 
 def test_label_options():
     enc = PointsEncoder(classes=["gmm", "moons", "spiral"])
-    assert make_cond(enc, 6)["label"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert make_cond(enc, 6)["label"].tolist() == [0, 1, 2, 0, 1, 2]  # 'all': point i gets class i mod k
     assert make_cond(enc, 2, label="moons")["label"].tolist() == [1, 1]
     assert make_cond(enc, 2, label="2")["label"].tolist() == [2, 2]
     assert make_cond(enc, 2, label="none")["label"].tolist() == [-1, -1]
-    with pytest.raises(InputError, match="unknown label 'cats'"):
+    assert make_cond(PointsEncoder(), 3, label="all") == {}
+    with pytest.raises(InputError, match="label 'moons': this model was trained without labels"):
+        make_cond(PointsEncoder(), 3, label="moons")
+    with pytest.raises(InputError, match=r"label 'cats' is not one of this model's classes \(gmm, moons, spiral\)"):
         make_cond(enc, 2, label="cats")
 
 
