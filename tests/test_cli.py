@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -576,3 +577,41 @@ def test_cli_resume_ends_where_an_uninterrupted_run_ends(toy, tmp_path):
     whole = (tmp_path / "full" / "model.safetensors").read_bytes()
     assert (tmp_path / "split" / "model.safetensors").read_bytes() == whole
     assert first != whole  # the comparison can fail: three steps are not eight
+
+
+def test_output_options_reach_decode_and_write_not_cond(toy, bundle, tmp_path, monkeypatch):
+    """A sample option named in Modality.output_options goes to the encoder's decode and write as a keyword
+    argument; make_cond and cond never see it (the same split in Model.generate)."""
+    import polydiff.plugins
+    from polydiff.model import Model
+
+    mod = polydiff.plugins.registry().modality("toy")
+    seen = {"make_cond": [], "decode": [], "write": []}
+
+    def make_cond(encoder, n, **options):
+        seen["make_cond"].append({k: v for k, v in options.items() if k != "generator"})
+        return {}
+
+    monkeypatch.setattr(mod, "sample_options", [click.Option(["--digits"], type=int, default=3),
+                                                 click.Option(["--shift"], type=float, default=0.0)])
+    monkeypatch.setattr(mod, "make_cond", make_cond)
+    monkeypatch.setattr(mod, "output_options", ["digits"])
+    enc_cls = type(Model.load(str(bundle)).encoder)
+    real_decode, real_write = enc_cls.decode, enc_cls.write
+
+    def decode(self, x, cond, **options):
+        seen["decode"].append((sorted(cond), options))
+        return real_decode(self, x, cond)
+
+    def write(self, items, path, **options):
+        seen["write"].append(options)
+        return real_write(self, items, path)
+
+    monkeypatch.setattr(enc_cls, "decode", decode)
+    monkeypatch.setattr(enc_cls, "write", write)
+    result = invoke("sample", "toy", "--model", bundle, "-n", 2, "--digits", 5, "--shift", 1.5, "--out", tmp_path / "o.csv")
+    assert result.exit_code == 0, result.output
+    assert seen["make_cond"] == [{"shift": 1.5}]
+    assert seen["decode"] == [([], {"digits": 5})] and seen["write"] == [{"digits": 5}]
+    Model.load(str(bundle)).generate(2, digits=7, shift=0.5)
+    assert seen["make_cond"][-1] == {"shift": 0.5} and seen["decode"][-1] == ([], {"digits": 7})

@@ -227,6 +227,9 @@ def _sample_command(modality):
                 frames.append(info["denoised"].detach().cpu())
                 titles.append(f"sigma={info['sigma']:.3g}")
 
+        from .modality import split_output_options
+
+        options, output = split_output_options(modality, options)
         t0 = time.perf_counter()
         try:
             x, cond = model.sample(n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale,
@@ -235,8 +238,8 @@ def _sample_command(modality):
             bar.close()
         seconds = time.perf_counter() - t0
         cond = {k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in cond.items()}
-        items = model.encoder.decode(x.cpu(), cond)
-        files = model.encoder.write(items, out)
+        items = model.encoder.decode(x.cpu(), cond, **output)
+        files = model.encoder.write(items, out, **output)
         invalid = sum(1 for it in items if it is None) if isinstance(items, (list, tuple)) else 0
         summary = {"modality": modality.name, "model": str(model.path), "n": n, "invalid": invalid,
                    "sampler": sampler or model.config.get("sample", {}).get("sampler"),

@@ -25,6 +25,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
   ``mean``, ``model``). ``polydiff score`` without ``--model`` uses the modality that has one;
 * **score_options**: extra ``polydiff score`` options (click options) passed to ``score`` by name;
 * **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``;
+  **output_options**: the names of those options that are decoding or writing choices instead (a decode
+  mode, whether invalid items keep their line): they reach :meth:`Encoder.decode` and :meth:`Encoder.write`
+  as keyword arguments, never ``cond``;
 * **augment** ``augment(x0, cond, config, generator) -> cond``: conditions computed from each clean
   training batch (a super-resolution network's low-resolution input), drawn with the step's generator;
 * **demo**: ``demo(out_dir, echo, device)`` — what ``polydiff demo`` shows for this modality; **demo_order**:
@@ -49,8 +52,9 @@ class Encoder(Protocol):
     def read(self, path) -> Sequence[Any]:
         """Read items from a file or folder; bad input raises ValueError with one line naming the problem."""
 
-    def write(self, items: Sequence[Any], path) -> List[Path]:
-        """Write items to ``path`` (a file or a folder, as the modality defines) atomically; return the files."""
+    def write(self, items: Sequence[Any], path, **options) -> List[Path]:
+        """Write items to ``path`` (a file or a folder, as the modality defines) atomically; return the files.
+        ``options``: the modality's ``output_options`` the user gave (ignore the ones that are not yours)."""
 
     def fit(self, items: Sequence[Any]) -> "Encoder":
         """Learn whatever the encoding needs from training items (scaling, vocabulary, sizes); return self."""
@@ -58,8 +62,9 @@ class Encoder(Protocol):
     def encode(self, items: Sequence[Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Items -> (x, cond): a float tensor batch and a dict of condition tensors (mask, labels, ...)."""
 
-    def decode(self, x: torch.Tensor, cond: Dict[str, torch.Tensor]) -> List[Any]:
-        """Tensors -> items; the inverse of :meth:`encode` up to quantisation."""
+    def decode(self, x: torch.Tensor, cond: Dict[str, torch.Tensor], **options) -> List[Any]:
+        """Tensors -> items; the inverse of :meth:`encode` up to quantisation. ``options``: the modality's
+        ``output_options`` the user gave (ignore the ones that are not yours)."""
 
     def sample_shape(self) -> Tuple[int, ...]:
         """The shape of one item's tensor, without the batch dimension, for generation."""
@@ -84,6 +89,7 @@ class Modality:
     guidance: Dict[str, Any] = field(default_factory=dict)
     sample_options: List[Any] = field(default_factory=list)
     make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
+    output_options: List[str] = field(default_factory=list)
     configure: Optional[Callable[[dict, Encoder], dict]] = None
     score: Optional[Callable[..., dict]] = None
     score_options: List[Any] = field(default_factory=list)
@@ -159,3 +165,9 @@ def label_option(examples: str = ""):
     return click.Option(["--label"], default=None,
                         help=f"Class to generate: a name or index{names}; 'all' to cycle through the classes, "
                              f"sample i getting class i mod k [default]; or 'none' for the unconditional model.")
+
+
+def split_output_options(modality: "Modality", options: dict) -> Tuple[dict, dict]:
+    """(conditioning options for ``make_cond``, decode/write options) of one set of sample options."""
+    out = {k: v for k, v in options.items() if k in modality.output_options}
+    return {k: v for k, v in options.items() if k not in out}, out

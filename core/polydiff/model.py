@@ -247,9 +247,14 @@ class Model:
             raise PolydiffError(str(e)) from None
 
     def generate(self, n: int, **kw) -> List[Any]:
-        """Generate and decode ``n`` items (see :meth:`sample` for the options)."""
+        """Generate and decode ``n`` items (see :meth:`sample` for the options; the modality's
+        ``output_options``, such as a decode mode, go to the encoder's ``decode``)."""
+        from .modality import split_output_options
+
+        kw, output = split_output_options(self.modality, kw)
         x, cond = self.sample(n, **kw)
-        return self.encoder.decode(x.cpu(), {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in cond.items()})
+        return self.encoder.decode(x.cpu(), {k: (v.cpu() if isinstance(v, torch.Tensor) else v)
+                                             for k, v in cond.items()}, **output)
 
     def encode(self, items):
         x, cond = self.encoder.encode(items)

@@ -6,7 +6,7 @@
 * :mod:`polydiff_molecule.graph` holds :class:`~polydiff_molecule.graph.MoleculeEncoder`, the encoder between
   molecules and one float tensor per batch (node and edge one-hot features in [-1, 1]) plus a node mask.
 * :mod:`polydiff_molecule.encoder` holds :class:`~polydiff_molecule.encoder.GraphEncoder`, the modality's
-  encoder (element and node masks, properties, decode options) and ``make_cond`` / ``configure``.
+  encoder (element and node masks, properties, decoding and writing options) and ``make_cond`` / ``configure``.
 * :mod:`polydiff_molecule.denoiser` holds :class:`~polydiff_molecule.denoiser.GraphTransformer`, the network.
 * :mod:`polydiff_molecule.datasets` loads QM9 and a MOSES sample from a local data folder.
 * :mod:`polydiff_molecule.metrics` holds the metrics of generated molecules (validity, uniqueness, novelty,
@@ -91,6 +91,7 @@ def register_modalities(register):
         guidance={"props": denoiser.NULL_PROP},
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,
+        output_options=["decode", "keep_invalid"],
         configure=encoder.configure,
         draw=draw.draw_frames,
         demo=_demo,

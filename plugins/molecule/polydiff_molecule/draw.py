@@ -112,7 +112,6 @@ def draw_frames(encoder, frames: List[Any], cond: dict, path, titles: Optional[L
         x = torch.as_tensor(frames[i]).detach().float().cpu()
         k = min(n_cols, x.shape[0])
         c = _rows(cond, x.shape[0], k)
-        c["decode"] = "valence"
         mols = encoder.decode(x[:k], c, mode="valence")
         title = titles[i] if titles and i < len(titles) else f"frame {i}"
         for j in range(n_cols):

@@ -8,15 +8,15 @@
   samplers; the network uses ``node_mask``. A model trained with properties also gets ``"props"``
   ``[B, P]`` (standardized).
 * ``read`` returns only the molecules this encoder can encode and warns with the number it skipped;
-* ``decode(x, cond)`` takes the decode mode from ``cond["decode"]`` (``valence`` by default, see
-  :meth:`MoleculeEncoder.decode`) and returns a :class:`Molecules` list (RDKit Mol or None per sample) that
-  carries ``keep_invalid`` from ``cond`` to ``write``; ``write`` writes None as an empty line when
-  ``keep_invalid`` is true and drops it otherwise.
+* ``decode(x, cond, decode=..., ...)`` decodes in the mode given (``valence`` by default, see
+  :meth:`MoleculeEncoder.decode`) into a list of RDKit Mol or None per sample; ``write(items, path,
+  keep_invalid=...)`` writes None as an empty line when ``keep_invalid`` is true and drops it otherwise. Both
+  are the modality's ``output_options``: the core passes the ``--decode`` / ``--keep-invalid`` choices to them
+  as keyword arguments, never through ``cond``.
 
 ``make_cond`` builds the sampling ``cond`` for ``polydiff sample molecule``: it draws each sample's number of
-atoms from the training size histogram (``size_counts``), makes the node and element masks and carries the
-decode options. The CLI's sample options reach decoding and writing only through ``cond`` and the decoded
-list, because the core calls ``encoder.decode(x, cond)`` and ``encoder.write(items, path)`` without options.
+atoms from the training size histogram (``size_counts``), makes the node and element masks and, with a
+scaffold, the masked-conditioning values.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from . import io as molio
 from .denoiser import NULL_PROP
 from .graph import DECODE_MODES, MoleculeEncoder, _show, _Unusable, atom_label
 
-__all__ = ["GraphEncoder", "MoleculeSet", "Molecules", "make_cond", "configure", "PROPERTIES",
+__all__ = ["GraphEncoder", "MoleculeSet", "make_cond", "configure", "PROPERTIES",
            "molecule_property", "DEFAULT_MAX_ATOMS_LIMIT", "NULL_PROP"]
 
 #: a fresh encoder refuses training molecules larger than this (the edge tensor grows as N^2)
@@ -117,15 +117,6 @@ class MoleculeSet(list):
     def __init__(self, items: Sequence[Any] = (), properties: Sequence[str] = ()):
         super().__init__(items)
         self.properties = tuple(properties)
-
-
-class Molecules(list):
-    """Decoded samples: one RDKit Mol or None per sample. ``keep_invalid`` tells :meth:`GraphEncoder.write`
-    whether a None becomes an empty line (line i = sample i) or is dropped."""
-
-    def __init__(self, items: Sequence[Any] = (), keep_invalid: bool = False):
-        super().__init__(items)
-        self.keep_invalid = bool(keep_invalid)
 
 
 class GraphEncoder(MoleculeEncoder):
@@ -315,15 +306,19 @@ class GraphEncoder(MoleculeEncoder):
             raise InputError(f"node mask has shape {list(nm.shape)}, expected [{batch}, {n}]")
         return nm
 
-    def decode(self, x: torch.Tensor, cond: Optional[Dict[str, Any]] = None, mode: Optional[str] = None) -> Molecules:
-        """``x [B, D]`` -> :class:`Molecules` (RDKit Mol or None each).
+    def decode(self, x: torch.Tensor, cond: Optional[Dict[str, Any]] = None, mode: Optional[str] = None, *,
+               decode: Optional[str] = None, **_) -> List[Any]:
+        """``x [B, D]`` -> one RDKit Mol or None per sample.
 
-        ``mode``: ``"valence"`` or ``"raw"`` (see :meth:`MoleculeEncoder.decode`); default ``cond["decode"]``,
-        else ``"valence"``. ``cond["keep_invalid"]`` is carried to :meth:`write` on the returned list.
+        ``mode`` (or ``decode``, the name of the ``polydiff sample`` option): ``"valence"`` (default) or
+        ``"raw"`` (see :meth:`MoleculeEncoder.decode`). Other output options (``keep_invalid``) are for
+        :meth:`write`.
         """
         molio.quiet_rdkit()  # sanitization failures of raw samples go to logging, not stderr
         cond = cond or {}
-        mode = mode or cond.get("decode") or "valence"
+        mode = mode or decode or "valence"
+        if mode not in DECODE_MODES:
+            raise InputError(f"unknown decode mode {mode!r}; use one of {', '.join(DECODE_MODES)}")
         x = torch.as_tensor(x).detach().float().cpu()
         fixed = cond.get("fixed")
         if fixed is not None:  # scaffold atoms and bonds: exact +-1 values, made the most confident of all
@@ -339,19 +334,17 @@ class GraphEncoder(MoleculeEncoder):
 
             query = Chem.MolFromSmiles(str(cond["scaffold"]))
             mols = [m if m is not None and m.HasSubstructMatch(query) else None for m in mols]
-        return Molecules(mols, keep_invalid=bool(cond.get("keep_invalid", False)))
+        return list(mols)
 
     # ------------------------------------------------------------------ files
-    def write(self, items: Sequence[Any], path, keep_invalid: Optional[bool] = None) -> List[Path]:
+    def write(self, items: Sequence[Any], path, keep_invalid: bool = True, **_) -> List[Path]:
         """Write molecules to ``.smi`` / ``.sdf`` (``.gz`` allowed) or to ``<folder>/samples.smi``.
 
         In ``.smi`` output an invalid item (None, or a molecule RDKit cannot write) is an empty line when
-        ``keep_invalid`` is true (line i = item i), and is dropped otherwise. ``keep_invalid=None`` takes
-        ``items.keep_invalid`` (set by :meth:`decode`), else true. ``.sdf`` output always skips invalid items
-        and names records ``sample_<i>``. Returns the file written.
+        ``keep_invalid`` is true (line i = item i; the default here), and is dropped otherwise (the default of
+        ``polydiff sample molecule``, whose ``--keep-invalid`` sets it). ``.sdf`` output always skips invalid
+        items and names records ``sample_<i>``. Returns the file written.
         """
-        if keep_invalid is None:
-            keep_invalid = getattr(items, "keep_invalid", True)
         return super().write(items, path, keep_invalid=bool(keep_invalid))
 
     # ------------------------------------------------------------------ sampling
@@ -406,7 +399,7 @@ def configure(config: dict, encoder: GraphEncoder) -> dict:
     return {**config, "network": net}
 
 
-def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_invalid: bool = False,
+def make_cond(encoder: GraphEncoder, n: int,
               atoms: Optional[int] = None, sizes=None, props=None, size_seed: Optional[int] = None,
               generator: Optional[torch.Generator] = None, scaffold: Optional[str] = None,
               resample: int = 1) -> Dict[str, Any]:
@@ -414,7 +407,7 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
 
     Sizes: ``sizes`` (a length-n sequence of atom counts), else ``atoms`` for every sample, else drawn from
     the training size histogram with ``generator``, or a generator seeded with ``size_seed`` (default 0).
-    Returns ``{"mask": [n, D], "node_mask": [n, N], "decode": mode, "keep_invalid": bool}`` plus
+    Returns ``{"mask": [n, D], "node_mask": [n, N]}`` plus
     ``"props": [n, P]`` for a property-conditioned model (``props`` as in :meth:`GraphEncoder.props_tensor`).
 
     ``scaffold`` (SMILES): its k atoms take the first k node slots and, with the bonds among them, are
@@ -447,8 +440,6 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
         node_k[0, :k] = 1.0
         known_mask = encoder.element_mask(node_k)  # scaffold atoms and the pairs among them
         known = xs * known_mask
-    if decode not in DECODE_MODES:
-        raise InputError(f"unknown decode mode {decode!r}; use one of {', '.join(DECODE_MODES)}")
     N = encoder.max_atoms
     if sizes is not None:
         sizes = torch.as_tensor(sizes, dtype=torch.long).reshape(-1)
@@ -466,8 +457,7 @@ def make_cond(encoder: GraphEncoder, n: int, decode: str = "valence", keep_inval
         bad = int(sizes.min()) if int(sizes.min()) < 1 else int(sizes.max())
         raise InputError(f"number of atoms must be between 1 and {N} (this model's max_atoms), got {bad}")
     node_mask = (torch.arange(N)[None, :] < sizes[:, None]).float()
-    cond: Dict[str, Any] = {"mask": encoder.element_mask(node_mask), "node_mask": node_mask,
-                            "decode": decode, "keep_invalid": bool(keep_invalid)}
+    cond: Dict[str, Any] = {"mask": encoder.element_mask(node_mask), "node_mask": node_mask}
     if known is not None:
         cond["known"] = known.expand(n, -1).clone() * cond["mask"]
         cond["known_mask"] = known_mask.expand(n, -1).clone()

@@ -17,7 +17,7 @@ from polydiff.testing import check_modality, check_plugin
 import polydiff_molecule
 from polydiff_molecule import datasets
 from polydiff_molecule.denoiser import NULL_PROP, GraphTransformer
-from polydiff_molecule.encoder import GraphEncoder, MoleculeSet, Molecules, configure, make_cond
+from polydiff_molecule.encoder import GraphEncoder, MoleculeSet, configure, make_cond
 
 TINY = {"network": {"hidden": 32, "edge_hidden": 16, "layers": 2, "heads": 4, "emb": 32, "ffn_mult": 2}}
 
@@ -166,8 +166,10 @@ def test_make_cond_sizes(encoder):
     assert make_cond(encoder, 3, sizes=[1, 2, 9])["node_mask"].sum(1).tolist() == [1.0, 2.0, 9.0]
     with pytest.raises(InputError, match="between 1 and 9"):
         make_cond(encoder, 2, atoms=10)
+    with pytest.raises(TypeError):  # decoding choices are not conditions: they go to decode, not make_cond
+        make_cond(encoder, 2, decode="raw")
     with pytest.raises(InputError, match="unknown decode mode 'argmax'"):
-        make_cond(encoder, 2, decode="argmax")
+        encoder.decode(*encoder.encode(["CCO"]), decode="argmax")
     with pytest.raises(InputError, match="without property conditioning"):
         make_cond(encoder, 2, props="qed=0.5")
 
@@ -175,12 +177,12 @@ def test_make_cond_sizes(encoder):
 def test_decode_modes_and_write(encoder, small, tmp_path):
     x, cond = encoder.encode(small[:6])
     noisy = (x + 1.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))) * cond["mask"]
-    raw = encoder.decode(noisy, {**cond, "decode": "raw", "keep_invalid": True})
-    val = encoder.decode(noisy, cond)
-    assert isinstance(raw, Molecules) and raw.keep_invalid and not val.keep_invalid
-    assert all(m is not None for m in val) and any(m is None for m in raw)
-    kept = encoder.write(raw, tmp_path / "keep.smi")[0].read_text().split("\n")[:-1]
-    dropped = encoder.write(Molecules(raw, keep_invalid=False), tmp_path / "drop.smi")[0].read_text().splitlines()
+    raw = encoder.decode(noisy, cond, decode="raw")
+    assert [type(m) for m in encoder.decode(noisy, cond, mode="raw")] == [type(m) for m in raw]
+    val = encoder.decode(noisy, cond)  # valence, the default
+    assert type(raw) is list and all(m is not None for m in val) and any(m is None for m in raw)
+    kept = encoder.write(raw, tmp_path / "keep.smi")[0].read_text().split("\n")[:-1]  # line i = sample i
+    dropped = encoder.write(raw, tmp_path / "drop.smi", keep_invalid=False)[0].read_text().splitlines()
     assert len(kept) == 6 and dropped == [s for s in kept if s]
 
 
