@@ -389,3 +389,24 @@ def test_labels_for_is_the_one_meaning_of_a_sampling_label():
         labels_for([], 3, "a")
     opt = label_option("letters")
     assert opt.name == "label" and "(letters)" in opt.help and "i mod k" in opt.help
+
+
+def test_guidance_keeps_the_one_sigma_for_the_batch_form():
+    """The samplers pass one sigma for the whole batch as a 0-stride view; guidance doubles the batch and must
+    pass the same form on, so that the adapter still takes its fast path (scalings computed once)."""
+    from polydiff.guidance import cfg_denoiser
+    from polydiff.precond import _shared_sigma, repeat_sigma
+
+    seen = []
+
+    def D(x, sigma, **cond):
+        seen.append((sigma.shape[0], _shared_sigma(sigma)))
+        return x * 0.5
+
+    guided = cfg_denoiser(D, 3.0, {"label": -1})
+    x = torch.randn(4, 2)
+    guided(x, torch.tensor(0.7).expand(4), label=torch.tensor([0, 1, 0, 1]))
+    assert seen == [(8, _shared_sigma(torch.tensor([0.7])))]
+    per_item = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert torch.equal(repeat_sigma(per_item, 2), torch.cat([per_item, per_item]))
+    assert repeat_sigma(torch.tensor(2.0).expand(3), 2).stride(0) == 0

@@ -20,6 +20,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
+from .precond import repeat_sigma
+
 __all__ = ["cfg_denoiser", "drop_conditions", "masked_denoiser", "sample_masked", "NULL_LABEL"]
 
 #: the conventional "no condition" value for integer class labels
@@ -82,7 +84,7 @@ def cfg_denoiser(D: Callable, scale: float, null: Mapping[str, object],
                 both[k] = torch.cat([v, v])
             else:
                 both[k] = v
-        out = D(torch.cat([x, x]), torch.cat([sigma, sigma]), **both)
+        out = D(torch.cat([x, x]), repeat_sigma(sigma, 2), **both)
         c, u = out[:b], out[b:]
         return torch.lerp(u, c, scale)
 

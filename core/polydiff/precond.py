@@ -52,6 +52,16 @@ def _shared_sigma(sigma: torch.Tensor) -> Optional[float]:
     return None
 
 
+def repeat_sigma(sigma: torch.Tensor, times: int) -> torch.Tensor:
+    """``sigma`` for a batch repeated ``times`` over (as ``torch.cat([sigma] * times)``), keeping the
+    one-sigma-for-the-batch form: a 0-stride view stays a 0-stride view, so the adapter's fast path
+    (:func:`_shared_sigma`) still applies to the larger batch. Wrappers that grow the batch (guidance) use it."""
+    sigma = torch.as_tensor(sigma)
+    if sigma.ndim == 1 and sigma.numel() > 0 and (sigma.numel() == 1 or sigma.stride(0) == 0):
+        return sigma[:1].expand(sigma.numel() * times)
+    return torch.cat([sigma] * times)
+
+
 class Denoiser(nn.Module):
     """Base adapter. Subclasses define :meth:`scalings` returning (c_skip, c_out, c_in)."""
 

@@ -5,7 +5,12 @@ Every sampler has the signature ::
     fn(D, x, sigmas, *, cond=None, generator=None, callback=None, **options) -> x
 
 * ``D(x, sigma, **cond) -> x0_hat`` is a denoiser (see :mod:`polydiff.precond`); ``sigma`` is passed as
-  a 1-D tensor of shape [batch].
+  a 1-D tensor of shape [batch]. Every item of a sampler's batch has the same noise level, and the
+  samplers say so in the tensor's form: a 0-stride view of one value (``sigma.expand(batch)``). That form is
+  part of the denoiser contract: the adapters read such a sigma as one number and compute their scalings
+  once (the fast path of :mod:`polydiff.precond`), and a wrapper that grows the batch keeps the form
+  (:func:`polydiff.precond.repeat_sigma`, as classifier-free guidance does); per-item sigmas (training,
+  scoring) are an ordinary tensor and take the general path.
 * ``x`` is the starting point, already at noise level ``sigmas[0]`` (usually ``sigmas[0] * randn``).
 * ``sigmas`` is a decreasing 1-D ladder of n + 1 values; when it ends in 0 the last step returns the
   denoiser's estimate, so the result lands exactly on sigma = 0.
