@@ -360,6 +360,69 @@ def quality(runs: int, log) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# few-step quality on a mixture with unequal weights and widths
+# ------------------------------------------------------------------------------------------------
+FEW_STEP_NFE = (10, 20)
+FEW_STEP_SAMPLES = 50_000
+FEW_STEP_SAMPLERS = ["euler", "heun", "ddim", "dpmpp_2m", "unipc"]
+
+
+def unequal_mixture() -> GaussianMixture:
+    """Nine modes on a 3 x 3 grid (spacing 2) with unequal weights (2 % to 30 %) and widths (0.08 to 0.5)."""
+    c = torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64)
+    gx, gy = torch.meshgrid(c, c, indexing="ij")
+    means = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
+    stds = torch.tensor([0.1, 0.3, 0.15, 0.5, 0.2, 0.08, 0.25, 0.4, 0.12], dtype=torch.float64)
+    weights = torch.tensor([0.3, 0.05, 0.1, 0.15, 0.02, 0.08, 0.12, 0.03, 0.15], dtype=torch.float64)
+    return GaussianMixture(means, stds, weights)
+
+
+def few_step(runs: int, log) -> dict:
+    """Sliced W2 at NFE 10 and 20 on :func:`unequal_mixture` with its exact denoiser: polydiff as configured
+    by default (the karras(0.002, 80) ladder of the bundled models) and on every built-in ladder, against
+    every diffusers scheduler in its default configuration and with karras sigmas over its VP range."""
+    gmm = unequal_mixture()
+    proj = lambda: torch.Generator().manual_seed(PROJECTION_SEED)  # noqa: E731
+    rows: dict = {}
+    floor = []
+
+    def put(table, name, nfe, value):
+        rows.setdefault(table, {}).setdefault(name, {}).setdefault(str(nfe), []).append(value)
+
+    for seed in range(runs):
+        g = torch.Generator().manual_seed(seed)
+        ref = gmm.sample(FEW_STEP_SAMPLES, generator=g)
+        other = gmm.sample(FEW_STEP_SAMPLES, generator=g)
+        z = torch.randn(FEW_STEP_SAMPLES, 2, generator=g)
+        floor.append(sliced_wasserstein(ref, other, N_PROJECTIONS, generator=proj()))
+        swd = lambda x: sliced_wasserstein(x, ref, N_PROJECTIONS, generator=proj())  # noqa: E731
+        noise = lambda: torch.Generator().manual_seed(20_000 + seed)  # noqa: E731
+        for nfe in FEW_STEP_NFE:
+            for name in FEW_STEP_SAMPLERS:
+                steps = steps_for(name, nfe)
+                for ln, fn in L.LADDERS.items():
+                    sig = fn(steps)
+                    put(f"polydiff_{ln}", name, nfe, swd(S.SAMPLERS[name](gmm, z * sig[0], sig, generator=noise())))
+                if diffusers is None:
+                    continue
+                for karras in (False, True):
+                    if karras and name == "ddim":
+                        continue  # DDIMScheduler has no karras sigmas
+                    sched = make_scheduler(name)
+                    if karras:
+                        sched = type(sched).from_config(sched.config, use_karras_sigmas=True)
+                    xd = diffusers_sample(sched, GMMEps(gmm, sched), z, steps, generator=noise())
+                    put("diffusers_karras" if karras else "diffusers", name, nfe, swd(xd))
+        log(f"few-step: seed {seed + 1}/{runs} done")
+    med = {t: {n: {k: statistics.median(v) for k, v in d.items()} for n, d in table.items()} for t, table in rows.items()}
+    return {"target": "unequal_mixture(): 9 modes, weights 0.02-0.30, stds 0.08-0.5", "n_samples": FEW_STEP_SAMPLES,
+            "seeds": list(range(runs)), "noise_floor": statistics.median(floor), "noise_floor_max": max(floor),
+            "swd": med,
+            "spread": {t: {n: {k: [min(v), max(v)] for k, v in d.items()} for n, d in table.items()}
+                       for t, table in rows.items()}}
+
+
+# ------------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------------
 def machine() -> dict:
@@ -422,6 +485,24 @@ def targets(res: dict) -> list:
                             "the best diffusers scheduler",
                     "measured": f"{best_a[0]} {best_a[1]['10']:.4f} vs {DIFFUSERS_CLASS[best_d[0]]} {best_d[1]['10']:.4f}",
                     "threshold": "<= 1.01 x", "pass": best_a[1]["10"] <= 1.01 * best_d[1]["10"]})
+    fs = res.get("few_step")
+    if fs and "diffusers" in fs["swd"]:
+        for nfe in map(str, FEW_STEP_NFE):
+            cand = [(f"{t}:{n}", v[nfe]) for t in ("diffusers", "diffusers_karras") for n, v in fs["swd"][t].items()]
+            best_d = min(cand, key=lambda kv: kv[1])
+            best_p = min(((n, v[nfe]) for n, v in fs["swd"]["polydiff_karras"].items()), key=lambda kv: kv[1])
+            out.append({"name": f"few-step NFE={nfe}, unequal mixture: best polydiff sampler as configured by default "
+                                f"(karras(0.002, 80)) <= 0.9 x best diffusers configuration (floor "
+                                f"{fs['noise_floor']:.4f})",
+                        "measured": f"{best_p[0]} {best_p[1]:.4f} vs {best_d[0]} {best_d[1]:.4f} "
+                                    f"(ratio {best_p[1] / best_d[1]:.2f})",
+                        "threshold": "<= 0.9 x", "pass": best_p[1] <= 0.9 * best_d[1]})
+            any_p = min(((f"{t}:{n}", v[nfe]) for t, tab in fs["swd"].items() if t.startswith("polydiff_")
+                         for n, v in tab.items()), key=lambda kv: kv[1])
+            out.append({"name": f"few-step NFE={nfe} (informative): best polydiff sampler on any built-in ladder",
+                        "measured": f"{any_p[0]} {any_p[1]:.4f} vs {best_d[0]} {best_d[1]:.4f} "
+                                    f"(ratio {any_p[1] / best_d[1]:.2f})",
+                        "threshold": "<= 0.9 x", "pass": any_p[1] <= 0.9 * best_d[1]})
     return out
 
 
@@ -480,6 +561,15 @@ def print_tables(res: dict) -> None:
         for ln, d in q["ladders_nfe10"].items():
             print(f"    {ln:<14}" + "".join(f"{d[n]:10.4f}" for n in SAMPLER_NAMES))
         print()
+    fs = res.get("few_step")
+    if fs:
+        print(f"Few-step quality, {fs['target']}: sliced W2, {fs['n_samples']} samples, medians over "
+              f"{len(fs['seeds'])} seeds; noise floor {fs['noise_floor']:.4f}")
+        print(f"  {'configuration':<34}" + "".join(f"{'NFE ' + str(n):>10}" for n in FEW_STEP_NFE))
+        for table, tab in fs["swd"].items():
+            for n, row in tab.items():
+                print(f"  {table + ':' + n:<34}" + "".join(f"{row[str(k)]:10.4f}" for k in FEW_STEP_NFE))
+        print()
     for t in res["targets"]:
         print(f"[{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['measured']}")
 
@@ -519,7 +609,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     ap.add_argument("--runs", type=int, default=5, help="timed runs / quality seeds per median (default 5)")
-    ap.add_argument("--only", choices=["overhead", "quality"], help="run one part only")
+    ap.add_argument("--only", choices=["overhead", "quality", "few-step"], help="run one part only")
     ap.add_argument("--malloc-tuned", action="store_true",
                     help="raise glibc's mmap/trim thresholds in this process first (all rows alike)")
     ap.add_argument("--render", metavar="RESULT.json", help="print the overhead tables of a saved result as markdown and exit")
@@ -546,6 +636,10 @@ def main(argv=None) -> int:
         # fastest on one thread
         torch.set_num_threads(1)
         res["quality"] = quality(args.runs, log)
+        torch.set_num_threads(2)
+    if args.only in (None, "few-step"):
+        torch.set_num_threads(1)
+        res["few_step"] = few_step(args.runs, log)
         torch.set_num_threads(2)
     res["wall_s"] = time.perf_counter() - t0
     if hasattr(os, "getloadavg"):

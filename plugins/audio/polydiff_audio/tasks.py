@@ -345,8 +345,11 @@ _LABEL_HELP = ("Class to condition on (a digit for FSDD models), or 'none' for t
 
 
 def _report(summary: dict, as_json: bool, line: str) -> None:
+    """The task's summary: JSON, or its line naming the model that did the work."""
     import click
 
+    if not as_json and summary.get("model"):
+        line += f" [model {Path(str(summary['model'])).stem}]"
     click.echo(json.dumps(summary, indent=2) if as_json else line)
 
 

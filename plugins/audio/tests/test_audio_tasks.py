@@ -314,7 +314,7 @@ def test_cli_denoise_writes_model_rate_mono(cli, tiny_model_path, tmp_path, help
                                  "--steps", "3", "--sampler", "heun"])
     assert r.exit_code == 0, r.output
     line = r.stdout.strip()
-    assert line.startswith("noise level ") and "(estimated; " in line and line.endswith("(8000 Hz mono, 1.30 s)")
+    assert line.startswith("noise level ") and "(estimated; " in line and "(8000 Hz mono, 1.30 s) [model " in line
     assert str(out) in line and len(line.splitlines()) == 1
     y, sr = read(out)
     assert sr == 8000 and y.shape == (1, 10400) and np.isfinite(y).all()

@@ -490,8 +490,11 @@ def _common(model_help=_MODEL_HELP):
 
 
 def _report(summary: dict, as_json: bool, line: str) -> None:
+    """The task's summary: JSON, or its line naming the model that did the work."""
     import click
 
+    if not as_json and summary.get("model"):
+        line += f" [model {Path(str(summary['model'])).stem}]"
     click.echo(json.dumps(summary, indent=2) if as_json else line)
 
 
