@@ -466,6 +466,14 @@ def targets(res: dict) -> list:
             out.append({"name": f"overhead {key} (informative): polydiff / floor, worst configuration; floor's "
                                 f"own worst ratio {worst_floor:.3f}",
                         "measured": round(max(rel), 4), "threshold": "-", "pass": True})
+        deterministic = [n for n in SAMPLER_NAMES if n != "ddpm"]
+        for key in TARGETS:
+            rel = {(n, s): ov[key]["ratio"]["polydiff"][n][s] / ov[key]["ratio"]["floor"][n][s]
+                   for n in deterministic for s in ("20", "50")}
+            (wn, ws), worst = max(rel.items(), key=lambda kv: kv[1])
+            out.append({"name": f"overhead {key}: deterministic samplers at 20 and 50 steps within 1.03 x the "
+                                f"hand-written floor of the same run",
+                        "measured": f"worst {worst:.3f} ({wn}, {ws} steps)", "threshold": 1.03, "pass": worst <= 1.03})
         if "diffusers" in ov["mlp"]["ratio"] and ov["mlp"]["ratio"]["diffusers"]:
             pairs = [(n, s) for n in SAMPLER_NAMES for s in map(str, OVERHEAD_STEPS)]
             below = [p for p in pairs if ov["mlp"]["ratio"]["polydiff"][p[0]][p[1]] < ov["mlp"]["ratio"]["diffusers"][p[0]][p[1]]]
