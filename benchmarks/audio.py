@@ -303,27 +303,12 @@ def mean_report(reports: List[dict]) -> dict:
             "confusion": np.sum([r["confusion"] for r in reports], axis=0).tolist()}
 
 
-def _psd_sqrt(a: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
-    w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to the rows of ``a`` and ``b``:
-    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2))``.
+    """Fréchet distance between Gaussians fitted to the rows of ``a`` and ``b``
+    (:func:`polydiff.metrics.frechet_distance`)."""
+    from polydiff.metrics import frechet_distance as fd
 
-    ``tr((S_a S_b)^(1/2))`` is computed as the sum of the square roots of the eigenvalues of the symmetric
-    PSD matrix ``S_a^(1/2) S_b S_a^(1/2)``, which has the same eigenvalues as ``S_a S_b``; both square roots
-    come from ``numpy.linalg.eigh`` with tiny negative eigenvalues (rounding) clipped to 0. Unlike
-    ``scipy.linalg.sqrtm`` of the non-symmetric product, this never returns complex values for
-    singular covariances (fewer samples than dimensions)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mu = a.mean(0) - b.mean(0)
-    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    ra = _psd_sqrt(sa)
-    cross = np.linalg.eigvalsh(ra @ sb @ ra)
-    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+    return fd(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
 # -------------------------------------------------------------------------------------- generation

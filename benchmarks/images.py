@@ -398,21 +398,12 @@ def add_noise(imgs: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 
 
 def fd(a: np.ndarray, b: np.ndarray) -> dict:
-    """``polydiff.metrics.frechet_distance`` of two feature sets: ``{"value", "regularized"}``.
+    """``polydiff.metrics.frechet_distance`` of two feature sets: ``{"value", "regularized"}``. The core's
+    formula is real and exact for singular covariances too (fewer samples than feature dimensions, units that
+    never fire), so ``regularized`` is always false; it stays in the results for their readers."""
+    from polydiff.metrics import frechet_distance
 
-    With fewer samples than feature dimensions, or features that never fire (ReLU units that stay 0), the
-    covariances are singular and the square root of their product may come out with a large imaginary
-    part, which the core refuses; then both covariances get ``1e-6 x`` their mean variance added to the
-    diagonal (``regularized`` true: the value is then approximate)."""
-    from polydiff.metrics import fit_gaussian, frechet_distance, frechet_distance_from_stats
-
-    try:
-        return {"value": frechet_distance(a, b), "regularized": False}
-    except ValueError:
-        (ma, ca), (mb, cb) = fit_gaussian(a), fit_gaussian(b)
-        eps = 1e-6 * max(float(np.trace(ca) + np.trace(cb)) / (2 * len(ca)), 1e-12)
-        eye = np.eye(len(ca)) * eps
-        return {"value": frechet_distance_from_stats(ma, ca + eye, mb, cb + eye), "regularized": True}
+    return {"value": frechet_distance(a, b), "regularized": False}
 
 
 # -------------------------------------------------------------------------------------- generation

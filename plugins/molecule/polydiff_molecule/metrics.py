@@ -362,28 +362,16 @@ def _one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
-def _psd_sqrt(s: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(s)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
 def frechet_distance(stats1, stats2) -> float:
-    """Frechet distance ``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))`` between two (mean,
-    covariance) pairs: the quantity ``fcd.calculate_frechet_distance`` computes, with the trace term taken
-    from symmetric eigendecompositions (``tr((S1 S2)^(1/2)) = sum sqrt(eig(S1^(1/2) S2 S1^(1/2)))``) instead of
-    a general matrix square root, which is faster and needs no regularisation for singular covariances."""
-    mu1, s1 = np.asarray(stats1[0], np.float64), np.asarray(stats1[1], np.float64)
-    mu2, s2 = np.asarray(stats2[0], np.float64), np.asarray(stats2[1], np.float64)
-    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+    """Frechet distance between two (mean, covariance) pairs (:func:`polydiff.metrics.frechet_distance_from_stats`,
+    the quantity ``fcd.calculate_frechet_distance`` computes), on one BLAS thread."""
+    from polydiff.metrics import frechet_distance_from_stats
+
+    mu1, mu2 = np.asarray(stats1[0]), np.asarray(stats2[0])
+    if mu1.shape != mu2.shape or np.shape(stats1[1]) != np.shape(stats2[1]):
         raise InputError(f"FCD statistics of different sizes: {mu1.shape} and {mu2.shape}")
-    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
     with _one_blas_thread():
-        r1 = _psd_sqrt(s1)
-        m = r1 @ s2 @ r1
-        ev = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_covmean = float(np.sqrt(np.clip(ev, 0.0, None)).sum())
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+        return frechet_distance_from_stats(stats1[0], stats1[1], stats2[0], stats2[1])
 
 
 def fcd(items, reference, model=None) -> float:
