@@ -3,7 +3,7 @@
 * :mod:`polydiff_molecule.io` reads ``.smi``, ``.csv``/``.csv.gz`` and ``.sdf``/``.sdf.gz`` files into RDKit
   molecules and writes ``.smi`` / ``.sdf`` files atomically; RDKit's own messages go to the Python logger
   ``polydiff.molecule.rdkit`` instead of raw stderr.
-* :mod:`polydiff_molecule.graph` holds :class:`~polydiff_molecule.graph.MoleculeEncoder`, the encoder between
+* :mod:`polydiff_molecule.graph` holds :class:`~polydiff_molecule.graph.GraphCodec`, the encoder between
   molecules and one float tensor per batch (node and edge one-hot features in [-1, 1]) plus a node mask.
 * :mod:`polydiff_molecule.encoder` holds :class:`~polydiff_molecule.encoder.GraphEncoder`, the modality's
   encoder (element and node masks, properties, decoding and writing options) and ``make_cond`` / ``configure``.

@@ -2,7 +2,7 @@
 
     net(x_in, c_noise, node_mask=..., props=None, **cond) -> F      # [B, D]; the EDM adapter makes x0_hat
 
-``x_in`` is the scaled noisy batch in the layout of :class:`polydiff_molecule.graph.MoleculeEncoder`
+``x_in`` is the scaled noisy batch in the layout of :class:`polydiff_molecule.graph.GraphCodec`
 (``D = N*A + T*E``: node one-hots, then the upper-triangle pairs in ``torch.triu_indices(N, N, 1)`` order).
 The network splits it into node features ``[B, N, A]`` and symmetric edge features ``[B, N, N, E]``, runs
 ``layers`` graph-transformer layers and joins its node and (symmetrized) edge outputs back into ``[B, D]``.

@@ -1,6 +1,6 @@
 """The molecule modality's encoder and its sampling-side helpers (``make_cond``, ``configure``).
 
-:class:`GraphEncoder` is :class:`polydiff_molecule.graph.MoleculeEncoder` in the form the core needs:
+:class:`GraphEncoder` is :class:`polydiff_molecule.graph.GraphCodec` in the form the core needs:
 
 * ``encode`` returns ``x [B, D]`` with **zeros on padding** and
   ``cond = {"mask": element mask [B, D] (float), "node_mask": [B, N] (float)}``: the core uses ``mask``
@@ -9,7 +9,7 @@
   ``[B, P]`` (standardized).
 * ``read`` returns only the molecules this encoder can encode and warns with the number it skipped;
 * ``decode(x, cond, decode=..., ...)`` decodes in the mode given (``valence`` by default, see
-  :meth:`MoleculeEncoder.decode`) into a list of RDKit Mol or None per sample; ``write(items, path,
+  :meth:`GraphCodec.decode`) into a list of RDKit Mol or None per sample; ``write(items, path,
   keep_invalid=...)`` writes None as an empty line when ``keep_invalid`` is true and drops it otherwise. Both
   are the modality's ``output_options``: the core passes the ``--decode`` / ``--keep-invalid`` choices to them
   as keyword arguments, never through ``cond``.
@@ -32,7 +32,7 @@ from polydiff.errors import InputError, UnknownName
 
 from . import io as molio
 from .denoiser import NULL_PROP
-from .graph import DECODE_MODES, MoleculeEncoder, _show, _Unusable, atom_label
+from .graph import DECODE_MODES, GraphCodec, _show, _Unusable, atom_label
 
 __all__ = ["GraphEncoder", "MoleculeSet", "make_cond", "configure", "PROPERTIES",
            "molecule_property", "DEFAULT_MAX_ATOMS_LIMIT", "NULL_PROP"]
@@ -119,8 +119,8 @@ class MoleculeSet(list):
         self.properties = tuple(properties)
 
 
-class GraphEncoder(MoleculeEncoder):
-    """:class:`MoleculeEncoder` with padding-zeroed ``x``, element and node masks, optional properties,
+class GraphEncoder(GraphCodec):
+    """:class:`GraphCodec` with padding-zeroed ``x``, element and node masks, optional properties,
     filtering ``read`` and decode options taken from ``cond``; see the module docstring.
 
     ``properties``: names from :data:`PROPERTIES`; when non-empty, ``encode`` adds ``cond["props"]``, the
@@ -168,7 +168,7 @@ class GraphEncoder(MoleculeEncoder):
 
     # ------------------------------------------------------------------ molecules
     def _prepare(self, item: Any):
-        """As :meth:`MoleculeEncoder._prepare`, but a molecule this encoder already prepared is used as is."""
+        """As :meth:`GraphCodec._prepare`, but a molecule this encoder already prepared is used as is."""
         from rdkit import Chem
 
         if isinstance(item, Chem.Mol) and item.HasProp(_PREPARED):
@@ -209,7 +209,7 @@ class GraphEncoder(MoleculeEncoder):
         return kept, dropped
 
     def read(self, path, strict: bool = False) -> MoleculeSet:
-        """Molecules from a file (see :meth:`MoleculeEncoder.read`), keeping only those this encoder can
+        """Molecules from a file (see :meth:`GraphCodec.read`), keeping only those this encoder can
         encode; the others are skipped with a warning that counts them and names the first
         (``strict=True``: the first unparsable or unencodable record raises instead)."""
         path = Path(path)
@@ -271,7 +271,7 @@ class GraphEncoder(MoleculeEncoder):
         """Molecules -> ``(x [B, D], {"mask": [B, D], "node_mask": [B, N][, "props": [B, P]]})``.
 
         ``x`` is zero where ``mask`` is zero. Errors and ``skip_invalid`` / ``return_skipped`` as in
-        :meth:`MoleculeEncoder.encode`.
+        :meth:`GraphCodec.encode`.
         """
         items = [items] if isinstance(items, str) else list(items)
         x, base, skipped = super().encode(items, skip_invalid=skip_invalid, return_skipped=True)
@@ -288,7 +288,7 @@ class GraphEncoder(MoleculeEncoder):
 
     def node_mask_of(self, cond: Optional[Dict[str, Any]], batch: int) -> Optional[torch.Tensor]:
         """The ``[B, N]`` node mask in ``cond``: ``node_mask``, or the node part of an element ``mask``
-        ``[B, D]``, or a ``[B, N]`` ``mask`` (the layout of :class:`MoleculeEncoder`); None when absent."""
+        ``[B, D]``, or a ``[B, N]`` ``mask`` (the layout of :class:`GraphCodec`); None when absent."""
         cond = cond or {}
         n, a = self.max_atoms, self.num_atom_types
         nm = cond.get("node_mask")
@@ -311,7 +311,7 @@ class GraphEncoder(MoleculeEncoder):
         """``x [B, D]`` -> one RDKit Mol or None per sample.
 
         ``mode`` (or ``decode``, the name of the ``polydiff sample`` option): ``"valence"`` (default) or
-        ``"raw"`` (see :meth:`MoleculeEncoder.decode`). Other output options (``keep_invalid``) are for
+        ``"raw"`` (see :meth:`GraphCodec.decode`). Other output options (``keep_invalid``) are for
         :meth:`write`.
         """
         molio.quiet_rdkit()  # sanitization failures of raw samples go to logging, not stderr
@@ -433,7 +433,7 @@ def make_cond(encoder: GraphEncoder, n: int,
         if k > encoder.max_atoms:
             raise InputError(f"the scaffold has {k} heavy atoms, more than this model's max_atoms {encoder.max_atoms}")
         try:
-            xs, cs = MoleculeEncoder.encode(encoder, [mol])
+            xs, cs = GraphCodec.encode(encoder, [mol])
         except InputError as e:
             raise InputError(f"scaffold {scaffold!r}: {str(e).splitlines()[0]}") from None
         node_k = torch.zeros(1, encoder.max_atoms)

@@ -1,4 +1,4 @@
-"""Molecules <-> padded dense graphs in one float tensor: :class:`MoleculeEncoder`.
+"""Molecules <-> padded dense graphs in one float tensor: :class:`GraphCodec`.
 
 Chemistry
     Molecules are used with implicit hydrogens (``RemoveHs``) and in a Kekulé form (``Chem.Kekulize`` with
@@ -11,7 +11,7 @@ Chemistry
 Vocabulary
     ``atom_types`` = the distinct (element symbol, formal charge) pairs of the training molecules, sorted by
     atomic number then charge; ``max_atoms`` (N) = the largest heavy-atom count seen; both learned by
-    :meth:`MoleculeEncoder.fit` and kept in :meth:`MoleculeEncoder.metadata`. ``size_counts[n]`` counts the
+    :meth:`GraphCodec.fit` and kept in :meth:`GraphCodec.metadata`. ``size_counts[n]`` counts the
     training molecules with n heavy atoms (a distribution to draw sample sizes from).
 
 Tensor layout (A = len(atom_types), E = 4 bond classes none/single/double/triple, T = N(N-1)/2 pairs)
@@ -24,12 +24,12 @@ Tensor layout (A = len(atom_types), E = 4 bond classes none/single/double/triple
     Only the upper triangle is stored, so independent Gaussian noise on ``x`` is noise on a symmetric graph,
     and there is no diagonal. Values are ``2 * one_hot - 1``, i.e. +1 for the class and -1 elsewhere;
     decoding takes the argmax. Padding nodes (index >= number of atoms) are all -1; pairs involving a padding
-    node are encoded as "none". :meth:`MoleculeEncoder.split` gives ``nodes [B, N, A]`` and symmetric
-    ``edges [B, N, N, E]`` (diagonal = the "none" encoding); :meth:`MoleculeEncoder.join` is its inverse
+    node are encoded as "none". :meth:`GraphCodec.split` gives ``nodes [B, N, A]`` and symmetric
+    ``edges [B, N, N, E]`` (diagonal = the "none" encoding); :meth:`GraphCodec.join` is its inverse
     (averaging the two directions of ``edges``).
 
     ``cond = {"mask": float [B, N]}`` (1 for real atoms, 0 for padding).
-    :meth:`MoleculeEncoder.element_mask` turns it into a float ``[B, D]`` mask over ``x`` for the loss: node
+    :meth:`GraphCodec.element_mask` turns it into a float ``[B, D]`` mask over ``x`` for the loss: node
     entries of real atoms and edge entries of pairs of two real atoms.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ from polydiff.errors import InputError, PolydiffError
 
 from . import io as molio
 
-__all__ = ["MoleculeEncoder", "BOND_CLASSES", "fragments", "is_connected", "atom_capacity", "atom_label"]
+__all__ = ["GraphCodec", "BOND_CLASSES", "fragments", "is_connected", "atom_capacity", "atom_label"]
 
 BOND_CLASSES = ("none", "single", "double", "triple")
 DECODE_MODES = ("valence", "raw")
@@ -125,10 +125,12 @@ def _show(item: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class MoleculeEncoder:
-    """Encoder between RDKit molecules (or SMILES strings) and padded dense graphs; see the module docstring.
+class GraphCodec:
+    """Molecules (RDKit or SMILES) <-> padded dense graphs, in both directions: the graph layout and its
+    decoding, without the modality's masks and properties (:class:`polydiff_molecule.encoder.GraphEncoder`,
+    the modality's encoder, adds those); see the module docstring.
 
-    ``MoleculeEncoder()`` is unfitted: call :meth:`fit` on training molecules, or rebuild a fitted one with
+    ``GraphCodec()`` is unfitted: call :meth:`fit` on training molecules, or rebuild a fitted one with
     :meth:`from_metadata`.
     """
 
@@ -142,7 +144,7 @@ class MoleculeEncoder:
 
     # ------------------------------------------------------------------ construction / metadata
     @classmethod
-    def from_metadata(cls, meta: Optional[dict] = None) -> "MoleculeEncoder":
+    def from_metadata(cls, meta: Optional[dict] = None) -> "GraphCodec":
         """An unfitted encoder for ``None``; otherwise the fitted encoder described by :meth:`metadata`."""
         if not meta:
             return cls()
@@ -173,7 +175,7 @@ class MoleculeEncoder:
     def _need_fit(self) -> None:
         if not self.fitted:
             raise PolydiffError("the molecule encoder is not fitted: call fit() on training molecules or "
-                                "build it with MoleculeEncoder.from_metadata()")
+                                "build it with GraphCodec.from_metadata()")
 
     @property
     def num_atom_types(self) -> int:
@@ -336,7 +338,7 @@ class MoleculeEncoder:
         return mols, skipped
 
     # ------------------------------------------------------------------ tensors
-    def fit(self, items: Sequence[Any], skip_invalid: bool = False) -> "MoleculeEncoder":
+    def fit(self, items: Sequence[Any], skip_invalid: bool = False) -> "GraphCodec":
         """Learn the atom vocabulary, ``max_atoms`` and the size distribution from training molecules.
 
         Items are RDKit molecules or SMILES strings. An unusable item raises :class:`InputError` naming it,

@@ -1,4 +1,4 @@
-"""MoleculeEncoder: vocabulary, tensor layout, QM9 round trips, noise decoding, errors."""
+"""GraphCodec: vocabulary, tensor layout, QM9 round trips, noise decoding, errors."""
 import csv
 import json
 from pathlib import Path
@@ -11,7 +11,7 @@ from polydiff.errors import InputError, PolydiffError
 from polydiff.testing import assert_items_close
 
 from polydiff_molecule import datasets
-from polydiff_molecule.graph import (BOND_CLASSES, MoleculeEncoder, atom_capacity, atom_label, fragments,
+from polydiff_molecule.graph import (BOND_CLASSES, GraphCodec, atom_capacity, atom_label, fragments,
                                      is_connected)
 
 # the plugin's own data lookup ($POLYDIFF_MOLECULE_DATA, then shared/data/molecules beside the repository)
@@ -48,7 +48,7 @@ def qm9():
 @pytest.fixture(scope="module")
 def qm9_encoder(qm9):
     neutral, charged = qm9
-    return MoleculeEncoder().fit(neutral + charged)
+    return GraphCodec().fit(neutral + charged)
 
 
 def round_trip_rate(enc, smiles, mode):
@@ -69,25 +69,25 @@ def test_fit_vocabulary_and_max_atoms(qm9, qm9_encoder):
     assert {"C", "N", "O", "F", "N+", "O-"} <= set(labels)
     assert enc.max_atoms == 9
     assert sum(enc.size_counts) == len(neutral) + len(charged) and len(enc.size_counts) == 10
-    neutral_only = MoleculeEncoder().fit(neutral)
+    neutral_only = GraphCodec().fit(neutral)
     assert neutral_only.atom_labels() == ["C", "N", "O", "F"]
 
 
 def test_metadata_rebuilds_identical_encoder(qm9, qm9_encoder):
     neutral, charged = qm9
     meta = json.loads(json.dumps(qm9_encoder.metadata()))
-    enc2 = MoleculeEncoder.from_metadata(meta)
+    enc2 = GraphCodec.from_metadata(meta)
     assert enc2.atom_types == qm9_encoder.atom_types and enc2.max_atoms == 9
     assert enc2.sample_shape() == qm9_encoder.sample_shape()
     items = neutral[:50] + charged[:50]
     x1, c1 = qm9_encoder.encode(items)
     x2, c2 = enc2.encode(items)
     assert torch.equal(x1, x2) and torch.equal(c1["mask"], c2["mask"])
-    assert MoleculeEncoder.from_metadata(None).fitted is False
+    assert GraphCodec.from_metadata(None).fitted is False
     with pytest.raises(InputError, match="bond classes"):
-        MoleculeEncoder.from_metadata({**meta, "bond_types": ["none", "single"]})
+        GraphCodec.from_metadata({**meta, "bond_types": ["none", "single"]})
     with pytest.raises(PolydiffError, match="not fitted"):
-        MoleculeEncoder().encode(["CCO"])
+        GraphCodec().encode(["CCO"])
 
 
 # ------------------------------------------------------------------------------------------ round trips
@@ -115,14 +115,14 @@ def test_encoder_conformance_round_trips(qm9, qm9_encoder, tmp_path):
 
 
 def test_same_molecule_same_tensor():
-    enc = MoleculeEncoder().fit(["c1ccccc1CCO", "CC(=O)[O-]", "C[NH3+]"])
+    enc = GraphCodec().fit(["c1ccccc1CCO", "CC(=O)[O-]", "C[NH3+]"])
     x, _ = enc.encode(["c1ccccc1CCO", "OCCc1ccccc1", "C(O)Cc1ccccc1", "OCCC1=CC=CC=C1"])
     assert all(torch.equal(x[0], x[i]) for i in range(1, 4))
 
 
 # ------------------------------------------------------------------------------------------ layout
 def test_layout_split_join_and_masks():
-    enc = MoleculeEncoder().fit(["CC(=O)[O-]", "C#N", "c1ccccc1", "[NH3+]CC([O-])=O"])
+    enc = GraphCodec().fit(["CC(=O)[O-]", "C#N", "c1ccccc1", "[NH3+]CC([O-])=O"])
     n, a, e = enc.max_atoms, enc.num_atom_types, enc.num_bond_types
     t = n * (n - 1) // 2
     assert (n, e) == (6, len(BOND_CLASSES)) and enc.dim == n * a + t * e == enc.sample_shape()[0]
@@ -160,7 +160,7 @@ def test_layout_split_join_and_masks():
 
 # ------------------------------------------------------------------------------------------ bad input
 def test_encode_errors_name_the_molecule():
-    enc = MoleculeEncoder().fit(["CCO", "CCN"])
+    enc = GraphCodec().fit(["CCO", "CCN"])
     with pytest.raises(InputError) as err:
         enc.encode(["CCO", "CCCCC"])
     assert "molecule 1 ('CCCCC')" in str(err.value) and "max_atoms=3" in str(err.value)
@@ -176,11 +176,11 @@ def test_encode_errors_name_the_molecule():
     x, cond = enc.encode(["CCCCC"], skip_invalid=True)
     assert x.shape == (0, enc.dim)
     with pytest.raises(InputError, match=r"molecule 1 \('C1CC'\)"):
-        MoleculeEncoder().fit(["CC", "C1CC"])
-    fitted = MoleculeEncoder().fit(["CC", "C1CC", "CO"], skip_invalid=True)
+        GraphCodec().fit(["CC", "C1CC"])
+    fitted = GraphCodec().fit(["CC", "C1CC", "CO"], skip_invalid=True)
     assert fitted.fit_skipped == 1 and fitted.atom_labels() == ["C", "O"]
     with pytest.raises(InputError, match="no usable molecule"):
-        MoleculeEncoder().fit([])
+        GraphCodec().fit([])
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -215,7 +215,7 @@ def test_raw_mode_on_noise_mostly_invalid(qm9_encoder):
 
 
 def test_raw_mode_keeps_fragments_and_valence_orders_by_confidence():
-    enc = MoleculeEncoder().fit(["CCC", "C=O"])
+    enc = GraphCodec().fit(["CCC", "C=O"])
     x, cond = enc.encode(["CC.O"])  # not a training molecule, but in the vocabulary and size
     raw = enc.decode(x, cond, mode="raw")[0]
     assert Chem.MolToSmiles(raw) == "CC.O" and fragments(raw) == 2 and not is_connected(raw)
@@ -252,7 +252,7 @@ def test_decode_edge_cases(qm9_encoder):
 
 
 def test_repair_removes_offending_bonds():
-    enc = MoleculeEncoder().fit(["CC"])
+    enc = GraphCodec().fit(["CC"])
     rw = Chem.RWMol()
     for _ in range(6):
         rw.AddAtom(Chem.Atom(6))

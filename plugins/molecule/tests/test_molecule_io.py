@@ -12,7 +12,7 @@ import polydiff.checkpoint
 from polydiff.errors import InputError
 
 from polydiff_molecule import io as molio
-from polydiff_molecule.graph import MoleculeEncoder
+from polydiff_molecule.graph import GraphCodec
 
 SMILES = ["CCO", "c1ccccc1", "CC(=O)[O-]", "N#CC"]
 
@@ -137,7 +137,7 @@ def test_file_errors_are_one_line(tmp_path):
 
 
 def test_encoder_read_folder_and_all_invalid(tmp_path):
-    enc = MoleculeEncoder()
+    enc = GraphCodec()
     (tmp_path / "only.smi").write_text("CCO\nC1CC\n")
     assert canon(enc.read(tmp_path)) == ["CCO"]
     with pytest.raises(InputError, match="C1CC"):
@@ -191,7 +191,7 @@ def test_writers_are_atomic(tmp_path, monkeypatch):
 
 
 def test_encoder_write_by_suffix(tmp_path):
-    enc = MoleculeEncoder()
+    enc = GraphCodec()
     mols = [Chem.MolFromSmiles("CCO"), None, Chem.MolFromSmiles("CN")]
     [smi] = enc.write(mols, tmp_path / "s.smi")
     assert smi.read_text() == "CCO\n\nCN\n"
