@@ -293,3 +293,19 @@ def test_ancestral_step_split():
             assert down**2 + up**2 == pytest.approx(sn**2)
             if eta == 1.0 and sn > 0:  # the DDPM posterior std in sigma-space
                 assert up == pytest.approx(sn * math.sqrt(s**2 - sn**2) / s)
+
+
+def test_the_fused_ode_steps_are_the_papers_formulas():
+    """euler_step and trapezoid_step (the samplers' only rearranged formulas) equal Euler's step and Heun's
+    trapezoidal corrector as Karras et al. 2022 (Algorithm 1) write them."""
+    from polydiff.samplers import euler_step, trapezoid_step
+
+    g = torch.Generator().manual_seed(0)
+    x, den, den2 = (torch.randn(64, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    for s, sn in ((80.0, 40.0), (2.5, 0.7), (0.1, 0.002)):
+        d = (x - den) / s
+        torch.testing.assert_close(euler_step(x, den, s, sn), x + (sn - s) * d, rtol=1e-12, atol=1e-12)
+        x2 = x + (sn - s) * d
+        d2 = (x2 - den2) / sn
+        torch.testing.assert_close(trapezoid_step(x, den, den2, s, sn), x + (sn - s) * (d + d2) / 2,
+                                   rtol=1e-10, atol=1e-10)
