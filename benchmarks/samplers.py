@@ -301,6 +301,17 @@ def overhead(runs: int, log) -> dict:
 # ------------------------------------------------------------------------------------------------
 # quality per NFE
 # ------------------------------------------------------------------------------------------------
+def _seed_sets(gmm: GaussianMixture, n: int, seed: int, proj):
+    """One seed's reference sample, starting noise, noise floor (two fresh sample sets) and the sliced W2
+    to the reference."""
+    g = torch.Generator().manual_seed(seed)
+    ref = gmm.sample(n, generator=g)
+    other = gmm.sample(n, generator=g)
+    z = torch.randn(n, 2, generator=g)
+    floor = sliced_wasserstein(ref, other, N_PROJECTIONS, generator=proj())
+    return z, floor, lambda x: sliced_wasserstein(x, ref, N_PROJECTIONS, generator=proj())
+
+
 def quality(runs: int, log) -> dict:
     gmm = GaussianMixture.ring(k=8, radius=2.0, std=0.2)
     proj = lambda: torch.Generator().manual_seed(PROJECTION_SEED)  # noqa: E731 - same directions everywhere
@@ -315,12 +326,8 @@ def quality(runs: int, log) -> dict:
         table.setdefault(name, {}).setdefault(str(nfe), []).append(value)
 
     for seed in range(runs):
-        g = torch.Generator().manual_seed(seed)
-        ref = gmm.sample(N_SAMPLES, generator=g)
-        other = gmm.sample(N_SAMPLES, generator=g)
-        z = torch.randn(N_SAMPLES, 2, generator=g)
-        floor.append(sliced_wasserstein(ref, other, N_PROJECTIONS, generator=proj()))
-        swd = lambda x: sliced_wasserstein(x, ref, N_PROJECTIONS, generator=proj())  # noqa: E731
+        z, fl, swd = _seed_sets(gmm, N_SAMPLES, seed, proj)
+        floor.append(fl)
         noise_gen = lambda: torch.Generator().manual_seed(10_000 + seed)  # noqa: E731
         for nfe in QUALITY_NFE:
             for name in SAMPLER_NAMES:
@@ -395,12 +402,8 @@ def few_step(runs: int, log) -> dict:
         rows.setdefault(table, {}).setdefault(name, {}).setdefault(str(nfe), []).append(value)
 
     for seed in range(runs):
-        g = torch.Generator().manual_seed(seed)
-        ref = gmm.sample(FEW_STEP_SAMPLES, generator=g)
-        other = gmm.sample(FEW_STEP_SAMPLES, generator=g)
-        z = torch.randn(FEW_STEP_SAMPLES, 2, generator=g)
-        floor.append(sliced_wasserstein(ref, other, N_PROJECTIONS, generator=proj()))
-        swd = lambda x: sliced_wasserstein(x, ref, N_PROJECTIONS, generator=proj())  # noqa: E731
+        z, fl, swd = _seed_sets(gmm, FEW_STEP_SAMPLES, seed, proj)
+        floor.append(fl)
         noise = lambda: torch.Generator().manual_seed(20_000 + seed)  # noqa: E731
         for nfe in FEW_STEP_NFE:
             for name in FEW_STEP_SAMPLERS:
