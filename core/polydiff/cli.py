@@ -91,6 +91,14 @@ def verb_group(cli_group, name: str, doc: str):
     return group
 
 
+def report_task(summary: dict, as_json: bool, line: str) -> None:
+    """What a task verb (``polydiff inpaint|denoise|upscale MODALITY``) prints: its summary as JSON, or its
+    line followed by the name of the model that did the work (``summary["model"]``, a bundle path)."""
+    if not as_json and summary.get("model"):
+        line += f" [model {Path(str(summary['model'])).stem}]"
+    click.echo(json.dumps(summary, indent=2) if as_json else line)
+
+
 # --------------------------------------------------------------------------------------- plugins
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")

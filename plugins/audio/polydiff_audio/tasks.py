@@ -44,7 +44,6 @@ Python use::
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -345,12 +344,9 @@ _LABEL_HELP = ("Class to condition on (a digit for FSDD models), or 'none' for t
 
 
 def _report(summary: dict, as_json: bool, line: str) -> None:
-    """The task's summary: JSON, or its line naming the model that did the work."""
-    import click
+    from polydiff.cli import report_task
 
-    if not as_json and summary.get("model"):
-        line += f" [model {Path(str(summary['model'])).stem}]"
-    click.echo(json.dumps(summary, indent=2) if as_json else line)
+    report_task(summary, as_json, line)
 
 
 def inpaint_command():
