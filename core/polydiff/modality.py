@@ -24,7 +24,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
   return a summary dict (``rows``, ``flagged``, ``threshold``, ``out``, ``method``, ``min``, ``max``,
   ``mean``, ``model``). ``polydiff score`` without ``--model`` uses the modality that has one;
 * **score_options**: extra ``polydiff score`` options (click options) passed to ``score`` by name;
-* **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``;
+* **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``
+  (``make_cond`` returns the dict, or ``(dict, polydiff.sampling.Known)`` when an option asks for masked
+  conditioning: known values, their mask and resampling passes, kept out of ``cond``);
   **output_options**: the names of those options that are decoding or writing choices instead (a decode
   mode, whether invalid items keep their line): they reach :meth:`Encoder.decode` and :meth:`Encoder.write`
   as keyword arguments, never ``cond``;
@@ -103,8 +105,9 @@ class Modality:
         if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
             raise ValueError(f"modality name must be lower-case letters, digits and '_', got {self.name!r}")
 
-    def cond_for_sampling(self, encoder: Encoder, n: int, **options) -> Dict[str, torch.Tensor]:
-        """The ``cond`` dict for generating n items with the given plugin sample options."""
+    def cond_for_sampling(self, encoder: Encoder, n: int, **options):
+        """What ``make_cond`` returns for generating n items with the given plugin sample options: the
+        ``cond`` dict, or ``(cond, Known)`` with masked conditioning."""
         if self.make_cond is None:
             return {}
         if "generator" in options and not _accepts(self.make_cond, "generator"):

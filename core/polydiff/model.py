@@ -195,9 +195,21 @@ class Model:
         smin = min(self.sigma_range()[0], float(sigma_start) / 2)
         return karras(n, sigma_min=smin, sigma_max=float(sigma_start), rho=rho).to(self.device)
 
+    def conditions(self, n: int, **options):
+        """(cond, known) for ``n`` samples from the modality's ``make_cond``: the condition tensors on the
+        model's device, and the masked-conditioning control (:class:`polydiff.sampling.Known`) when the
+        options ask for one (a molecule scaffold), else None."""
+        made = self.modality.cond_for_sampling(self.encoder, n, **options)
+        cond, known = made if isinstance(made, tuple) else (made, None)
+        return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in cond.items()}, known
+
     def cond(self, n: int, **options) -> Dict[str, torch.Tensor]:
-        cond = self.modality.cond_for_sampling(self.encoder, n, **options)
-        return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in cond.items()}
+        """The condition tensors of :meth:`conditions`; options that ask for masked conditioning are refused
+        here (use :meth:`conditions` or :meth:`sample`)."""
+        cond, known = self.conditions(n, **options)
+        if known is not None:
+            raise PolydiffError("these options add masked conditioning; use Model.conditions or Model.sample")
+        return cond
 
     @torch.no_grad()
     def sample(self, n: int, *, sampler: Optional[str] = None, steps: Optional[int] = None, seed: Optional[int] = None,
@@ -211,15 +223,19 @@ class Model:
         ``cfg_interval`` (lo, hi): apply guidance only at noise levels in (lo, hi] (see
         :func:`polydiff.guidance.cfg_denoiser`); default: the config's ``sample.cfg_interval`` (none: every
         step). ``precision``: ``fp32``, ``bf16`` or ``auto`` (see :data:`PRECISIONS`); default: the config's
-        ``sample.precision``, else fp32. ``known``: a :class:`polydiff.sampling.Known` (masked conditioning);
-        a ``make_cond`` that returns ``known`` / ``known_mask`` / ``resample`` entries gets the same."""
+        ``sample.precision``, else fp32. ``known``: a :class:`polydiff.sampling.Known` (masked conditioning),
+        else the one the modality's ``make_cond`` returns with the options; a ``cond`` passed in with
+        ``known`` / ``known_mask`` / ``resample`` entries gets the same (a convenience for callers)."""
         from .sampling import Known, generators, run
 
         if n < 1:
             raise PolydiffError(f"the number of samples must be at least 1, got {n}")
         gen = generators(seed, generator)
-        cond = dict(cond) if cond is not None else self.cond(n, generator=gen, **options)
-        if known is None and cond.get("known") is not None:  # masked conditioning from make_cond
+        if cond is None:
+            cond, made = self.conditions(n, generator=gen, **options)
+            known = known if known is not None else made
+        cond = dict(cond)
+        if known is None and cond.get("known") is not None:  # a caller's cond with known values and a mask
             if cond.get("known_mask") is None:
                 raise PolydiffError("cond has 'known' values but no 'known_mask'")
             known = Known(cond.pop("known"), cond.pop("known_mask"), int(cond.pop("resample", 1)))

@@ -91,7 +91,10 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
             raise PolydiffError(f"the start's own noise ({start_noise}) must be in [0, {sigma_start}]")
     gen = generators(seed, generator)
     # make_cond may draw from the generator (e.g. the sizes of variable-size items), so the seed fixes them too
-    cond = dict(cond) if cond is not None else model.cond(n, generator=gen, **options)
+    if cond is None:
+        cond, made = model.conditions(n, generator=gen, **options)
+        known = known if known is not None else made
+    cond = dict(cond)
     if sigmas is None:
         sigmas = model.sigmas(steps, schedule) if start is None else model.sigmas_from(sigma_start, steps)
     shape = (n,) + tuple(model.encoder.sample_shape())

@@ -411,7 +411,8 @@ def make_cond(encoder: GraphEncoder, n: int,
     ``"props": [n, P]`` for a property-conditioned model (``props`` as in :meth:`GraphEncoder.props_tensor`).
 
     ``scaffold`` (SMILES): its k atoms take the first k node slots and, with the bonds among them, are
-    returned as ``known`` / ``known_mask`` for the core's masked conditioning (every sample then contains
+    returned as a :class:`polydiff.sampling.Known` beside ``cond`` (``(cond, known)``) for the core's masked
+    conditioning (every sample then contains
     the scaffold's atoms and bonds; decoding turns a sample in which RDKit does not find the scaffold as a
     substructure, e.g. an aromatic ring that lost its aromaticity in a fused system, into None); sizes are drawn from the training sizes of at least k atoms. ``resample`` > 1 turns on
     RePaint resampling.
@@ -458,14 +459,16 @@ def make_cond(encoder: GraphEncoder, n: int,
         raise InputError(f"number of atoms must be between 1 and {N} (this model's max_atoms), got {bad}")
     node_mask = (torch.arange(N)[None, :] < sizes[:, None]).float()
     cond: Dict[str, Any] = {"mask": encoder.element_mask(node_mask), "node_mask": node_mask}
+    control = None
     if known is not None:
-        cond["known"] = known.expand(n, -1).clone() * cond["mask"]
-        cond["known_mask"] = known_mask.expand(n, -1).clone()
-        cond["fixed"] = cond["known_mask"]  # stays in cond after sampling: decode keeps these bonds first
+        from polydiff.sampling import Known
+
+        mask_n = known_mask.expand(n, -1).clone()
+        control = Known(known.expand(n, -1).clone() * cond["mask"], mask_n, int(resample))
+        cond["fixed"] = mask_n  # a condition decode reads: the scaffold's atoms and bonds are kept first
         cond["scaffold"] = Chem.MolToSmiles(mol)  # decode checks that every sample contains it
-        cond["resample"] = int(resample)
     if encoder.properties:
         cond["props"] = encoder.props_tensor(props, n)
     elif props not in (None, "", {}):
         raise InputError("this model was trained without property conditioning; give no properties")
-    return cond
+    return cond if control is None else (cond, control)

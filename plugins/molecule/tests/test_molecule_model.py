@@ -273,3 +273,17 @@ def test_cli_train_strict_fails_on_the_first_bad_record(tmp_path):
     r = run_cli("train", "molecule", "--data", data, "--steps", 1, "--batch-size", 2, "--out", run, "--json")
     assert r.returncode == 0, r.stderr
     assert "warning: " in r.stderr and "skipped 1 unparsable record(s); using 2 of 3" in r.stderr
+
+
+def test_a_scaffold_is_a_typed_masked_conditioning_control_not_cond(encoder):
+    """With a scaffold make_cond returns (cond, Known): the known values, their mask and the resampling passes
+    travel in the control; cond keeps only conditions (masks, the kept bonds decode reads, the scaffold)."""
+    from polydiff.sampling import Known
+
+    plain = make_cond(encoder, 3)
+    assert isinstance(plain, dict)
+    cond, known = make_cond(encoder, 3, scaffold="C1CCOC1", resample=2)
+    assert isinstance(known, Known) and known.resample == 2
+    assert known.values.shape == cond["mask"].shape == known.mask.shape
+    assert not {"known", "known_mask", "resample"} & set(cond)
+    assert torch.equal(cond["fixed"], known.mask) and cond["scaffold"] == "C1CCOC1"
