@@ -401,3 +401,27 @@ def test_ddp_two_processes_keep_replicas_identical(tmp_path):
     flat = torch.cat([tensors[f"model.{k}"].flatten() for k in sorted(checkpoint.split_prefix(tensors, "model"))])
     assert flat.tolist() == r0["flat"]
     assert [r["step"] for r in read_metrics(out / "rank0" / "metrics.jsonl")] == list(range(1, 7))
+
+
+def test_training_in_memory_writes_nothing_and_matches_a_run_with_files(tmp_path, monkeypatch):
+    """out_dir=None trains without a run folder: no file anywhere, the same weights and EMA as a run that
+    writes its files, and no resume."""
+    x, cond = ring_data(128)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    net_a = TinyNet()
+    net_b = TinyNet()
+    net_b.load_state_dict(net_a.state_dict())
+    mem = Trainer(net_a, x, cond, tiny_config(steps=6, ckpt_every=2), None, modality="points", encoder_meta={},
+                  progress=False)
+    res = mem.fit()
+    assert res["step"] == 6 and res["model_path"] is None and res["metrics_path"] is None
+    assert list(tmp_path.iterdir()) == []
+    disk = Trainer(net_b, x, cond, tiny_config(steps=6, ckpt_every=2), tmp_path / "run", modality="points",
+                   encoder_meta={}, progress=False)
+    assert disk.fit()["loss"] == res["loss"]
+    assert all(torch.equal(mem.ema[k], disk.ema[k]) for k in mem.ema)
+    assert all(torch.equal(a, b) for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values()))
+    with pytest.raises(PolydiffError, match="cannot resume a run trained in memory"):
+        Trainer(TinyNet(), x, cond, tiny_config(steps=2), None, modality="points", encoder_meta={},
+                progress=False).fit(resume=True)

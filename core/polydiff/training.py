@@ -141,7 +141,9 @@ class Trainer:
         anything else is passed to the network unchanged.
     config : the full model config (``parameterisation``, ``sigma_data``, ``network``, ``train``,
         ``sample``); missing training keys take :func:`default_train_config` values.
-    out_dir : folder for the checkpoint, the model bundle, ``config.json`` and ``metrics.jsonl``.
+    out_dir : folder for the checkpoint, the model bundle, ``config.json`` and ``metrics.jsonl``; ``None``
+        trains in memory: no file is written (the weights are ``net`` and :attr:`ema` afterwards, the loss
+        is returned) and there is nothing to resume from.
     modality, encoder_meta : stored in the bundles so the model can be loaded and decoded later.
     guidance : ``{condition key: null value}`` for classifier-free guidance; the keys are dropped
         with probability ``train.cond_drop``. None: no dropping.
@@ -165,7 +167,7 @@ class Trainer:
         self.cond = dict(cond or {})
         self.config = self._normalise_config(config)
         self.train_cfg = self.config["train"]
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.modality = str(modality)
         self.encoder_meta = _jsonable(encoder_meta or {})
         self.guidance = _jsonable(guidance) if guidance else None
@@ -178,10 +180,11 @@ class Trainer:
             else:
                 device = "cpu"
         self.device = torch.device(device)
-        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
-        self.model_path = self.out_dir / MODEL_NAME
-        self.metrics_path = self.out_dir / METRICS_NAME
-        self.config_path = self.out_dir / CONFIG_NAME
+        files = self.out_dir is not None
+        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME if files else None
+        self.model_path = self.out_dir / MODEL_NAME if files else None
+        self.metrics_path = self.out_dir / METRICS_NAME if files else None
+        self.config_path = self.out_dir / CONFIG_NAME if files else None
         #: EMA of ``net.state_dict()`` (same keys), available after :meth:`fit` has started
         self.ema: Dict[str, torch.Tensor] = {}
         self.step = 0
@@ -235,8 +238,11 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         """Train up to ``train.steps``; with ``resume=True`` continue from ``out_dir/checkpoint.safetensors``.
 
-        Returns ``{"step", "loss", "model_path", "checkpoint_path", "metrics_path"}`` (paths as strings).
+        Returns ``{"step", "loss", "model_path", "checkpoint_path", "metrics_path"}`` (paths as strings; None
+        when training in memory).
         """
+        if resume and self.out_dir is None:
+            raise PolydiffError("cannot resume a run trained in memory (no run folder); give out_dir")
         created_group = self._init_distributed()
         try:
             return self._fit(resume)
@@ -326,7 +332,7 @@ class Trainer:
         self.step = start
         D = make_denoiser(model, self.config["parameterisation"], float(self.config["sigma_data"]))
 
-        if self.is_main:
+        if self.is_main and self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.atomic_write_text(self.config_path, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
             self._open_metrics(keep_until=start if resume else None)
@@ -402,15 +408,16 @@ class Trainer:
             bar.close()
             net.train(was_training)
 
-        if self.is_main and (saved_at != self.step or not self.model_path.exists()):
+        if self.is_main and self.out_dir is not None and (saved_at != self.step or not self.model_path.exists()):
             # nothing to train (already at train.steps): make sure the bundles exist and are current
             self._save(net, opt, self.step, last_loss, seconds0 + time.perf_counter() - t0)
         if world > 1:
             import torch.distributed as dist
 
             dist.barrier()
-        return {"step": self.step, "loss": last_loss, "model_path": str(self.model_path),
-                "checkpoint_path": str(self.checkpoint_path), "metrics_path": str(self.metrics_path)}
+        paths = {k: (str(v) if v is not None else None) for k, v in (
+            ("model_path", self.model_path), ("checkpoint_path", self.checkpoint_path), ("metrics_path", self.metrics_path))}
+        return {"step": self.step, "loss": last_loss, **paths}
 
     def _seed_global(self, s: int):
         """Seed the default generators of the CPU and of the training device (cheaper than torch.manual_seed)."""
@@ -486,7 +493,7 @@ class Trainer:
         for k, v in state.items():  # the replicas are identical, so every rank takes the same branch
             if v.is_floating_point() and not torch.isfinite(v).all():
                 self._diverged(step, float("nan") if loss is None else loss, float("nan"))
-        if not self.is_main:
+        if not self.is_main or self.out_dir is None:  # in memory: the weights stay in net and self.ema
             return
         tensors = {f"model.{k}": v for k, v in state.items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.items()})

@@ -18,7 +18,6 @@ import functools
 import inspect
 import sys
 import time
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -54,13 +53,11 @@ class DenoiserScorer:
         if steps is not None:
             overrides["train"]["steps"] = int(steps)
         config = modality.configure(merge_config(default_config(), modality.default_config, overrides), encoder)
-        config["train"]["log_every"] = config["train"]["ckpt_every"] = 10**9  # no intermediate files
         net = init_network(modality.network, config["network"], int(seed))
-        with tempfile.TemporaryDirectory(prefix="polydiff-detector-") as tmp:
-            trainer = Trainer(net, torch.from_numpy(np.asarray(x, np.float32)), {}, config, tmp, modality=modality.name,
-                              encoder_meta=encoder.metadata(), device=device, progress=False)
-            trainer.fit()
-            net.load_state_dict(trainer.ema)
+        trainer = Trainer(net, torch.from_numpy(np.asarray(x, np.float32)), {}, config, None, modality=modality.name,
+                          encoder_meta=encoder.metadata(), device=device, progress=False)  # in memory: no files
+        trainer.fit()
+        net.load_state_dict(trainer.ema)
         return cls(method, Model(modality, net, encoder, config, {"kind": "detector"}, device=device))
 
     @torch.no_grad()
