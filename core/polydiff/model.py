@@ -342,7 +342,6 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     way the model expects, not refitted), and so are its network, parameterisation and sampling defaults;
     the recipe and ``overrides`` set the training schedule. The run starts at step 0 from the model's
     (EMA) weights. To continue an interrupted fine-tuning run, give the same ``init`` with ``resume``."""
-    from .training import Trainer
     from .plugins import registry  # noqa: F401  (the registry is needed by the encoder of some modalities)
 
     rec = {}
@@ -391,22 +390,13 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     if start is None:
         encoder.fit(items)
     x, cond = encoder.encode(items)
-    if modality.configure is not None:  # data-dependent settings (columns, classes, vocabulary)
-        config = modality.configure(config, encoder)
-    from .training import init_network
-
-    net = init_network(modality.network, config.get("network", {}), config.get("train", {}).get("seed", 0))
-    new_layers = []
-    if start is not None:
-        problem = checkpoint.weight_mismatch(net.state_dict(), start[0], allow_missing=True)
-        if problem:
-            raise PolydiffError(f"{init}: its weights do not fit the {modality.name!r} network: {problem}")
-        new_layers = sorted(net.load_state_dict(start[0], strict=False).missing_keys)
-    out = Path(out or f"runs/{modality.name}")
     if device is not None:
         device = str(default_device(device))  # validates the name and that the device exists
-    trainer = Trainer(net, x, cond, config, out, modality=modality.name, encoder_meta=encoder.metadata(),
-                      guidance=modality.guidance, device=device, progress=progress, augment=modality.augment)
+    from .training import modality_trainer
+
+    trainer, new_layers = modality_trainer(modality, encoder, x, cond, config, Path(out or f"runs/{modality.name}"),
+                                           device=device, progress=progress,
+                                           init_weights=start[0] if start is not None else None, init_name=str(init))
     summary = trainer.fit(resume=resume)
     if start is not None:
         summary["init"] = {"model": str(init), "step": start[1].get("step"), "new_layers": new_layers}

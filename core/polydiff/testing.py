@@ -51,7 +51,7 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
     """
     from .model import Model, default_config, merge_config
     from .precond import make_denoiser
-    from .training import Trainer
+    from .training import modality_trainer
 
     tmp_path = Path(tmp_path)
     cfg = merge_config(default_config(), modality.default_config, config,
@@ -98,10 +98,10 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
     assert out.dtype == x.dtype, f"denoiser: output dtype {out.dtype} != input dtype {x.dtype}"
     assert torch.isfinite(out).all(), "denoiser: non-finite output"
 
-    # 5. two training steps
+    # 5. two training steps, assembled as `polydiff train` assembles them
     run = tmp_path / "run"
-    summary = Trainer(net, x, cond, cfg, run, modality=modality.name, encoder_meta=meta,
-                      guidance=modality.guidance, device="cpu", progress=False, augment=modality.augment).fit()
+    trainer, _ = modality_trainer(modality, enc, x, cond, cfg, run, device="cpu")
+    summary = trainer.fit()
     assert summary["step"] == 2, f"training: expected to stop at step 2, got {summary['step']}"
     assert torch.isfinite(torch.tensor(summary["loss"])), "training: non-finite loss"
 

@@ -122,6 +122,29 @@ def init_network(factory, network_config: dict, seed: int):
         return factory(network_config)
 
 
+def modality_trainer(modality, encoder, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict,
+                     out_dir=None, *, device=None, progress: bool = False,
+                     init_weights: Optional[Dict[str, torch.Tensor]] = None, init_name: str = "the initial model"):
+    """The one place a training run of a modality is assembled (``polydiff train``, the anomaly detector's
+    network scorers, the plugin conformance kit, tools): the data-dependent settings (``configure``), the
+    network initialised from the training seed, optional starting weights (fine-tuning: layers they lack keep
+    their initialisation, anything else that does not fit is refused), and a :class:`Trainer` with the
+    modality's guidance and augmentation. ``out_dir=None`` trains in memory. Returns ``(trainer,
+    new_layers)``; call ``trainer.fit()``."""
+    if modality.configure is not None:  # data-dependent settings (columns, classes, vocabulary)
+        config = modality.configure(config, encoder)
+    net = init_network(modality.network, config.get("network", {}), config.get("train", {}).get("seed", 0))
+    new_layers = []
+    if init_weights is not None:
+        problem = checkpoint.weight_mismatch(net.state_dict(), init_weights, allow_missing=True)
+        if problem:
+            raise PolydiffError(f"{init_name}: its weights do not fit the {modality.name!r} network: {problem}")
+        new_layers = sorted(net.load_state_dict(init_weights, strict=False).missing_keys)
+    trainer = Trainer(net, x, cond, config, out_dir, modality=modality.name, encoder_meta=encoder.metadata(),
+                      guidance=modality.guidance, device=device, progress=progress, augment=modality.augment)
+    return trainer, new_layers
+
+
 def _env_world() -> tuple:
     """(rank, local_rank, world_size) from the torchrun environment (0, 0, 1 when absent)."""
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)

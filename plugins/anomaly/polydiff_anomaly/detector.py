@@ -44,7 +44,7 @@ class DenoiserScorer:
     @classmethod
     def fit(cls, x, *, method: str, encoder, seed: int = 0, steps=None, device=None, **_) -> "DenoiserScorer":
         from polydiff.model import Model, default_config, merge_config
-        from polydiff.training import Trainer, init_network
+        from polydiff.training import modality_trainer
 
         from . import tabular_modality
 
@@ -52,13 +52,13 @@ class DenoiserScorer:
         overrides = {"train": {"seed": int(seed)}}
         if steps is not None:
             overrides["train"]["steps"] = int(steps)
-        config = modality.configure(merge_config(default_config(), modality.default_config, overrides), encoder)
-        net = init_network(modality.network, config["network"], int(seed))
-        trainer = Trainer(net, torch.from_numpy(np.asarray(x, np.float32)), {}, config, None, modality=modality.name,
-                          encoder_meta=encoder.metadata(), device=device, progress=False)  # in memory: no files
+        config = merge_config(default_config(), modality.default_config, overrides)
+        trainer, _ = modality_trainer(modality, encoder, torch.from_numpy(np.asarray(x, np.float32)), {}, config,
+                                      None, device=device)  # in memory: no files
         trainer.fit()
+        net = trainer.net
         net.load_state_dict(trainer.ema)
-        return cls(method, Model(modality, net, encoder, config, {"kind": "detector"}, device=device))
+        return cls(method, Model(modality, net, encoder, trainer.config, {"kind": "detector"}, device=device))
 
     @torch.no_grad()
     def score(self, x, seed: int = 0, batch_size: int = 8192) -> np.ndarray:

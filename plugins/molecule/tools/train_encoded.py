@@ -55,19 +55,15 @@ def main():
     import polydiff_molecule as pm
     from polydiff.checkpoint import load_bundle, save_bundle
     from polydiff.model import default_config, merge_config
-    from polydiff.training import Trainer
-    from polydiff_molecule.denoiser import GraphTransformer
-    from polydiff_molecule.encoder import configure
+    from polydiff.plugins import registry
+    from polydiff.training import modality_trainer
 
     enc, x, cond = rebuild(a.data)
     over = {k: v for k, v in {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup": a.warmup,
                               "ckpt_every": a.ckpt_every}.items() if v is not None}
     cfg = merge_config(default_config(), pm.DEFAULT_CONFIG, pm.RECIPES[a.recipe].get("config"), {"train": over})
-    cfg = configure(cfg, enc)
-    net = GraphTransformer.from_config(cfg["network"])
-    print(f"{len(x)} molecules, D={x.shape[1]}, {sum(p.numel() for p in net.parameters()):,} parameters", flush=True)
-    tr = Trainer(net, x, cond, cfg, a.out, modality="molecule", encoder_meta=enc.metadata(),
-                 guidance={"props": pm.denoiser.NULL_PROP} if hasattr(pm, "denoiser") else {}, device=a.device)
+    tr, _ = modality_trainer(registry().modality("molecule"), enc, x, cond, cfg, a.out, device=a.device, progress=True)
+    print(f"{len(x)} molecules, D={x.shape[1]}, {sum(p.numel() for p in tr.net.parameters()):,} parameters", flush=True)
     res = tr.fit(resume=a.resume)
     print(json.dumps(res), flush=True)
     if a.export:
