@@ -44,7 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 
 import torch
 
-__all__ = ["Modality", "Encoder", "class_index", "labels_for", "label_option"]
+__all__ = ["Modality", "Encoder", "class_index", "labels_for", "label_option", "write_label_table"]
 
 
 @runtime_checkable
@@ -174,3 +174,23 @@ def split_output_options(modality: "Modality", options: dict) -> Tuple[dict, dic
     """(conditioning options for ``make_cond``, decode/write options) of one set of sample options."""
     out = {k: v for k, v in options.items() if k in modality.output_options}
     return {k: v for k, v in options.items() if k not in out}, out
+
+
+def write_label_table(folder, files: Sequence, labels, classes: Sequence[str]) -> Optional[Path]:
+    """``folder/labels.csv``: the class name of every written sample (``file,label``), so that a folder of
+    generated files says which class each one was drawn for; ``none`` for the null label. Written only for
+    labelled samples (``labels`` not None); returns its path or None."""
+    import csv
+    import io
+
+    from .checkpoint import atomic_write_text
+
+    if labels is None:
+        return None
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "label"])
+    for f, lab in zip(files, list(labels)):
+        lab = int(lab) if lab is not None else -1
+        w.writerow([Path(f).name, classes[lab] if 0 <= lab < len(classes) else ("none" if lab < 0 else lab)])
+    return atomic_write_text(Path(folder) / "labels.csv", buf.getvalue())

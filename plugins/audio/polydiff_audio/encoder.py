@@ -160,6 +160,10 @@ class AudioEncoder:
             path.mkdir(parents=True, exist_ok=True)
             for i, w in enumerate(clips.waves):
                 out.append(audio_io.write_audio(path / f"sample_{i:03d}.wav", fit_full_scale(w), clips.sample_rate))
+            if clips.labels is not None and (clips.classes or self.classes):
+                from polydiff.modality import write_label_table
+
+                out.append(write_label_table(path, out, clips.labels, list(clips.classes or self.classes)))
             png = path / "spectrograms.png"
         titles = [self._title(clips, i) for i in range(len(clips))]
         out.append(spectrogram_grid(clips.waves, clips.sample_rate, png, titles=titles))

@@ -40,7 +40,7 @@ def test_demo_writes_one_clip_per_digit(tmp_path, tiny_model):
     assert res["n"] == 10 and res["steps"] == 4 and res["sampler"] == "dpmpp_2m"
     assert res["audio_seconds"] == pytest.approx(10.0)
     assert res["seconds"] > 0 and res["rtf"] == pytest.approx(res["seconds"] / 10.0)
-    assert len(res["files"]) == 11
+    assert len(res["files"]) == 12  # 10 clips, their labels.csv and the spectrograms
     text = "\n".join(lines)
     assert "real-time factor" in text and "sample_000.wav = 0" in text
 

@@ -101,7 +101,8 @@ def test_write_folder_and_file(tmp_path):
     clips = Clips([np.sin(np.arange(800) / 5).astype(np.float32) * 0.3, np.zeros(400, np.float32)], 8000,
                   labels=[3, -1], classes=[str(d) for d in range(10)])
     files = enc.write(clips, tmp_path / "out")
-    assert [f.name for f in files] == ["sample_000.wav", "sample_001.wav", "spectrograms.png"]
+    assert [f.name for f in files] == ["sample_000.wav", "sample_001.wav", "labels.csv", "spectrograms.png"]
+    assert files[2].read_text().splitlines() == ["file,label", "sample_000.wav,3", "sample_001.wav,none"]
     assert sf.info(str(files[0])).samplerate == 8000 and sf.info(str(files[0])).frames == 800
     one = enc.write(Clips(clips.waves[:1], 8000), tmp_path / "one.flac")
     assert one[0].suffix == ".flac" and one[1].name == "one.png"

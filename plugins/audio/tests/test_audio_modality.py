@@ -190,7 +190,7 @@ def test_cli_sample_writes_wavs_and_spectrograms(tiny_model_path, tmp_path, help
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["n"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["sample_000.wav", "sample_001.wav", "spectrograms.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["labels.csv", "sample_000.wav", "sample_001.wav", "spectrograms.png"]
     for name in ["sample_000.wav", "sample_001.wav"]:
         info = sf.info(str(out / name))
         assert info.samplerate == 8000 and info.channels == 1 and info.frames == 8000

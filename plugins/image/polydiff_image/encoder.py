@@ -192,6 +192,10 @@ class ImageEncoder:
             raise InputError(f"{path}: exists and is not a folder")
         path.mkdir(parents=True, exist_ok=True)
         out = [image_io.write_png(path / f"sample_{i:03d}.png", a) for i, a in enumerate(imgs.arrays)]
+        if imgs.labels is not None and (imgs.classes or self.classes):
+            from polydiff.modality import write_label_table
+
+            out.append(write_label_table(path, out, imgs.labels, list(imgs.classes or self.classes)))
         k = len(imgs.classes or self.classes)
         cols = k if imgs.labels is not None and 2 <= k <= len(imgs) and k <= 16 else None  # a column per class
         out.append(image_io.write_png(path / "grid.png",

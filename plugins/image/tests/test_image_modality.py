@@ -198,9 +198,10 @@ def test_cli_sample_writes_pngs_grid_and_trajectory(tiny_model_path, tmp_path, h
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["n"] == 4 and summary["steps"] == 3 and summary["trajectory"] == str(traj)
-    names = ["sample_000.png", "sample_001.png", "sample_002.png", "sample_003.png", "grid.png"]
+    names = ["sample_000.png", "sample_001.png", "sample_002.png", "sample_003.png", "labels.csv", "grid.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     assert summary["files"] == [str(out / n) for n in names]
+    assert (out / "labels.csv").read_text().splitlines() == ["file,label"] + [f"sample_{i:03d}.png,5" for i in range(4)]
     for n in names[:4]:
         a = image_io.read_image(out / n)
         assert a.shape == (28, 28, 1)
@@ -255,7 +256,7 @@ def test_demo(tmp_path):
     result = run(tmp_path, echo=lines.append, device="cpu", n=10)
     assert result["n"] == 10 and result["kept_exactly"] is True
     names = sorted(p.name for p in (tmp_path / "mnist").iterdir())
-    assert names == sorted([f"sample_{i:03d}.png" for i in range(10)] + ["grid.png"])
+    assert names == sorted([f"sample_{i:03d}.png" for i in range(10)] + ["grid.png", "labels.csv"])
     assert (tmp_path / "inpainting.png").exists() and all(__import__("os").path.exists(f) for f in result["files"])
     strip = image_io.read_image(tmp_path / "inpainting.png")
     assert strip.shape == (3 * 112 + 8, 3 * 112 + 8, 1)  # 3 x 3 digits enlarged 4 times
