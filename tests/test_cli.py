@@ -615,3 +615,28 @@ def test_output_options_reach_decode_and_write_not_cond(toy, bundle, tmp_path, m
     assert seen["decode"] == [([], {"digits": 5})] and seen["write"] == [{"digits": 5}]
     Model.load(str(bundle)).generate(2, digits=7, shift=0.5)
     assert seen["make_cond"][-1] == {"shift": 0.5} and seen["decode"][-1] == ([], {"digits": 7})
+
+
+def test_a_ladder_chosen_for_sampling_or_stored_by_export(bundle, tmp_path):
+    """`sample --schedule NAME` samples on another built-in ladder; `export --schedule NAME` stores it as the
+    bundle's default (dropping the old ladder's arguments), and sampling the shipped bundle uses it."""
+    from polydiff.checkpoint import read_meta
+    from polydiff.model import Model
+
+    res = invoke("sample", "toy", "--model", bundle, "-n", 3, "--steps", 4, "--schedule", "ddpm_discrete",
+                 "--out", tmp_path / "a.csv", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["schedule"] == "ddpm_discrete"
+    base = (tmp_path / "a.csv").read_text()
+    assert invoke("sample", "toy", "--model", bundle, "-n", 3, "--steps", 4, "--out", tmp_path / "b.csv").exit_code == 0
+    assert (tmp_path / "b.csv").read_text() != base  # another ladder, other samples
+    assert_user_error(invoke("sample", "toy", "--model", bundle, "--schedule", "nope", "--out", tmp_path / "c.csv"),
+                      "unknown sigma schedule 'nope'")
+    out = tmp_path / "shipped.safetensors"
+    assert invoke("export", bundle, out, "--schedule", "ddpm_discrete").exit_code == 0
+    sc = read_meta(out)["config"]["sample"]
+    assert sc["schedule"] == "ddpm_discrete" and "schedule_args" not in sc
+    shipped = json.loads(invoke("sample", "toy", "--model", out, "-n", 3, "--steps", 4, "--out", tmp_path / "d.csv",
+                                "--json").stdout)
+    assert shipped["schedule"] == "ddpm_discrete"
+    assert torch.equal(Model.load(str(out)).sigmas(4), Model.load(str(bundle)).sigmas(4, "ddpm_discrete"))

@@ -186,6 +186,8 @@ def _sample_command(modality):
     @click.option("-n", "n", type=int, default=16, show_default=True, help="Number of samples.")
     @click.option("--sampler", help="euler, heun, ddim, ddpm, dpmpp_2m, unipc, ... [the model's default]")
     @click.option("--steps", type=int, help="Sampling steps [the model's default].")
+    @click.option("--schedule", help="Noise-level ladder: karras, exponential, vp_linear, cosine, ddpm_discrete, ... "
+                                     "[the model's default].")
     @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
     @click.option("--cfg-scale", type=float, help="Classifier-free guidance scale (1 = off) [the model's default].")
     @click.option("--cfg-interval", metavar="LO,HI",
@@ -197,8 +199,8 @@ def _sample_command(modality):
                   help="Network arithmetic: fp32, bf16 (bfloat16 autocast; the sampler stays float32) or auto "
                        "(bf16 where the device computes it natively) [the model's default, else fp32].")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-    def cmd(model_name, n, sampler, steps, seed, cfg_scale, cfg_interval, out, trajectory, device, precision, as_json,
-            **options):
+    def cmd(model_name, n, sampler, steps, schedule, seed, cfg_scale, cfg_interval, out, trajectory, device, precision,
+            as_json, **options):
         from .model import Model, default_device, resolve_precision
 
         if n < 1:
@@ -211,6 +213,10 @@ def _sample_command(modality):
             raise PolydiffError(f"--seed must be 0 or more, got {seed}")
         if precision is not None:
             resolve_precision(precision, default_device(device))  # a misspelt precision fails before loading
+        if schedule is not None:
+            from .schedules import get_ladder
+
+            get_ladder(schedule)  # an unknown ladder is a one-line error before loading
         if trajectory and modality.draw is None:
             raise PolydiffError(f"modality {modality.name!r} cannot draw trajectories")
         if model_name is None:
@@ -240,7 +246,7 @@ def _sample_command(modality):
         options, output = split_output_options(modality, options)
         t0 = time.perf_counter()
         try:
-            x, cond = model.sample(n, sampler=sampler, steps=steps, seed=seed, cfg_scale=cfg_scale,
+            x, cond = model.sample(n, sampler=sampler, steps=steps, schedule=schedule, seed=seed, cfg_scale=cfg_scale,
                                    cfg_interval=interval, callback=callback, precision=precision, **options)
         finally:
             bar.close()
@@ -251,7 +257,8 @@ def _sample_command(modality):
         invalid = sum(1 for it in items if it is None) if isinstance(items, (list, tuple)) else 0
         summary = {"modality": modality.name, "model": str(model.path), "n": n, "invalid": invalid,
                    "sampler": sampler or model.config.get("sample", {}).get("sampler"),
-                   "steps": total, "seed": seed,
+                   "steps": total, "schedule": schedule or model.config.get("sample", {}).get("schedule", "karras"),
+                   "seed": seed,
                    "cfg_scale": float(cfg_scale if cfg_scale is not None else model.config.get("sample", {}).get("cfg_scale", 1.0)),
                    "cfg_interval": interval if interval is not None else model.config.get("sample", {}).get("cfg_interval"),
                    "precision": model.precision(precision),
@@ -473,14 +480,15 @@ def inspect_cmd(bundle):
 @click.option("--full-precision", is_flag=True, help="Keep float32 weights (default: float16, half the size).")
 @click.option("--sampler", default=None, help="Store this default sampler in the bundle.")
 @click.option("--steps", type=int, default=None, help="Store this default number of sampling steps.")
+@click.option("--schedule", default=None, help="Store this default noise-level ladder (its default arguments).")
 @click.option("--cfg-scale", type=float, default=None, help="Store this default guidance scale.")
 @click.option("--cfg-interval", default=None, metavar="LO,HI",
               help="Store this guidance interval: guide only at noise levels in (LO, HI]; 'none' for every level.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def export_cmd(run, out, full_precision, sampler, steps, cfg_scale, cfg_interval, as_json):
+def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cfg_interval, as_json):
     """Export the EMA weights of a training run (RUN_DIR or its model.safetensors) as a bundle to ship.
 
-    The bundle keeps the run's config and encoder; --sampler/--steps/--cfg-scale set the sampling
+    The bundle keeps the run's config and encoder; --sampler/--steps/--schedule/--cfg-scale set the sampling
     defaults that `polydiff sample` uses with it."""
     from .checkpoint import export_bundle
 
@@ -490,12 +498,17 @@ def export_cmd(run, out, full_precision, sampler, steps, cfg_scale, cfg_interval
         from . import get_sampler
 
         get_sampler(sampler)  # an unknown name is a one-line error before anything is written
-    sample = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale}
+    if schedule is not None:
+        from .schedules import get_ladder
+
+        get_ladder(schedule)
+    sample = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "schedule": schedule}
     interval = _parse_interval(cfg_interval) if cfg_interval is not None else None
     if interval is not None:
         sample["cfg_interval"] = interval
-    path, meta = export_bundle(run, out, half=not full_precision, sample=sample,
-                               clear=("cfg_interval",) if cfg_interval is not None and interval is None else ())
+    clear = (("cfg_interval",) if cfg_interval is not None and interval is None else ()) + \
+        (("schedule_args",) if schedule is not None else ())  # another ladder takes its own default arguments
+    path, meta = export_bundle(run, out, half=not full_precision, sample=sample, clear=clear)
     sc = meta.get("config", {}).get("sample", {})
     summary = {"out": str(path), "modality": meta.get("modality"), "step": meta.get("step"),
                "loss": meta.get("loss"), "sample": sc, "bytes": path.stat().st_size}
