@@ -16,7 +16,7 @@ from . import __version__
 from .errors import PolydiffError
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     """'an' before a vowel sound as written ('an audio model', 'an elbo detector'), else 'a'."""
     return "an" if word[:1].lower() in "aeiou" else "a"
 
@@ -125,7 +125,7 @@ def plugins_cmd(as_json):
 
 # --------------------------------------------------------------------------------------- train
 def _train_command(modality):
-    @click.command(name=modality.name, help=f"Train {_article(modality.name)} {modality.name} model. {modality.description}")
+    @click.command(name=modality.name, help=f"Train {article(modality.name)} {modality.name} model. {modality.description}")
     @click.option("--data", type=click.Path(), help="Training data (file or folder) in a format the modality reads.")
     @click.option("--recipe", help=f"A named recipe: {', '.join(sorted(modality.recipes)) or 'none'}.")
     @click.option("--steps", type=int, help="Training steps (overrides the recipe).")

@@ -226,24 +226,19 @@ class Model:
         ``sample.precision``, else fp32. ``known``: a :class:`polydiff.sampling.Known` (masked conditioning),
         else the one the modality's ``make_cond`` returns with the options; a ``cond`` passed in with
         ``known`` / ``known_mask`` / ``resample`` entries gets the same (a convenience for callers)."""
-        from .sampling import Known, generators, run
+        from .sampling import Known, run
 
-        if n < 1:
-            raise PolydiffError(f"the number of samples must be at least 1, got {n}")
-        gen = generators(seed, generator)
-        if cond is None:
-            cond, made = self.conditions(n, generator=gen, **options)
-            known = known if known is not None else made
-        cond = dict(cond)
-        if known is None and cond.get("known") is not None:  # a caller's cond with known values and a mask
-            if cond.get("known_mask") is None:
-                raise PolydiffError("cond has 'known' values but no 'known_mask'")
-            known = Known(cond.pop("known"), cond.pop("known_mask"), int(cond.pop("resample", 1)))
-        for key in ("known", "known_mask", "resample"):
-            cond.pop(key, None)
+        if cond is not None:  # a caller's own cond: known values and their mask in it become the control
+            cond = dict(cond)
+            if known is None and cond.get("known") is not None:
+                if cond.get("known_mask") is None:
+                    raise PolydiffError("cond has 'known' values but no 'known_mask'")
+                known = Known(cond.pop("known"), cond.pop("known_mask"), int(cond.pop("resample", 1)))
+            for key in ("known", "known_mask", "resample"):
+                cond.pop(key, None)
         return run(self, n=n, steps=steps, schedule=schedule, sampler=sampler, sampler_args=sampler_args,
                    cond=cond, known=known, cfg_scale=cfg_scale, cfg_interval=cfg_interval, precision=precision,
-                   generator=gen, callback=callback)
+                   seed=seed, generator=generator, callback=callback, **options)
 
     def precision(self, requested: Optional[str] = None) -> str:
         """The sampling precision this model runs with, ``fp32`` or ``bf16``: ``requested`` (fp32, bf16 or

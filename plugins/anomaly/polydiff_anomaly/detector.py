@@ -374,6 +374,7 @@ def score_data(data, out, *, model=None, train=None, method: Optional[str] = Non
 
     ``columns`` / ``exclude``: comma-separated feature columns to use, or to leave out; ``ids``: identifier
     columns copied into ``out`` before the scores (never features). ``echo``: where progress lines go."""
+    from polydiff.cli import article
     from polydiff.viz import plot_histogram
 
     from .table import Select, is_streamable, read_table, sample_table
@@ -387,20 +388,20 @@ def score_data(data, out, *, model=None, train=None, method: Optional[str] = Non
             raise PolydiffError(f"{model}: {fixed[0]} is fixed when a detector is fitted; refit without the saved "
                                 f"detector to change it")
         if method and method != det.method:
-            raise PolydiffError(f"{model}: {_article(det.method)} {det.method} detector; method {method} needs a "
+            raise PolydiffError(f"{model}: {article(det.method)} {det.method} detector; method {method} needs a "
                                 f"new detector (fit one without the saved detector)")
     else:
         kw = {k: v for k, v in (("method", method), ("batch_size", batch_size)) if v is not None}
         det = DiffusionDetector(**kw, novelty=train is not None, contamination=0.05 if contamination is None
                                 else contamination, steps=steps, impute=impute, random_state=seed, device=device)
-        det._check_params()
+        det._check_params()  # a bad parameter stops before the table is read
         src = train if train is not None else data
         rows = (sample_table(src, int(det.max_train_rows), seed=int(seed), select=sel) if is_streamable(src)
                 else read_table(src, select=sel))
         t0 = time.perf_counter()
         det.fit(rows)
         if echo:  # after the fit, so that an error in the input stays the only line
-            echo(f"fitted {_article(det.method)} {det.method} detector on {len(rows):,} rows of {src} "
+            echo(f"fitted {article(det.method)} {det.method} detector on {len(rows):,} rows of {src} "
                  f"({time.perf_counter() - t0:.2f} s)")
     if save_model:
         det.save(save_model)
@@ -411,6 +412,3 @@ def score_data(data, out, *, model=None, train=None, method: Optional[str] = Non
     return {**res, "method": det.method, "min": float(scores.min()), "max": float(scores.max()),
             "mean": float(scores.mean()), "model": str(save_model or model) if (save_model or model) else None}
 
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeio" else "a"
