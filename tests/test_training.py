@@ -18,7 +18,7 @@ from polydiff import checkpoint
 from polydiff.errors import PolydiffError
 from polydiff.noising import denoising_loss
 from polydiff.precond import make_denoiser
-from polydiff.training import Trainer, TrainingDiverged, default_train_config, train
+from polydiff.training import Trainer, TrainingDiverged, default_train_config, run_folder, train
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 sys.path.insert(0, str(HELPERS))
@@ -50,8 +50,8 @@ def subprocess_env():
 def make_trainer(out, net=None, x=None, cond=None, **train):
     if x is None:
         x, cond = ring_data(256)
-    return Trainer(net if net is not None else TinyNet(), x, cond, tiny_config(**train), out, modality="points",
-                   encoder_meta={"scale": 1.0}, progress=False)
+    return Trainer(net if net is not None else TinyNet(), x, cond, tiny_config(**train), run_folder(out),
+                   modality="points", encoder_meta={"scale": 1.0})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def test_training_reduces_loss_and_writes_bundles(tmp_path):
     before = eval_loss(net, x)
     res = Trainer(net, x, cond, tiny_config(steps=300, batch_size=128, lr=3e-3, log_every=10, ckpt_every=100,
                                             ema_decay=0.9),
-                  tmp_path / "run", modality="points", encoder_meta={"scale": 2.0}, progress=False).fit()
+                  run_folder(tmp_path / "run"), modality="points", encoder_meta={"scale": 2.0}).fit()
     after = eval_loss(net, x)
     assert after < 0.6 * before, (before, after)
 
@@ -151,8 +151,8 @@ def test_condition_dropout_uses_null_value(tmp_path):
     for guidance, p in ((None, 0.5), ({"label": -1}, 0.5), ({"label": -1}, 0.0)):
         torch.manual_seed(0)
         net = TinyNet(n_labels=2)
-        Trainer(net, x, cond, tiny_config(steps=5, cond_drop=p), tmp_path / "r", modality="points",
-                encoder_meta={}, guidance=guidance, progress=False).fit()
+        Trainer(net, x, cond, tiny_config(steps=5, cond_drop=p), run_folder(tmp_path / "r"), modality="points",
+                encoder_meta={}, guidance=guidance).fit()
         labels = torch.cat(net.seen_labels)
         dropped = (labels == -1).float().mean().item()
         if guidance and p:
@@ -177,8 +177,8 @@ def test_augment_computes_conditions_from_the_clean_batch_before_dropping(tmp_pa
 
         torch.manual_seed(0)
         net = TinyNet(n_labels=2)
-        Trainer(net, x, {}, tiny_config(steps=6, cond_drop=0.5, batch_size=32), tmp_path / name, modality="points",
-                encoder_meta={}, guidance={"label": -1}, progress=False, augment=augment).fit()
+        Trainer(net, x, {}, tiny_config(steps=6, cond_drop=0.5, batch_size=32), run_folder(tmp_path / name), modality="points",
+                encoder_meta={}, guidance={"label": -1}, augment=augment).fit()
         return calls, torch.cat(net.seen_labels)
 
     calls, labels = run("a")
@@ -195,8 +195,7 @@ def test_padding_mask_and_other_parameterisations(tmp_path):
     for par in ("eps", "v", "x0"):
         cfg = tiny_config(steps=4)
         cfg["parameterisation"] = par
-        res = Trainer(TinyNet(), x, {"mask": mask}, cfg, tmp_path / par, modality="points", encoder_meta={},
-                      progress=False).fit()
+        res = Trainer(TinyNet(), x, {"mask": mask}, cfg, run_folder(tmp_path / par), modality="points", encoder_meta={}).fit()
         assert res["step"] == 4 and math.isfinite(res["loss"])
         assert checkpoint.read_meta(res["model_path"])["config"]["parameterisation"] == par
 
@@ -231,13 +230,13 @@ def test_train_function_and_resume_of_finished_run(tmp_path):
     torch.manual_seed(0)
     x, cond = ring_data(128)
     res = train(TinyNet(), x, cond, tiny_config(steps=5, ckpt_every=2), tmp_path / "t", modality="points",
-                encoder_meta={}, progress=False)
+                encoder_meta={})
     assert res["step"] == 5 and checkpoint.read_meta(res["checkpoint_path"])["step"] == 5
     again = train(TinyNet(), x, cond, tiny_config(steps=5, ckpt_every=2), tmp_path / "t", resume=True,
-                  modality="points", encoder_meta={}, progress=False)
+                  modality="points", encoder_meta={})
     assert again["step"] == 5 and again["loss"] == res["loss"]
     longer = train(TinyNet(), x, cond, tiny_config(steps=7, ckpt_every=2), tmp_path / "t", resume=True,
-                   modality="points", encoder_meta={}, progress=False)
+                   modality="points", encoder_meta={})
     assert longer["step"] == 7
     assert [r["step"] for r in read_metrics(longer["metrics_path"])] == list(range(1, 8))
 
@@ -253,19 +252,17 @@ def test_resume_refuses_missing_or_mismatched_checkpoint(tmp_path):
     cfg = tiny_config(steps=6)
     cfg["network"] = {"hidden": 64}
     with pytest.raises(PolydiffError, match="different model.*network"):
-        Trainer(TinyNet(hidden=64), x, cond, cfg, tmp_path / "r", modality="points", encoder_meta={"scale": 1.0},
-                progress=False).fit(resume=True)
+        Trainer(TinyNet(hidden=64), x, cond, cfg, run_folder(tmp_path / "r"), modality="points", encoder_meta={"scale": 1.0}).fit(resume=True)
     cfg = tiny_config(steps=6)
     cfg["parameterisation"] = "v"
     with pytest.raises(PolydiffError, match="parameterisation"):
-        Trainer(TinyNet(), x, cond, cfg, tmp_path / "r", modality="points", encoder_meta={"scale": 1.0},
-                progress=False).fit(resume=True)
+        Trainer(TinyNet(), x, cond, cfg, run_folder(tmp_path / "r"), modality="points", encoder_meta={"scale": 1.0}).fit(resume=True)
     with pytest.raises(PolydiffError, match="encoder"):
-        Trainer(TinyNet(), x, cond, tiny_config(steps=6), tmp_path / "r", modality="points",
-                encoder_meta={"scale": 3.0}, progress=False).fit(resume=True)
+        Trainer(TinyNet(), x, cond, tiny_config(steps=6), run_folder(tmp_path / "r"), modality="points",
+                encoder_meta={"scale": 3.0}).fit(resume=True)
     with pytest.raises(PolydiffError, match="do not fit this network"):  # same config, other weights
-        Trainer(TinyNet(hidden=8), x, cond, tiny_config(steps=6), tmp_path / "r", modality="points",
-                encoder_meta={"scale": 1.0}, progress=False).fit(resume=True)
+        Trainer(TinyNet(hidden=8), x, cond, tiny_config(steps=6), run_folder(tmp_path / "r"), modality="points",
+                encoder_meta={"scale": 1.0}).fit(resume=True)
     # the refused attempts left the checkpoint as it was
     assert checkpoint.read_meta(tmp_path / "r" / "checkpoint.safetensors")["step"] == 3
     # an inference bundle is not a training checkpoint
@@ -281,7 +278,7 @@ def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(PolydiffError, match="sigma distribution"):
         make_trainer(tmp_path, sigma_dist="nope")
     with pytest.raises(PolydiffError, match="float"):
-        Trainer(TinyNet(), torch.zeros(4, 2, dtype=torch.long), {}, tiny_config(), tmp_path, modality="points",
+        Trainer(TinyNet(), torch.zeros(4, 2, dtype=torch.long), {}, tiny_config(), run_folder(tmp_path), modality="points",
                 encoder_meta={})
 
 
@@ -412,16 +409,59 @@ def test_training_in_memory_writes_nothing_and_matches_a_run_with_files(tmp_path
     net_a = TinyNet()
     net_b = TinyNet()
     net_b.load_state_dict(net_a.state_dict())
-    mem = Trainer(net_a, x, cond, tiny_config(steps=6, ckpt_every=2), None, modality="points", encoder_meta={},
-                  progress=False)
+    mem = Trainer(net_a, x, cond, tiny_config(steps=6, ckpt_every=2), None, modality="points", encoder_meta={})
     res = mem.fit()
-    assert res["step"] == 6 and res["model_path"] is None and res["metrics_path"] is None
+    assert res["step"] == 6 and "model_path" not in res and "metrics_path" not in res
     assert list(tmp_path.iterdir()) == []
-    disk = Trainer(net_b, x, cond, tiny_config(steps=6, ckpt_every=2), tmp_path / "run", modality="points",
-                   encoder_meta={}, progress=False)
+    disk = Trainer(net_b, x, cond, tiny_config(steps=6, ckpt_every=2), run_folder(tmp_path / "run"), modality="points",
+                   encoder_meta={})
     assert disk.fit()["loss"] == res["loss"]
     assert all(torch.equal(mem.ema[k], disk.ema[k]) for k in mem.ema)
     assert all(torch.equal(a, b) for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values()))
     with pytest.raises(PolydiffError, match="cannot resume a run trained in memory"):
-        Trainer(TinyNet(), x, cond, tiny_config(steps=2), None, modality="points", encoder_meta={},
-                progress=False).fit(resume=True)
+        Trainer(TinyNet(), x, cond, tiny_config(steps=2), None, modality="points", encoder_meta={}).fit(resume=True)
+
+
+def test_callbacks_see_every_step_and_choose_the_files(tmp_path, monkeypatch):
+    """The loop writes nothing itself: a callback of one's own sees start, every update and the end in order
+    (with the same losses the metrics file records), a metrics log alone writes only that file, and close()
+    runs after a failure too."""
+    from polydiff.training import Callback, MetricsLog
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.events, self.closed = [], 0
+
+        def on_start(self, state):
+            self.events.append(("start", state.step, state.resumed))
+
+        def on_step(self, state):
+            assert state.net is not None and state.opt is not None and state.trainer.ema
+            self.events.append(("step", state.step, state.loss))
+
+        def on_end(self, state):
+            self.events.append(("end", state.step, state.loss))
+
+        def close(self):
+            self.closed += 1
+
+    x, cond = ring_data(128)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    rec = Recorder()
+    log = tmp_path / "logs" / "m.jsonl"
+    res = Trainer(TinyNet(), x, cond, tiny_config(steps=5, log_every=1), [rec, MetricsLog(log)], modality="points",
+                  encoder_meta={}).fit()
+    assert [e[0] for e in rec.events] == ["start"] + ["step"] * 5 + ["end"] and rec.closed == 1
+    assert [e[1] for e in rec.events] == [0, 1, 2, 3, 4, 5, 5]
+    assert [r["loss"] for r in read_metrics(log)] == [e[2] for e in rec.events[1:6]]
+    assert res["metrics_path"] == str(log) and res["loss"] == rec.events[-1][2] and "model_path" not in res
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["logs", "logs/m.jsonl"]
+
+    failing = Recorder()
+    with pytest.raises(TrainingDiverged):
+        Trainer(TinyNet(nan_after=2), x, cond, tiny_config(steps=5), [failing], modality="points",
+                encoder_meta={}).fit()
+    assert failing.closed == 1 and failing.events[-1][0] == "step" and failing.events[-1][1] == 2
+    with pytest.raises(TypeError, match="run_folder"):
+        Trainer(TinyNet(), x, cond, tiny_config(steps=1), tmp_path / "run", modality="points", encoder_meta={})

@@ -387,10 +387,11 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     x, cond = encoder.encode(items)
     if device is not None:
         device = str(default_device(device))  # validates the name and that the device exists
-    from .training import modality_trainer
+    from .training import modality_trainer, run_folder
 
-    trainer, new_layers = modality_trainer(modality, encoder, x, cond, config, Path(out or f"runs/{modality.name}"),
-                                           device=device, progress=progress,
+    trainer, new_layers = modality_trainer(modality, encoder, x, cond, config,
+                                           run_folder(Path(out or f"runs/{modality.name}"), progress=progress),
+                                           device=device,
                                            init_weights=start[0] if start is not None else None, init_name=str(init))
     summary = trainer.fit(resume=resume)
     if start is not None:

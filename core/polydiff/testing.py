@@ -51,7 +51,7 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
     """
     from .model import Model, default_config, merge_config
     from .precond import make_denoiser
-    from .training import modality_trainer
+    from .training import modality_trainer, run_folder
 
     tmp_path = Path(tmp_path)
     cfg = merge_config(default_config(), modality.default_config, config,
@@ -100,7 +100,7 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
 
     # 5. two training steps, assembled as `polydiff train` assembles them
     run = tmp_path / "run"
-    trainer, _ = modality_trainer(modality, enc, x, cond, cfg, run, device="cpu")
+    trainer, _ = modality_trainer(modality, enc, x, cond, cfg, run_folder(run), device="cpu")
     summary = trainer.fit()
     assert summary["step"] == 2, f"training: expected to stop at step 2, got {summary['step']}"
     assert torch.isfinite(torch.tensor(summary["loss"])), "training: non-finite loss"

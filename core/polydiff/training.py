@@ -12,15 +12,19 @@ and the optimizer state. A run resumed from a checkpoint therefore computes bit-
 losses as the uninterrupted run (on the same device and software). The checkpoint also holds the
 process's RNG states, restored on resume.
 
-Files written to ``out_dir`` (by rank 0 only):
+The loop itself writes nothing: what a run does besides training is a :class:`Callback`. Without
+callbacks a run trains in memory (the anomaly detector's network scorers); ``polydiff train`` installs
+:func:`run_folder`'s three, which write a run folder (by rank 0 only):
 
-* ``checkpoint.safetensors`` - everything needed to resume: ``model.*``, ``ema.*``, ``optim.*`` and
+* ``checkpoint.safetensors`` (:class:`Checkpointer`) - everything needed to resume: ``model.*``, ``ema.*``, ``optim.*`` and
   ``rng.*`` tensors; JSON with ``kind="checkpoint"``, modality, config, encoder metadata, step,
   guidance, optimizer param groups and RNG states. Written every ``ckpt_every`` steps and at the end.
 * ``model.safetensors`` - the inference bundle: ``model.*`` and ``ema.*`` with the same JSON but
   ``kind="model"``. Written with every checkpoint.
 * ``config.json`` - a readable copy of the full config.
-* ``metrics.jsonl`` - one JSON line per logged step: step, loss, lr, grad_norm, seconds.
+* ``metrics.jsonl`` (:class:`MetricsLog`) - one JSON line per logged step: step, loss, lr, grad_norm, seconds.
+
+and :class:`ProgressBar` shows a progress bar.
 
 All bundles go through :func:`polydiff.checkpoint.save_bundle` (atomic rename, no pickle). If the loss
 or the gradient norm stops being finite, :class:`TrainingDiverged` is raised before the bad state can
@@ -29,7 +33,7 @@ reach the disk, so the last checkpoint stays the last good one.
 Distributed data parallel: launched with ``torchrun --nproc_per_node=N``, the same code initialises
 the process group (gloo on CPU, nccl on CUDA), wraps the network in ``DistributedDataParallel``, gives
 each rank its own shard of the data (indices ``rank::world_size``) and ``batch_size // world_size``
-samples per step, and lets only rank 0 write files, logs and the progress bar.
+samples per step; the callbacks let only rank 0 write files, logs and the progress bar.
 """
 from __future__ import annotations
 
@@ -39,8 +43,9 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -52,8 +57,9 @@ from .noising import WEIGHTINGS, denoising_loss
 from .precond import make_denoiser
 from .schedules import get_training_distribution
 
-__all__ = ["default_train_config", "Trainer", "init_network", "train", "TrainingDiverged", "CHECKPOINT_NAME", "MODEL_NAME",
-           "METRICS_NAME", "CONFIG_NAME"]
+__all__ = ["default_train_config", "Trainer", "init_network", "modality_trainer", "train", "TrainingDiverged",
+           "Callback", "TrainState", "Checkpointer", "MetricsLog", "ProgressBar", "run_folder", "CHECKPOINT_NAME",
+           "MODEL_NAME", "METRICS_NAME", "CONFIG_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_NAME = "model.safetensors"
@@ -123,14 +129,15 @@ def init_network(factory, network_config: dict, seed: int):
 
 
 def modality_trainer(modality, encoder, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict,
-                     out_dir=None, *, device=None, progress: bool = False,
+                     callbacks: Sequence["Callback"] = (), *, device=None,
                      init_weights: Optional[Dict[str, torch.Tensor]] = None, init_name: str = "the initial model"):
     """The one place a training run of a modality is assembled (``polydiff train``, the anomaly detector's
     network scorers, the plugin conformance kit, tools): the data-dependent settings (``configure``), the
     network initialised from the training seed, optional starting weights (fine-tuning: layers they lack keep
     their initialisation, anything else that does not fit is refused), and a :class:`Trainer` with the
-    modality's guidance and augmentation. ``out_dir=None`` trains in memory. Returns ``(trainer,
-    new_layers)``; call ``trainer.fit()``."""
+    modality's guidance and augmentation. ``callbacks`` go to the Trainer as they are: none trains in
+    memory; :func:`run_folder` gives the files of ``polydiff train``. Returns ``(trainer, new_layers)``;
+    call ``trainer.fit()``."""
     if modality.configure is not None:  # data-dependent settings (columns, classes, vocabulary)
         config = modality.configure(config, encoder)
     net = init_network(modality.network, config.get("network", {}), config.get("train", {}).get("seed", 0))
@@ -140,9 +147,212 @@ def modality_trainer(modality, encoder, x: torch.Tensor, cond: Optional[Dict[str
         if problem:
             raise PolydiffError(f"{init_name}: its weights do not fit the {modality.name!r} network: {problem}")
         new_layers = sorted(net.load_state_dict(init_weights, strict=False).missing_keys)
-    trainer = Trainer(net, x, cond, config, out_dir, modality=modality.name, encoder_meta=encoder.metadata(),
-                      guidance=modality.guidance, device=device, progress=progress, augment=modality.augment)
+    trainer = Trainer(net, x, cond, config, callbacks, modality=modality.name, encoder_meta=encoder.metadata(),
+                      guidance=modality.guidance, device=device, augment=modality.augment)
     return trainer, new_layers
+
+
+# ------------------------------------------------------------------------------------------------
+# callbacks: what a run does besides training (files, logs, a progress bar)
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """What a :class:`Callback` sees of a running fit. ``step`` counts completed updates; ``loss``, ``lr``,
+    ``grad_norm`` are those of the latest update (``loss`` is None before the first); ``seconds`` is the
+    training time so far, including the time before a resume. ``net``, ``opt`` and ``trainer.ema`` are live:
+    read them, do not change them. ``start`` is the step the fit began at (> 0 after a resume)."""
+    trainer: "Trainer"
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    steps: int
+    start: int = 0
+    resumed: bool = False
+    step: int = 0
+    loss: Optional[float] = None
+    lr: float = 0.0
+    grad_norm: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.trainer.is_main
+
+
+class Callback:
+    """Something a :class:`Trainer` calls during :meth:`Trainer.fit`; every method is optional.
+
+    * ``restore(state) -> (step, loss, seconds)`` - only for ``fit(resume=True)``: load the weights, EMA,
+      optimizer and RNG states of an earlier run into ``state`` (the first callback that has it is used).
+    * ``on_start(state)`` - the network, optimizer and EMA exist (restored if resuming); nothing trained yet.
+    * ``on_step(state)`` - after every update (every rank; write files on ``state.is_main`` only).
+    * ``on_end(state)`` - after the last update, also when there was nothing left to train.
+    * ``last_good()`` - ``(path, step)`` of the newest saved state, named when training diverges.
+    * ``summary()`` - entries added to the dict :meth:`Trainer.fit` returns.
+    * ``close()`` - always called at the end of ``fit``, after an error too.
+    """
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the steps (rank 0 only), with the loss and learning rate every ``train.log_every``."""
+
+    def on_start(self, state: TrainState):
+        from tqdm.auto import tqdm
+
+        self._every = int(state.trainer.train_cfg["log_every"])
+        self._bar = tqdm(total=state.steps, initial=min(state.start, state.steps),
+                         desc=f"train {state.trainer.modality}", unit="step", disable=not state.is_main,
+                         dynamic_ncols=True)
+
+    def on_step(self, state: TrainState):
+        self._bar.update(1)
+        if state.step % self._every == 0 or state.step == state.steps:
+            self._bar.set_postfix(loss=f"{state.loss:.4f}", lr=f"{state.lr:.2e}")
+
+    def close(self):
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.close()
+            self._bar = None
+
+
+class MetricsLog(Callback):
+    """``metrics.jsonl``: one JSON line (step, loss, lr, grad_norm, seconds) every ``every`` steps (default
+    ``train.log_every``) and at the last step, written by rank 0. A resumed run keeps the lines up to its
+    starting step and drops the rest (lines a killed run wrote after its last checkpoint)."""
+
+    def __init__(self, path, every: Optional[int] = None):
+        self.path = Path(path)
+        self.every = every
+        self._file = None
+
+    def on_start(self, state: TrainState):
+        self._every = int(self.every or state.trainer.train_cfg["log_every"])
+        if not state.is_main:
+            return
+        kept = []
+        if state.resumed and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short when the previous run was killed
+                if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= state.start:
+                    kept.append(line + "\n")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write_text(self.path, "".join(kept))
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def on_step(self, state: TrainState):
+        if self._file is not None and (state.step % self._every == 0 or state.step == state.steps):
+            self._file.write(json.dumps({"step": state.step, "loss": state.loss, "lr": state.lr,
+                                         "grad_norm": state.grad_norm, "seconds": round(state.seconds, 4)}) + "\n")
+            self._file.flush()
+
+    def summary(self) -> dict:
+        return {"metrics_path": str(self.path)}
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Checkpointer(Callback):
+    """The run folder's bundles (rank 0 writes): ``config.json`` at the start; ``checkpoint.safetensors``
+    (weights, EMA, optimizer and RNG states: everything to resume) and ``model.safetensors`` (the inference
+    bundle) every ``every`` steps (default ``train.ckpt_every``) and at the end. ``restore`` resumes from
+    the checkpoint, refusing one of a different model."""
+
+    def __init__(self, folder, every: Optional[int] = None):
+        self.folder = Path(folder)
+        self.every = every
+        self.checkpoint_path = self.folder / CHECKPOINT_NAME
+        self.model_path = self.folder / MODEL_NAME
+        self.config_path = self.folder / CONFIG_NAME
+        self._last = (None, None)
+        self._saved_at = None
+
+    def restore(self, state: TrainState):
+        tr, path = state.trainer, self.checkpoint_path
+        if not path.exists():
+            raise PolydiffError(f"cannot resume: no checkpoint at {path}; train without resume to start from scratch")
+        try:
+            tensors, meta = checkpoint.load_bundle(path)
+        except checkpoint.BundleError as e:
+            raise PolydiffError(f"cannot resume: {e}") from None
+        if meta.get("kind") != "checkpoint":
+            raise PolydiffError(f"cannot resume from {path}: it is a {meta.get('kind')!r} bundle, not a training checkpoint")
+        tr.check_compatible(meta, path)
+
+        model_sd = checkpoint.split_prefix(tensors, "model")
+        problem = checkpoint.weight_mismatch(state.net.state_dict(), model_sd)
+        if problem:
+            raise PolydiffError(f"cannot resume from {path}: its weights do not fit this network ({problem})")
+        state.net.load_state_dict(model_sd)
+        ema_sd = checkpoint.split_prefix(tensors, "ema")
+        with torch.no_grad():
+            for k, e in tr.ema.items():
+                e.copy_(ema_sd.get(k, model_sd[k]))
+        try:
+            checkpoint.load_optimizer_state(state.opt, tensors, meta.get("optim") or {})
+        except (ValueError, KeyError) as e:
+            raise PolydiffError(f"cannot resume from {path}: its optimizer state does not fit this network ({e})") from None
+        checkpoint.restore_rng_state(tensors, meta.get("rng") or {})
+        step = int(meta["step"])
+        self._last = (path, step)
+        self._saved_at = step
+        return step, meta.get("loss"), float(meta.get("seconds") or 0.0)
+
+    def on_start(self, state: TrainState):
+        self._every = int(self.every or state.trainer.train_cfg["ckpt_every"])
+        if state.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_text(self.config_path,
+                                         json.dumps(state.trainer.config, indent=2, sort_keys=True) + "\n")
+
+    def on_step(self, state: TrainState):
+        if state.step % self._every == 0 or state.step == state.steps:
+            self._save(state)
+
+    def on_end(self, state: TrainState):
+        if self._saved_at != state.step or not self.model_path.exists():
+            self._save(state)  # nothing was trained (already at train.steps): the bundles exist and are current
+
+    def _save(self, state: TrainState):
+        tr = state.trainer
+        tr.check_weights(state)  # on every rank: the replicas are identical, so they all take the same branch
+        self._saved_at = state.step
+        if not state.is_main:
+            return
+        tensors = {f"model.{k}": v for k, v in state.net.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in tr.ema.items()})
+        meta = tr.bundle_meta("checkpoint", state.step)
+        meta["loss"] = state.loss
+        meta["seconds"] = round(float(state.seconds), 4)
+        # optimizer and random generators (per-step randomness is re-derived from the seed; these restore the rest)
+        opt_tensors, meta["optim"] = checkpoint.optimizer_state(state.opt)
+        rng_tensors, meta["rng"] = checkpoint.rng_state()
+        tensors.update(opt_tensors)
+        tensors.update(rng_tensors)
+        checkpoint.save_bundle(self.checkpoint_path, tensors, meta)
+        self._last = (self.checkpoint_path, int(state.step))
+        model_tensors = {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}
+        checkpoint.save_bundle(self.model_path, model_tensors, tr.bundle_meta("model", state.step))
+
+    def last_good(self):
+        return self._last
+
+    def summary(self) -> dict:
+        return {"model_path": str(self.model_path), "checkpoint_path": str(self.checkpoint_path)}
+
+
+def run_folder(out_dir, *, progress: bool = False) -> list:
+    """The callbacks of a training run kept in a folder, as ``polydiff train`` installs them: the checkpoint
+    and model bundles with ``config.json`` (:class:`Checkpointer`), ``metrics.jsonl`` (:class:`MetricsLog`)
+    and, with ``progress``, a :class:`ProgressBar`."""
+    out = Path(out_dir)
+    callbacks = [Checkpointer(out), MetricsLog(out / METRICS_NAME)]
+    return callbacks + [ProgressBar()] if progress else callbacks
 
 
 def _env_world() -> tuple:
@@ -164,9 +374,9 @@ class Trainer:
         anything else is passed to the network unchanged.
     config : the full model config (``parameterisation``, ``sigma_data``, ``network``, ``train``,
         ``sample``); missing training keys take :func:`default_train_config` values.
-    out_dir : folder for the checkpoint, the model bundle, ``config.json`` and ``metrics.jsonl``; ``None``
-        trains in memory: no file is written (the weights are ``net`` and :attr:`ema` afterwards, the loss
-        is returned) and there is nothing to resume from.
+    callbacks : :class:`Callback` objects called during :meth:`fit` (files, logs, a progress bar; see
+        :func:`run_folder` for those of ``polydiff train``). None or empty: the run trains in memory and
+        writes nothing (the weights are ``net`` and :attr:`ema` afterwards, the loss is returned).
     modality, encoder_meta : stored in the bundles so the model can be loaded and decoded later.
     guidance : ``{condition key: null value}`` for classifier-free guidance; the keys are dropped
         with probability ``train.cond_drop``. None: no dropping.
@@ -175,12 +385,13 @@ class Trainer:
         super-resolution network is conditioned on). Its randomness must come from ``generator``, which is
         seeded per step, so that a resumed run repeats the uninterrupted one.
     device : where to train; default CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else CPU.
-    progress : show a tqdm progress bar (rank 0 only).
     """
 
     def __init__(self, net: nn.Module, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict,
-                 out_dir, *, modality: str, encoder_meta: dict, guidance: Optional[dict] = None, device=None,
-                 progress: bool = True, augment: Optional[Callable] = None):
+                 callbacks: Optional[Sequence[Callback]] = None, *, modality: str, encoder_meta: dict,
+                 guidance: Optional[dict] = None, device=None, augment: Optional[Callable] = None):
+        if isinstance(callbacks, (str, os.PathLike)):
+            raise TypeError("Trainer(..., callbacks): give callbacks, e.g. run_folder(path), not a folder")
         if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] == 0:
             raise PolydiffError("training data must be a non-empty tensor [N, ...]")
         if not x.is_floating_point():
@@ -190,12 +401,11 @@ class Trainer:
         self.cond = dict(cond or {})
         self.config = self._normalise_config(config)
         self.train_cfg = self.config["train"]
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.callbacks = list(callbacks or ())
         self.modality = str(modality)
         self.encoder_meta = _jsonable(encoder_meta or {})
         self.guidance = _jsonable(guidance) if guidance else None
         self.augment = augment
-        self.progress = progress
         self.rank, self.local_rank, self.world_size = _env_world()
         if device is None:
             if torch.cuda.is_available():
@@ -203,15 +413,9 @@ class Trainer:
             else:
                 device = "cpu"
         self.device = torch.device(device)
-        files = self.out_dir is not None
-        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME if files else None
-        self.model_path = self.out_dir / MODEL_NAME if files else None
-        self.metrics_path = self.out_dir / METRICS_NAME if files else None
-        self.config_path = self.out_dir / CONFIG_NAME if files else None
         #: EMA of ``net.state_dict()`` (same keys), available after :meth:`fit` has started
         self.ema: Dict[str, torch.Tensor] = {}
         self.step = 0
-        self._last_good = (None, None)  # (path, step) of the newest checkpoint on disk
 
     # ------------------------------------------------------------------------------------------
     # configuration
@@ -259,18 +463,21 @@ class Trainer:
     # the loop
     # ------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
-        """Train up to ``train.steps``; with ``resume=True`` continue from ``out_dir/checkpoint.safetensors``.
+        """Train up to ``train.steps``; with ``resume=True`` continue from the state a callback restores (the
+        run folder's checkpoint, :class:`Checkpointer`).
 
-        Returns ``{"step", "loss", "model_path", "checkpoint_path", "metrics_path"}`` (paths as strings; None
-        when training in memory).
+        Returns ``{"step", "loss"}`` and what the callbacks add (the run folder's ``model_path``,
+        ``checkpoint_path``, ``metrics_path``, as strings).
         """
-        if resume and self.out_dir is None:
-            raise PolydiffError("cannot resume a run trained in memory (no run folder); give out_dir")
+        if resume and not any(hasattr(cb, "restore") for cb in self.callbacks):
+            raise PolydiffError("cannot resume a run trained in memory (no run folder); give a run folder")
         created_group = self._init_distributed()
         try:
             return self._fit(resume)
         finally:
-            self._close_metrics()
+            for cb in self.callbacks:
+                if hasattr(cb, "close"):
+                    cb.close()
             self._release_ddp()
             if created_group:
                 import torch.distributed as dist
@@ -349,16 +556,15 @@ class Trainer:
         with torch.no_grad():
             self.ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
+        state = TrainState(self, net, opt, steps)
         start, last_loss, seconds0 = 0, None, 0.0
         if resume:  # every rank reads the same checkpoint
-            start, last_loss, seconds0 = self._load_checkpoint(net, opt)
+            restorer = next(cb for cb in self.callbacks if hasattr(cb, "restore"))
+            start, last_loss, seconds0 = restorer.restore(state)
         self.step = start
+        state.start, state.resumed, state.step, state.loss, state.seconds = start, resume, start, last_loss, seconds0
         D = make_denoiser(model, self.config["parameterisation"], float(self.config["sigma_data"]))
-
-        if self.is_main and self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write_text(self.config_path, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
-            self._open_metrics(keep_until=start if resume else None)
+        self._emit("on_start", state)
 
         sample_sigma = get_training_distribution(t["sigma_dist"])
         sigma_args = dict(t["sigma_dist_args"] or {})
@@ -366,14 +572,8 @@ class Trainer:
         sigma_data = float(self.config["sigma_data"])
         clip = float(t["grad_clip"]) if t["grad_clip"] else 0.0
         cond_drop = float(t["cond_drop"])
-        log_every, ckpt_every = int(t["log_every"]), int(t["ckpt_every"])
         use_bf16 = bool(t["bf16"])
-        saved_at = start if resume else None
 
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, initial=min(start, steps), desc=f"train {self.modality}", unit="step",
-                   disable=not (self.progress and self.is_main), dynamic_ncols=True)
         t0 = time.perf_counter()
         try:
             for step in range(start, steps):
@@ -417,30 +617,30 @@ class Trainer:
                         else:
                             e.copy_(v)
                 self.step, last_loss = done, loss_value
-
-                # --- logging and checkpoints --------------------------------------------------
-                bar.update(1)
-                if done % log_every == 0 or done == steps:
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                    self._log({"step": done, "loss": loss_value, "lr": lr, "grad_norm": gn_value,
-                               "seconds": round(seconds0 + time.perf_counter() - t0, 4)})
-                if done % ckpt_every == 0 or done == steps:
-                    self._save(net, opt, done, last_loss, seconds0 + time.perf_counter() - t0)
-                    saved_at = done
+                state.step, state.loss, state.lr, state.grad_norm = done, loss_value, lr, gn_value
+                state.seconds = seconds0 + time.perf_counter() - t0
+                self._emit("on_step", state)
         finally:
-            bar.close()
             net.train(was_training)
 
-        if self.is_main and self.out_dir is not None and (saved_at != self.step or not self.model_path.exists()):
-            # nothing to train (already at train.steps): make sure the bundles exist and are current
-            self._save(net, opt, self.step, last_loss, seconds0 + time.perf_counter() - t0)
+        state.seconds = seconds0 + time.perf_counter() - t0
+        self.check_weights(state)
+        self._emit("on_end", state)
         if world > 1:
             import torch.distributed as dist
 
             dist.barrier()
-        paths = {k: (str(v) if v is not None else None) for k, v in (
-            ("model_path", self.model_path), ("checkpoint_path", self.checkpoint_path), ("metrics_path", self.metrics_path))}
-        return {"step": self.step, "loss": last_loss, **paths}
+        summary = {"step": self.step, "loss": last_loss}
+        for cb in self.callbacks:
+            if hasattr(cb, "summary"):
+                summary.update(cb.summary())
+        return summary
+
+    def _emit(self, event: str, state: TrainState):
+        for cb in self.callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(state)
 
     def _seed_global(self, s: int):
         """Seed the default generators of the CPU and of the training device (cheaper than torch.manual_seed)."""
@@ -465,7 +665,10 @@ class Trainer:
         return lv, gv, math.isfinite(lv) and math.isfinite(gv)
 
     def _diverged(self, step: int, loss: float, grad_norm: float):
-        path, ck_step = self._last_good
+        path, ck_step = None, None
+        for cb in self.callbacks:
+            if hasattr(cb, "last_good") and cb.last_good()[0] is not None:
+                path, ck_step = cb.last_good()
         where = (f"the last good checkpoint is {path} (step {ck_step})" if path is not None
                  else f"no checkpoint was written before it (train.ckpt_every={self.train_cfg['ckpt_every']})")
         raise TrainingDiverged(
@@ -473,102 +676,21 @@ class Trainer:
             "Nothing was saved from the diverged step; lower train.lr, raise train.warmup or check the data, "
             "then resume from the checkpoint or start again.", step, path, ck_step)
 
-    # ------------------------------------------------------------------------------------------
-    # metrics
-    # ------------------------------------------------------------------------------------------
-    def _open_metrics(self, keep_until: Optional[int]):
-        """Start ``metrics.jsonl``: empty for a fresh run; for a resumed one keep the lines up to its step."""
-        kept = []
-        if keep_until is not None and self.metrics_path.exists():
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short when the previous run was killed
-                if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= keep_until:
-                    kept.append(line + "\n")
-        checkpoint.atomic_write_text(self.metrics_path, "".join(kept))
-        self._metrics = open(self.metrics_path, "a", encoding="utf-8")
+    def check_weights(self, state: TrainState):
+        """Raise :class:`TrainingDiverged` if a weight is not finite (called before any state is saved)."""
+        for v in state.net.state_dict().values():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                self._diverged(state.step, float("nan") if state.loss is None else state.loss, float("nan"))
 
-    def _log(self, record: dict):
-        if self.is_main and getattr(self, "_metrics", None) is not None:
-            self._metrics.write(json.dumps(record) + "\n")
-            self._metrics.flush()
-
-    def _close_metrics(self):
-        f = getattr(self, "_metrics", None)
-        if f is not None:
-            f.close()
-            self._metrics = None
-
-    # ------------------------------------------------------------------------------------------
-    # checkpoints
-    # ------------------------------------------------------------------------------------------
-    def _meta(self, kind: str, step: int) -> dict:
+    def bundle_meta(self, kind: str, step: int) -> dict:
+        """The JSON header of a bundle of this run (``kind`` "checkpoint" or "model") at ``step``."""
         from . import __version__
 
         return {"kind": kind, "modality": self.modality, "config": self.config, "encoder": self.encoder_meta,
                 "step": int(step), "guidance": self.guidance, "polydiff_version": __version__}
 
-    def _save(self, net: nn.Module, opt: torch.optim.Optimizer, step: int, loss, seconds: float):
-        """Write checkpoint.safetensors, then model.safetensors (rank 0 only)."""
-        state = net.state_dict()
-        for k, v in state.items():  # the replicas are identical, so every rank takes the same branch
-            if v.is_floating_point() and not torch.isfinite(v).all():
-                self._diverged(step, float("nan") if loss is None else loss, float("nan"))
-        if not self.is_main or self.out_dir is None:  # in memory: the weights stay in net and self.ema
-            return
-        tensors = {f"model.{k}": v for k, v in state.items()}
-        tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
-        meta = self._meta("checkpoint", step)
-        meta["loss"] = loss
-        meta["seconds"] = round(float(seconds), 4)
-
-        # optimizer and random generators (per-step randomness is re-derived from the seed; these restore the rest)
-        opt_tensors, meta["optim"] = checkpoint.optimizer_state(opt)
-        rng_tensors, meta["rng"] = checkpoint.rng_state()
-        tensors.update(opt_tensors)
-        tensors.update(rng_tensors)
-
-        checkpoint.save_bundle(self.checkpoint_path, tensors, meta)
-        self._last_good = (self.checkpoint_path, int(step))
-        model_tensors = {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}
-        checkpoint.save_bundle(self.model_path, model_tensors, self._meta("model", step))
-
-    def _load_checkpoint(self, net: nn.Module, opt: torch.optim.Optimizer):
-        """Restore weights, EMA, optimizer and RNG states; returns (step, loss, seconds)."""
-        path = self.checkpoint_path
-        if not path.exists():
-            raise PolydiffError(f"cannot resume: no checkpoint at {path}; train without resume to start from scratch")
-        try:
-            tensors, meta = checkpoint.load_bundle(path)
-        except checkpoint.BundleError as e:
-            raise PolydiffError(f"cannot resume: {e}") from None
-        if meta.get("kind") != "checkpoint":
-            raise PolydiffError(f"cannot resume from {path}: it is a {meta.get('kind')!r} bundle, not a training checkpoint")
-        self._check_compatible(meta, path)
-
-        model_sd = checkpoint.split_prefix(tensors, "model")
-        problem = checkpoint.weight_mismatch(net.state_dict(), model_sd)
-        if problem:
-            raise PolydiffError(f"cannot resume from {path}: its weights do not fit this network ({problem})")
-        net.load_state_dict(model_sd)
-        ema_sd = checkpoint.split_prefix(tensors, "ema")
-        with torch.no_grad():
-            for k, e in self.ema.items():
-                e.copy_(ema_sd.get(k, model_sd[k]))
-
-        try:
-            checkpoint.load_optimizer_state(opt, tensors, meta.get("optim") or {})
-        except (ValueError, KeyError) as e:
-            raise PolydiffError(f"cannot resume from {path}: its optimizer state does not fit this network ({e})") from None
-
-        checkpoint.restore_rng_state(tensors, meta.get("rng") or {})
-        step = int(meta["step"])
-        self._last_good = (path, step)
-        return step, meta.get("loss"), float(meta.get("seconds") or 0.0)
-
-    def _check_compatible(self, meta: dict, path: Path):
+    def check_compatible(self, meta: dict, path: Path):
+        """Refuse to resume from a checkpoint of a different model (warn about changed training settings)."""
         old = meta.get("config") or {}
         problems = []
         if meta.get("modality") != self.modality:
@@ -589,7 +711,9 @@ class Trainer:
                           "one): " + ", ".join(changed), stacklevel=4)
 
 
-def train(net: nn.Module, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict, out_dir, *,
-          resume: bool = False, **kwargs) -> dict:
-    """``Trainer(net, x, cond, config, out_dir, **kwargs).fit(resume=resume)``."""
-    return Trainer(net, x, cond, config, out_dir, **kwargs).fit(resume=resume)
+def train(net: nn.Module, x: torch.Tensor, cond: Optional[Dict[str, torch.Tensor]], config: dict, out_dir=None, *,
+          resume: bool = False, progress: bool = False, **kwargs) -> dict:
+    """``Trainer(net, x, cond, config, run_folder(out_dir, progress=progress), **kwargs).fit(resume=resume)``;
+    ``out_dir=None`` trains in memory."""
+    callbacks = run_folder(out_dir, progress=progress) if out_dir is not None else ([ProgressBar()] if progress else [])
+    return Trainer(net, x, cond, config, callbacks, **kwargs).fit(resume=resume)

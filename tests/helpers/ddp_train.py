@@ -16,7 +16,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_training import TinyNet, ring_data, tiny_config  # noqa: E402
 
-from polydiff.training import Trainer  # noqa: E402
+from polydiff.training import Trainer, run_folder  # noqa: E402
 
 
 def digest(tensors):
@@ -34,8 +34,8 @@ def main():
     before = digest(p for p in net.parameters())
     x, cond = ring_data(200, labels=True)
     cfg = tiny_config(steps=6, ckpt_every=3, batch_size=32, cond_drop=0.2)
-    trainer = Trainer(net, x, cond, cfg, out / f"rank{rank}", modality="points", encoder_meta={},
-                      guidance={"label": -1}, device="cpu", progress=True)
+    trainer = Trainer(net, x, cond, cfg, run_folder(out / f"rank{rank}", progress=True), modality="points", encoder_meta={},
+                      guidance={"label": -1}, device="cpu")
     res = trainer.fit()
     sd = net.state_dict()
     record = {

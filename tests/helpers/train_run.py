@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_training import TinyNet, ring_data, tiny_config  # noqa: E402
 
-from polydiff.training import Trainer  # noqa: E402
+from polydiff.training import Trainer, run_folder  # noqa: E402
 
 
 def run(out, steps=60, ckpt_every=10, sleep=0.0, resume=False) -> dict:
@@ -21,8 +21,7 @@ def run(out, steps=60, ckpt_every=10, sleep=0.0, resume=False) -> dict:
     net = TinyNet(sleep=sleep)
     x, cond = ring_data(256)
     cfg = tiny_config(steps=steps, ckpt_every=ckpt_every, batch_size=32)
-    res = Trainer(net, x, cond, cfg, out, modality="points", encoder_meta={"scale": 1.0},
-                  progress=False).fit(resume=resume)
+    res = Trainer(net, x, cond, cfg, run_folder(out), modality="points", encoder_meta={"scale": 1.0}).fit(resume=resume)
     res["forward_calls"] = net.calls
     Path(out, "result.json").write_text(json.dumps(res))
     return res

@@ -54,7 +54,7 @@ class DenoiserScorer:
             overrides["train"]["steps"] = int(steps)
         config = merge_config(default_config(), modality.default_config, overrides)
         trainer, _ = modality_trainer(modality, encoder, torch.from_numpy(np.asarray(x, np.float32)), {}, config,
-                                      None, device=device)  # in memory: no files
+                                      device=device)  # no callbacks: in memory, no files
         trainer.fit()
         net = trainer.net
         net.load_state_dict(trainer.ema)

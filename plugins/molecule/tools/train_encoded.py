@@ -56,13 +56,14 @@ def main():
     from polydiff.checkpoint import load_bundle, save_bundle
     from polydiff.model import default_config, merge_config
     from polydiff.plugins import registry
-    from polydiff.training import modality_trainer
+    from polydiff.training import modality_trainer, run_folder
 
     enc, x, cond = rebuild(a.data)
     over = {k: v for k, v in {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup": a.warmup,
                               "ckpt_every": a.ckpt_every}.items() if v is not None}
     cfg = merge_config(default_config(), pm.DEFAULT_CONFIG, pm.RECIPES[a.recipe].get("config"), {"train": over})
-    tr, _ = modality_trainer(registry().modality("molecule"), enc, x, cond, cfg, a.out, device=a.device, progress=True)
+    tr, _ = modality_trainer(registry().modality("molecule"), enc, x, cond, cfg, run_folder(a.out, progress=True),
+                             device=a.device)
     print(f"{len(x)} molecules, D={x.shape[1]}, {sum(p.numel() for p in tr.net.parameters()):,} parameters", flush=True)
     res = tr.fit(resume=a.resume)
     print(json.dumps(res), flush=True)
