@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,3 +32,27 @@ def test_few_step_part_measures_every_configuration_and_states_the_targets(monke
     if B.diffusers is not None:
         assert any(n.startswith("few-step NFE=10, unequal mixture") for n in names)
         assert all(isinstance(t["pass"], bool) for t in targets)
+
+
+def test_loop_cost_times_every_loop_without_the_network_and_decomposes_the_ratio():
+    bench = _bench()
+
+    scheds = {n: bench.make_scheduler(n) for n in bench.SAMPLER_NAMES}
+    out = bench.loop_cost((8, 4), scheds, forward_us=1000.0, reps=1, log=lambda m: None, key="tiny")
+    U = out["loop_us_per_nfe"]
+    assert set(U) == {"polydiff", "diffusers", "floor"}
+    for lib in U:
+        assert set(U[lib]) == set(bench.SAMPLER_NAMES)
+        for n in bench.SAMPLER_NAMES:
+            assert set(U[lib][n]) == {str(s) for s in bench.OVERHEAD_STEPS} and all(v > 0 for v in U[lib][n].values())
+    for n in bench.SAMPLER_NAMES:
+        for s in map(str, bench.OVERHEAD_STEPS):
+            assert out["ratio_decomposed"]["polydiff"][n][s] == pytest.approx((1000.0 + U["polydiff"][n][s]) / 1000.0)
+            assert out["vs_floor_decomposed"]["polydiff"][n][s] == pytest.approx(
+                (1000.0 + U["polydiff"][n][s]) / (1000.0 + U["floor"][n][s]))
+    assert "floor" not in out["vs_floor_decomposed"]
+    # the targets read the decomposed ratios
+    res = {"overhead": {k: {"ratio": {lib: {n: {s: 1.0 for s in map(str, bench.OVERHEAD_STEPS)} for n in bench.SAMPLER_NAMES}
+                                      for lib in ("polydiff", "diffusers", "floor")}, **out} for k in ("conv", "mlp")}}
+    names = [t["name"] for t in bench.targets(res)]
+    assert any("decomposed" in n for n in names) and any("loop cost per NFE" in n for n in names)
