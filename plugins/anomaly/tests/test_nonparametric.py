@@ -260,3 +260,26 @@ def test_novelty_mode_indexes_every_row_of_a_large_table():
     tensors, meta = est.bundle()
     assert np.array_equal(NP.EmpiricalDTE.load(tensors, meta).score(Q), s)
     assert np.array_equal(est.score(Q[::-1])[::-1], s) and np.array_equal(est.score(Q[5:9]), s[5:9])
+
+
+
+def test_binary_tables_size_k_as_a_share_of_the_rows():
+    rng = np.random.default_rng(0)
+    binary = (rng.random((8192, 20)) < 0.3).astype(np.float32)
+    S = NP.sorted_columns(binary)
+    assert NP.binary_k(S, 3, 0.8) == 6  # 3 per 4,096 rows
+    assert NP.binary_k(S, 3, 0.8, share=1024) == 24 and NP.binary_k(S, 3, 0.8, share=64) == 64  # capped
+    assert NP.binary_k(NP.sorted_columns(binary[:1000]), 3, 0.8) == 3  # never below k
+    # constant columns do not count; a continuous minority above 20 % keeps k
+    const = np.zeros((8192, 30), np.float32)
+    cont = rng.normal(size=(8192, 2)).astype(np.float32)
+    assert NP.binary_k(NP.sorted_columns(np.hstack([binary[:, :8], const, cont])), 3, 0.8) == 6  # 8 of 10
+    assert NP.binary_k(NP.sorted_columns(np.hstack([binary[:, :5], const, cont])), 3, 0.8) == 3  # 5 of 7
+    assert NP.binary_k(NP.sorted_columns(cont), 3, 0.8) == 3
+
+    # in the scorer: the fitted k is the share, stored in the bundle, and the scores reload exactly
+    mode = {**NP.NOVELTY, "binary_fraction": 0.8}
+    est = NP.EmpiricalDTE.fit(binary, novelty=True, seed=0, mode=mode)
+    assert est.k == 6 and NP.EmpiricalDTE.fit(binary, novelty=True, seed=0, mode={**mode, "binary_fraction": None}).k == 3
+    tensors, meta = est.bundle()
+    assert meta["k"] == 6 and np.array_equal(NP.EmpiricalDTE.load(tensors, meta).score(binary[:300]), est.score(binary[:300]))
