@@ -474,6 +474,7 @@ class ClusterIndex:
         c2 = (cent * cent).sum(1)[None]
         out = torch.empty(len(X), dtype=torch.int64)
         pad = torch.zeros(chunk, X.shape[1], dtype=X.dtype)
+        d = torch.empty(chunk, len(cent), dtype=X.dtype)  # reused: see log_time
         for i in range(0, len(X), chunk):
             part = X[i:i + chunk]
             m = len(part)
@@ -482,7 +483,7 @@ class ClusterIndex:
                 part = pad
             # numpy's argmin: the same index (the first smallest) as torch's, about ten times faster on
             # these short rows
-            out[i:i + m] = torch.from_numpy(torch.addmm(c2, part, cent.T, alpha=-2).numpy().argmin(1)[:m])
+            out[i:i + m] = torch.from_numpy(torch.addmm(c2, part, cent.T, alpha=-2, out=d).numpy().argmin(1)[:m])
         return out
 
     def log_time(self, q: torch.Tensor, k: int, exclude: Optional[torch.Tensor] = None,
@@ -504,13 +505,23 @@ class ClusterIndex:
             starts = self.starts
             cluster_of_pos = torch.repeat_interleave(torch.arange(len(self.sizes)), starts[1:] - starts[:-1])
             ns = self.neigh_start.tolist()
+        # one buffer each for the neighbourhood rows, the query block and the distance block, reused for
+        # every group: allocations of this size go to fresh pages on every call otherwise (glibc hands blocks
+        # above its mmap threshold back to the system), which made the speed vary from process to process
+        width = max((len(r) for r in self.rows), default=0)
+        tall = -(-min(block, max(counts, default=0)) // 16) * 16
+        refs_buf = q.new_empty(width, q.shape[1])
+        r2_buf = self.r2_ext.new_empty(width)
+        q_buf = q.new_zeros(tall, q.shape[1])
+        d_buf = q.new_empty(tall * width)
         at = 0
         for h, cnt in enumerate(counts):
             if not cnt:
                 continue
             group, at = order[at:at + cnt], at + cnt
             rows = self.rows[h]
-            refs, r2 = self.refs_ext[rows], self.r2_ext[rows][None]
+            refs = torch.index_select(self.refs_ext, 0, rows, out=refs_buf[:len(rows)])
+            r2 = torch.index_select(self.r2_ext, 0, rows, out=r2_buf[:len(rows)])[None]
             if exclude is not None:
                 near = self.neigh[ns[h]:ns[h + 1]]
                 offset = torch.full((len(self.sizes),), -1, dtype=torch.int64)
@@ -525,9 +536,10 @@ class ClusterIndex:
             for i in range(0, cnt, block):
                 idx = group[i:i + block]
                 m = len(idx)
-                qq = q.new_zeros(-(-m // 16) * 16, q.shape[1])
-                qq[:m] = q[idx]
-                d = torch.addmm(r2, qq, refs.T, alpha=-2)
+                qq = q_buf[:-(-m // 16) * 16]
+                qq[m:] = 0
+                torch.index_select(q, 0, idx, out=qq[:m])
+                d = torch.addmm(r2, qq, refs.T, alpha=-2, out=d_buf[:len(qq) * len(rows)].view(len(qq), len(rows)))
                 if exclude is not None:
                     sel = present[i:i + m]
                     d[torch.arange(m)[sel], col[i:i + m][sel]] = float("inf")
