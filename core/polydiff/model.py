@@ -326,7 +326,7 @@ def _init_model(modality: Modality, init) -> Tuple[Dict[str, torch.Tensor], dict
 
 def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = None, steps: Optional[int] = None,
                    out=None, resume: bool = False, overrides: Optional[dict] = None, device=None,
-                   progress: bool = True, strict: bool = False, init=None) -> dict:
+                   progress: bool = True, strict: bool = False, init=None, callbacks=()) -> dict:
     """Train ``modality`` on a file/folder (``data``) or a recipe's dataset; returns the Trainer's summary.
 
     ``strict``: the encoder's ``read`` fails on the first unusable record instead of skipping it (only for
@@ -336,7 +336,9 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     weights. Its data encoder is kept as it is (sample rate, classes, vocabulary: the data is encoded the
     way the model expects, not refitted), and so are its network, parameterisation and sampling defaults;
     the recipe and ``overrides`` set the training schedule. The run starts at step 0 from the model's
-    (EMA) weights. To continue an interrupted fine-tuning run, give the same ``init`` with ``resume``."""
+    (EMA) weights. To continue an interrupted fine-tuning run, give the same ``init`` with ``resume``.
+
+    ``callbacks``: further :class:`polydiff.training.Callback` objects, called after the run folder's own."""
     from .plugins import registry  # noqa: F401  (the registry is needed by the encoder of some modalities)
 
     rec = {}
@@ -390,7 +392,8 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
     from .training import modality_trainer, run_folder
 
     trainer, new_layers = modality_trainer(modality, encoder, x, cond, config,
-                                           run_folder(Path(out or f"runs/{modality.name}"), progress=progress),
+                                           run_folder(Path(out or f"runs/{modality.name}"), progress=progress)
+                                           + list(callbacks),
                                            device=device,
                                            init_weights=start[0] if start is not None else None, init_name=str(init))
     summary = trainer.fit(resume=resume)
