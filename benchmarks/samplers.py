@@ -230,6 +230,16 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
+def floor_loop(net, z, nfe: int) -> torch.Tensor:
+    """The hand-written floor: Euler in epsilon form on the karras ladder, two tensor operations per evaluation."""
+    sig = L.karras(nfe).tolist()
+    x = z * sig[0]
+    for i in range(nfe):
+        eps = net(x * (sig[i] ** 2 + 1) ** -0.5, torch.full((z.shape[0],), sig[i]))
+        x = torch.add(x, eps, alpha=sig[i + 1] - sig[i])
+    return x
+
+
 def overhead(runs: int, log) -> dict:
     torch.manual_seed(0)
     nets = {"conv": (ConvEps(), (16, 3, 32, 32)), "mlp": (MLPEps(), (4096, 32))}
@@ -253,12 +263,7 @@ def overhead(runs: int, log) -> dict:
                 net(z, t_probe)
 
         def run_floor(nfe):
-            sig = L.karras(nfe).tolist()
-            x = z * sig[0]
-            for i in range(nfe):
-                eps = net(x * (sig[i] ** 2 + 1) ** -0.5, torch.full((shape[0],), sig[i]))
-                x = torch.add(x, eps, alpha=sig[i + 1] - sig[i])
-            return x
+            return floor_loop(net, z, nfe)
 
         ratios = {"polydiff": {n: {s: [] for s in OVERHEAD_STEPS} for n in SAMPLER_NAMES},
                   "diffusers": {n: {s: [] for s in OVERHEAD_STEPS} for n in scheds},
@@ -333,16 +338,7 @@ def loop_cost(shape, scheds, forward_us: float, reps: int, log, key: str) -> dic
                                                            generator=torch.Generator().manual_seed(2))) if scheds else None,
     }
 
-    def floor(name, steps):
-        nfe = S.nfe(name, steps)
-        sig = L.karras(nfe).tolist()
-        x = z * sig[0]
-        for i in range(nfe):
-            eps = net(x * (sig[i] ** 2 + 1) ** -0.5, torch.full((shape[0],), sig[i]))
-            x = torch.add(x, eps, alpha=sig[i + 1] - sig[i])
-        return x
-
-    runs["floor"] = floor
+    runs["floor"] = lambda name, steps: floor_loop(net, z, S.nfe(name, steps))
     loop_us = {lib: {n: {} for n in SAMPLER_NAMES} for lib, fn in runs.items() if fn is not None}
     with torch.inference_mode():
         for name in SAMPLER_NAMES:

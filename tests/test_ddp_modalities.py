@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from polydiff import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = ROOT / "tests" / "helpers" / "ddp_modality.py"
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+import tiny_data  # noqa: E402
 
 
 def _port() -> int:
@@ -24,32 +25,23 @@ def _port() -> int:
 
 
 def _points(tmp):
-    rng = np.random.default_rng(0)
-    np.savetxt(tmp / "p.csv", rng.normal(size=(200, 2)), delimiter=",", header="x,y", comments="")
-    return {"modality": "points", "data": str(tmp / "p.csv"), "steps": 3, "overrides": {"train": {"batch_size": 16}}}
+    return {"modality": "points", "data": str(tiny_data.points_csv(tmp)), "steps": 3,
+            "overrides": {"train": {"batch_size": 16}}}
 
 
 def _tabular(tmp):
-    rng = np.random.default_rng(1)
-    np.savetxt(tmp / "t.csv", rng.normal(size=(120, 4)), delimiter=",", header="a,b,c,d", comments="")
-    return {"modality": "tabular", "data": str(tmp / "t.csv"), "steps": 3, "overrides": {"train": {"batch_size": 16}}}
+    return {"modality": "tabular", "data": str(tiny_data.table_csv(tmp)), "steps": 3,
+            "overrides": {"train": {"batch_size": 16}}}
 
 
 def _image(tmp):
-    from polydiff_image import io as image_io
-
-    rng = np.random.default_rng(2)
-    for cls in ("a", "b"):
-        (tmp / "imgs" / cls).mkdir(parents=True)
-        for i in range(3):
-            image_io.write_png(tmp / "imgs" / cls / f"{i}.png", rng.integers(0, 256, (8, 8, 1), dtype=np.uint8))
-    return {"modality": "image", "data": str(tmp / "imgs"), "steps": 2, "overrides": {"train": {"batch_size": 4}}}
+    return {"modality": "image", "data": str(tiny_data.image_folder(tmp)), "steps": 2,
+            "overrides": {"train": {"batch_size": 4}}}
 
 
 def _molecule(tmp):
-    lines = (ROOT / "plugins/molecule/polydiff_molecule/data/qm9_sample.smi").read_text().splitlines()[:13]
-    (tmp / "m.smi").write_text("\n".join(lines) + "\n")
-    return {"modality": "molecule", "data": str(tmp / "m.smi"), "steps": 2, "overrides": {"train": {"batch_size": 4}}}
+    return {"modality": "molecule", "data": str(tiny_data.molecule_smi(tmp)), "steps": 2,
+            "overrides": {"train": {"batch_size": 4}}}
 
 
 def _audio(tmp):
