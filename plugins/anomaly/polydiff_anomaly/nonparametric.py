@@ -597,7 +597,10 @@ class RobustScale:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, np.float64) - self.median) * self.factor).astype(np.float32)
+        """float32 ``(X - median) * factor``, computed in float64."""
+        from .encoder import standardize
+
+        return standardize(X, self.median, self.factor)
 
     def tensors(self, prefix: str) -> Dict[str, torch.Tensor]:
         return {f"{prefix}.median": torch.from_numpy(self.median), f"{prefix}.factor": torch.from_numpy(self.factor)}
