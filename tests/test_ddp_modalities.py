@@ -24,35 +24,22 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _points(tmp):
-    return {"modality": "points", "data": str(tiny_data.points_csv(tmp)), "steps": 3,
-            "overrides": {"train": {"batch_size": 16}}}
+#: modality -> (plugin package, the data: a tiny_data writer or a recipe name, steps, batch size)
+CASES = {
+    "points": ("polydiff_points", tiny_data.points_csv, 3, 16),
+    "tabular": ("polydiff_anomaly", tiny_data.table_csv, 3, 16),
+    "image": ("polydiff_image", tiny_data.image_folder, 2, 4),
+    "molecule": ("polydiff_molecule", tiny_data.molecule_smi, 2, 4),
+    "audio": ("polydiff_audio", "fsdd_sample", 1, 2),
+}
 
 
-def _tabular(tmp):
-    return {"modality": "tabular", "data": str(tiny_data.table_csv(tmp)), "steps": 3,
-            "overrides": {"train": {"batch_size": 16}}}
-
-
-def _image(tmp):
-    return {"modality": "image", "data": str(tiny_data.image_folder(tmp)), "steps": 2,
-            "overrides": {"train": {"batch_size": 4}}}
-
-
-def _molecule(tmp):
-    return {"modality": "molecule", "data": str(tiny_data.molecule_smi(tmp)), "steps": 2,
-            "overrides": {"train": {"batch_size": 4}}}
-
-
-def _audio(tmp):
-    return {"modality": "audio", "recipe": "fsdd_sample", "steps": 1, "overrides": {"train": {"batch_size": 2}}}
-
-
-@pytest.mark.parametrize("setup", [_points, _tabular, _image, _molecule, _audio],
-                         ids=["points", "tabular", "image", "molecule", "audio"])
-def test_two_ddp_processes_keep_replicas_identical(setup, tmp_path):
-    pytest.importorskip(f"polydiff_{'anomaly' if setup is _tabular else setup.__name__[1:]}")
-    args = setup(tmp_path)
+@pytest.mark.parametrize("modality", list(CASES))
+def test_two_ddp_processes_keep_replicas_identical(modality, tmp_path):
+    package, data, steps, batch = CASES[modality]
+    pytest.importorskip(package)
+    args = {"modality": modality, "steps": steps, "overrides": {"train": {"batch_size": batch}},
+            **({"recipe": data} if isinstance(data, str) else {"data": str(data(tmp_path))})}
     (tmp_path / "args.json").write_text(json.dumps(args))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",

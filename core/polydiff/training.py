@@ -315,7 +315,7 @@ class Checkpointer(Callback):
             self._save(state)
 
     def on_end(self, state: TrainState):
-        if self._saved_at != state.step or not self.model_path.exists():
+        if self._saved_at != state.step or (state.is_main and not self.model_path.exists()):
             self._save(state)  # nothing was trained (already at train.steps): the bundles exist and are current
 
     def _save(self, state: TrainState):
