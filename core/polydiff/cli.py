@@ -328,14 +328,22 @@ def _option_owners(mods) -> dict:
               help="Items per scoring batch [the detector's default; 4096 with --model].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", help="cpu, cuda, ...")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where scoring runs: this process, or Ray workers (pip install 'polydiff[ray]'); fitting stays here.")
+@click.option("--address", default=None, help="Ray cluster to join (e.g. auto, or HOST:6379) [a new local Ray].")
+@click.option("--workers", type=int, default=None, help="Ray actors scoring at once [every CPU of the cluster].")
+@click.option("--resume", is_flag=True, help="Finish an interrupted --engine ray run from its finished parts.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def score_cmd(data, model_name, train_data, modality, method, contamination, out, plot, save_model, steps,
-              batch_size, seed, device, as_json, **options):
+              batch_size, seed, device, engine, address, workers, resume, as_json, **options):
     """Score how anomalous each item of DATA is (higher = more anomalous).
 
     With --model, score with a trained model or a saved detector. Without it, fit a new detector on
     --train (or on DATA itself, unsupervised) and score DATA in chunks. The output has one row per item,
     in input order: a score column (and is_anomaly where a detector sets a threshold).
+
+    --engine ray scores on Ray workers (DATA: a CSV/Parquet file or a folder of them; OUT: a CSV or
+    Parquet file, or a folder given with a trailing slash), with the same bytes as local scoring.
     """
     from .checkpoint import atomic_write_text, read_meta
     from .errors import InputError
@@ -346,6 +354,11 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, out
         raise PolydiffError(f"--batch-size must be at least 1, got {batch_size}")
     if contamination is not None and not 0 < contamination <= 0.5:
         raise PolydiffError(f"--contamination must be in (0, 0.5], got {contamination}")
+    from .engines import check_engine_options, require_ray
+
+    check_engine_options(engine, address, workers)
+    if engine == "ray":
+        require_ray()  # missing Ray is one line before anything is read
     reg = registry()
     owners = _option_owners(reg.modalities.values())
     given = {k: v for k, v in options.items() if v is not None}
@@ -374,10 +387,12 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, out
             raise PolydiffError(f"{flag} is an option of the {owners[name].name} detector; it does not apply here")
     if model_name is None or detector_bundle:
         echo = None if as_json else (lambda line: click.echo(line, err=True))
+        engine_kw = ({} if engine == "local" and not resume else
+                     {"engine": engine, "address": address, "workers": workers, "resume": resume})
         summary = mod.score(data, out, model=path if detector_bundle else None, train=train_data, method=method,
                             contamination=contamination, steps=steps, batch_size=batch_size, seed=seed,
                             device=device, save_model=save_model, plot=plot, progress=not as_json, echo=echo,
-                            **given)
+                            **engine_kw, **given)
         if as_json:
             click.echo(json.dumps(summary, indent=2))
         else:
@@ -385,6 +400,9 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, out
                        if summary.get("flagged") is not None else "")
             click.echo(f"scored {summary['rows']} rows with {summary['method']}: {flagged}scores in {summary['out']}")
         return
+    if engine != "local" or resume:
+        raise PolydiffError(f"--engine ray scores with a detector; {model_name} is a trained {mod.name} model "
+                            f"(score it with --engine local)")
     if train_data or save_model or contamination is not None:
         raise PolydiffError("--train, --contamination and --save-model need a detector; "
                             f"{model_name} is a trained {mod.name} model")

@@ -22,7 +22,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
   ``polydiff score``: fit one on ``train`` (or on ``data`` itself) or load the saved detector ``model`` (a
   bundle whose ``kind`` is ``"detector"``), write one score per item of ``data`` to ``out`` in input order,
   return a summary dict (``rows``, ``flagged``, ``threshold``, ``out``, ``method``, ``min``, ``max``,
-  ``mean``, ``model``). ``polydiff score`` without ``--model`` uses the modality that has one;
+  ``mean``, ``model``). ``polydiff score`` without ``--model`` uses the modality that has one. With
+  ``--engine ray`` (or ``--resume``) it also passes ``engine``, ``address``, ``workers`` and ``resume``; a
+  ``score`` without those parameters cannot run on Ray, and says so through Python's own TypeError;
 * **score_options**: extra ``polydiff score`` options (click options) passed to ``score`` by name;
 * **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``
   (``make_cond`` returns the dict, or ``(dict, polydiff.sampling.Known)`` when an option asks for masked

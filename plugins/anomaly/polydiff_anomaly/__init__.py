@@ -45,6 +45,9 @@ def _score_options():
         click.Option(["--id", "ids"], metavar="A,B,...",
                      help="Identifier columns (keys, names, text): copied into the output before the scores, "
                           "never features."),
+        click.Option(["--chunk-rows"], type=int, metavar="N",
+                     help="Rows read and scored at a time; with --engine ray, the rows of one CSV piece of work "
+                          "(a Parquet piece is a row group) [100000]."),
     ]
 
 

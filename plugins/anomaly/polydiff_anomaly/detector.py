@@ -270,38 +270,41 @@ class DiffusionDetector:
 
     def score_file(self, data, out, *, chunk_rows: int = 100_000, flag: bool = True, progress: bool = True,
                    select=None) -> dict:
-        """Score the table ``data`` chunk by chunk (bounded memory) into the CSV ``out``: the identifier columns
-        of ``select`` (see :class:`polydiff_anomaly.table.Select`), then ``score`` and, when ``flag``,
-        ``is_anomaly``; rows keep their input order. Written to a temporary file, then renamed, so a failure
-        leaves no partial output. Returns a summary with the scores."""
-        import csv
-
+        """Score the table ``data`` (a file or a folder of CSV/Parquet files) chunk by chunk (bounded memory)
+        into ``out``, a CSV file or, for a ``.parquet`` name, a Parquet file (row groups of ``chunk_rows``):
+        the identifier columns of ``select`` (see :class:`polydiff_anomaly.table.Select`), then ``score`` and,
+        when ``flag``, ``is_anomaly``; rows keep their input order. Written to a temporary file, then renamed,
+        so a failure leaves no partial output. Returns a summary with the scores."""
         from tqdm.auto import tqdm
 
         from polydiff.checkpoint import atomic_writer
 
+        from .distributed import ParquetSink, arrow_rows, csv_header, csv_rows, output_kind
         from .table import iter_table
 
         self._fitted()
         out = Path(out)
+        kind = output_kind(out)
+        if kind == "folder":
+            raise PolydiffError(f"{out}: scores go to one CSV or Parquet file here; a folder of parts needs "
+                                f"--engine ray")
         scores = []
-        with atomic_writer(out, "w") as f, tqdm(unit="rows", desc="scoring", leave=False,
-                                                disable=not progress or not sys.stderr.isatty()) as bar:
-            w = csv.writer(f, lineterminator="\n")
-            header = False
+        with atomic_writer(out, "wb") as f, tqdm(unit="rows", desc="scoring", leave=False,
+                                                 disable=not progress or not sys.stderr.isatty()) as bar:
+            sink = ParquetSink(f) if kind == "parquet" else None
             for chunk in iter_table(data, chunk_rows=chunk_rows, select=select):
                 s = self.decision_function(chunk)
-                id_cols = [] if chunk.ids is None else [str(c) for c in chunk.ids.columns]
-                if not header:
-                    w.writerow(id_cols + (["score", "is_anomaly"] if flag else ["score"]))
-                    header = True
-                cells = [f"{v:.8g}" for v in s]
-                cols = [cells] + ([[str(int(v > self.threshold_)) for v in s]] if flag else [])
-                if id_cols:
-                    cols = [chunk.ids[c].astype(str).tolist() for c in chunk.ids.columns] + cols
-                w.writerows(zip(*cols))
+                if sink is not None:
+                    sink.write(arrow_rows(chunk, s, self.threshold_, flag))
+                else:
+                    if not scores:
+                        ids = None if chunk.ids is None else [str(c) for c in chunk.ids.columns]
+                        f.write(csv_header(ids, flag))
+                    f.write(csv_rows(chunk, s, self.threshold_, flag))
                 scores.append(s)
                 bar.update(len(s))
+            if sink is not None:
+                sink.close()
         s = np.concatenate(scores)
         return {"rows": int(len(s)), "flagged": int((s > self.threshold_).sum()) if flag else None,
                 "threshold": self.threshold_, "out": str(out), "scores": s}
@@ -367,18 +370,29 @@ def score_data(data, out, *, model=None, train=None, method: Optional[str] = Non
                contamination: Optional[float] = None, steps: Optional[int] = None, batch_size: Optional[int] = None,
                seed: int = 0, device=None, save_model=None, plot=None, progress: bool = True, echo=None,
                impute: Optional[str] = None, columns: Optional[str] = None, exclude: Optional[str] = None,
-               ids: Optional[str] = None) -> dict:
+               ids: Optional[str] = None, engine: str = "local", address: Optional[str] = None,
+               workers: Optional[int] = None, resume: bool = False, chunk_rows: Optional[int] = None) -> dict:
     """What ``polydiff score`` does for tables (the modality's ``score`` entry): fit a detector on ``train`` (or,
-    unsupervised, on ``data`` itself) or load the saved detector ``model``, score ``data`` into the CSV ``out``
-    in input order, optionally save the detector and draw the score histogram. Returns the summary.
+    unsupervised, on ``data`` itself) or load the saved detector ``model``, score ``data`` into ``out`` in
+    input order, optionally save the detector and draw the score histogram. Returns the summary.
 
     ``columns`` / ``exclude``: comma-separated feature columns to use, or to leave out; ``ids``: identifier
-    columns copied into ``out`` before the scores (never features). ``echo``: where progress lines go."""
+    columns copied into ``out`` before the scores (never features). ``echo``: where progress lines go.
+    ``engine="ray"``: score on Ray (``address``: a running cluster; ``workers``: actors), fitting stays here;
+    ``resume``: finish an interrupted Ray run from its finished parts (see :mod:`polydiff_anomaly.distributed`)."""
     from polydiff.cli import article
+    from polydiff.engines import check_engine_options
     from polydiff.viz import plot_histogram
 
     from .table import Select, is_streamable, read_table, sample_table
 
+    check_engine_options(engine, address, workers)
+    if chunk_rows is not None and chunk_rows < 1:
+        raise PolydiffError(f"--chunk-rows must be at least 1, got {chunk_rows}")
+    chunk_rows = chunk_rows or 100_000
+    if resume and engine != "ray":
+        raise PolydiffError("--resume finishes an interrupted --engine ray run; local scoring writes its output "
+                            "in one go")
     sel = Select.parse(columns, exclude, ids)
     if model is not None:
         det = DiffusionDetector.load(model)
@@ -390,25 +404,43 @@ def score_data(data, out, *, model=None, train=None, method: Optional[str] = Non
         if method and method != det.method:
             raise PolydiffError(f"{model}: {article(det.method)} {det.method} detector; method {method} needs a "
                                 f"new detector (fit one without the saved detector)")
+        fit = lambda: det  # noqa: E731
     else:
         kw = {k: v for k, v in (("method", method), ("batch_size", batch_size)) if v is not None}
         det = DiffusionDetector(**kw, novelty=train is not None, contamination=0.05 if contamination is None
                                 else contamination, steps=steps, impute=impute, random_state=seed, device=device)
         det._check_params()  # a bad parameter stops before the table is read
-        src = train if train is not None else data
-        rows = (sample_table(src, int(det.max_train_rows), seed=int(seed), select=sel) if is_streamable(src)
-                else read_table(src, select=sel))
-        t0 = time.perf_counter()
-        det.fit(rows)
-        if echo:  # after the fit, so that an error in the input stays the only line
-            echo(f"fitted {article(det.method)} {det.method} detector on {len(rows):,} rows of {src} "
-                 f"({time.perf_counter() - t0:.2f} s)")
+
+        def fit():
+            src = train if train is not None else data
+            rows = (sample_table(src, int(det.max_train_rows), seed=int(seed), select=sel) if is_streamable(src)
+                    else read_table(src, select=sel))
+            t0 = time.perf_counter()
+            det.fit(rows)
+            if echo:  # after the fit, so that an error in the input stays the only line
+                echo(f"fitted {article(det.method)} {det.method} detector on {len(rows):,} rows of {src} "
+                     f"({time.perf_counter() - t0:.2f} s)")
+            return det
+    if engine == "ray":
+        from .distributed import detector_identity, score_on_ray
+
+        identity = (detector_identity(model) if model is not None else
+                    {"fit": {**det.get_params(), "device": None}, "train": str(train) if train else None})
+        res, det, scores = score_on_ray(data, out, fit, identity=identity, select=sel, flag=True, address=address,
+                                        workers=workers, resume=resume, progress=progress, want_scores=bool(plot),
+                                        echo=echo, chunk_rows=chunk_rows)
+        if save_model:
+            det.save(save_model)
+        if plot:
+            plot_histogram(scores, det.threshold_, plot, title=f"{det.method} scores of {Path(str(data)).name}")
+        return {**res, "method": det.method,
+                "model": str(save_model or model) if (save_model or model) else None}
+    det = fit()
     if save_model:
         det.save(save_model)
-    res = det.score_file(data, out, flag=True, progress=progress, select=sel)
+    res = det.score_file(data, out, flag=True, progress=progress, select=sel, chunk_rows=chunk_rows)
     scores = res.pop("scores")
     if plot:
         plot_histogram(scores, det.threshold_, plot, title=f"{det.method} scores of {Path(str(data)).name}")
     return {**res, "method": det.method, "min": float(scores.min()), "max": float(scores.max()),
             "mean": float(scores.mean()), "model": str(save_model or model) if (save_model or model) else None}
-

@@ -14,9 +14,12 @@ import numpy as np
 
 from polydiff.errors import InputError
 
-__all__ = ["Table", "Select", "read_table", "iter_table", "check_finite", "align_columns", "SUFFIXES"]
+__all__ = ["Table", "Select", "read_table", "iter_table", "check_finite", "align_columns", "SUFFIXES",
+           "table_files"]
 
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npy", ".npz")
+#: the formats read in chunks (and the ones a folder of tables may hold)
+STREAMED = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
 @dataclass
@@ -257,8 +260,35 @@ def align_columns(table: Table, expected: Sequence[str]) -> Table:
     return Table(table.values[:, idx], expected, table.source, table.row_offset, table.row_numbers)
 
 
+def table_files(data) -> List[Path]:
+    """The files of a table given as a CSV/Parquet file or a folder of them (its CSV and Parquet files in
+    name order, hidden files and names starting with ``_`` left out: one table, read file after file)."""
+    p = Path(data)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir()
+                       if f.is_file() and not f.name.startswith((".", "_")) and f.suffix.lower() in STREAMED)
+        if not files:
+            raise InputError(f"{p}: no CSV or Parquet files in the folder")
+        for f in files:
+            if f.stat().st_size == 0:
+                raise InputError(f"{f}: empty file")
+        return files
+    if p.suffix.lower() not in STREAMED:
+        raise InputError(f"{p}: a table in parts is read from CSV or Parquet files; got {p.suffix or 'no suffix'!r}")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file")
+    return [p]
+
+
 def iter_table(path, chunk_rows: int = 100_000, select: Optional[Select] = None) -> Iterator[Table]:
-    """Read a CSV or Parquet file in chunks of ``chunk_rows`` rows (bounded memory); other inputs whole."""
+    """Read a CSV or Parquet file, or a folder of them (see :func:`table_files`), in chunks of
+    ``chunk_rows`` rows (bounded memory); other inputs whole."""
+    if isinstance(path, (str, Path)) and Path(path).is_dir():
+        for f in table_files(path):
+            yield from iter_table(f, chunk_rows, select)
+        return
     p = Path(path) if isinstance(path, (str, Path)) else None
     if p is None or p.suffix.lower() not in (".csv", ".tsv", ".txt", ".parquet", ".pq"):
         yield read_table(path, select=select)
@@ -307,8 +337,8 @@ def iter_table(path, chunk_rows: int = 100_000, select: Optional[Select] = None)
 
 
 def is_streamable(data) -> bool:
-    """True for a CSV or Parquet path, which is read in chunks rather than whole."""
-    return isinstance(data, (str, Path)) and Path(data).suffix.lower() in (".csv", ".tsv", ".txt", ".parquet", ".pq")
+    """True for a CSV or Parquet path, or a folder, which is read in chunks rather than whole."""
+    return isinstance(data, (str, Path)) and (Path(data).suffix.lower() in STREAMED or Path(data).is_dir())
 
 
 def sample_table(path, max_rows: int, seed: int = 0, chunk_rows: int = 100_000,
