@@ -198,9 +198,17 @@ def _sample_command(modality):
     @click.option("--precision", metavar="fp32|bf16|auto",
                   help="Network arithmetic: fp32, bf16 (bfloat16 autocast; the sampler stays float32) or auto "
                        "(bf16 where the device computes it natively) [the model's default, else fp32].")
+    @click.option("--engine", type=click.Choice(["local", "ray", "torchrun"]), default=None,
+                  help="Draw the samples in fixed chunks, seeded by (seed, chunk), in this process, on Ray workers "
+                       "or under torchrun: the same bytes for any number of workers [one batch, here].")
+    @click.option("--workers", type=int, default=None, help="Ray actors drawing chunks at once [every CPU].")
+    @click.option("--address", default=None, help="Ray cluster to join (auto, or HOST:6379) [a new local Ray].")
+    @click.option("--chunk", type=int, default=None, help="Samples per chunk with --engine [128].")
+    @click.option("--threads", type=int, default=None, help="CPU threads per chunk with --engine [1].")
+    @click.option("--resume", is_flag=True, help="Finish an interrupted --engine run from its finished chunks.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
     def cmd(model_name, n, sampler, steps, schedule, seed, cfg_scale, cfg_interval, out, trajectory, device, precision,
-            as_json, **options):
+            engine, workers, address, chunk, threads, resume, as_json, **options):
         from .model import Model, default_device, resolve_precision
 
         if n < 1:
@@ -224,6 +232,34 @@ def _sample_command(modality):
                 raise PolydiffError(f"modality {modality.name!r} has no pretrained model; give --model PATH")
             model_name = next(iter(modality.pretrained))
         interval = _parse_interval(cfg_interval) if cfg_interval is not None else None
+        if engine is None and any(v is not None and v is not False for v in (workers, address, chunk, threads, resume)):
+            raise PolydiffError("--workers, --address, --chunk, --threads and --resume apply with --engine")
+        if engine is not None:
+            from .generation import CHUNK, generate
+            from .modality import split_output_options
+
+            if trajectory:
+                raise PolydiffError("--trajectory draws one batch; it does not apply with --engine")
+            if device not in (None, "cpu"):
+                raise PolydiffError("--engine draws on the workers' CPUs; --device does not apply")
+            kw = {"sampler": sampler, "steps": steps, "schedule": schedule, "cfg_scale": cfg_scale,
+                  "precision": precision,
+                  "cfg_interval": None if cfg_interval is None else (interval if interval is not None else (0.0, 1e30))}
+            cond_opts, output = split_output_options(modality, options)
+            summary = generate(model_name, modality, n, out, seed=seed, engine=engine, workers=workers,
+                               address=address, resume=resume, chunk=CHUNK if chunk is None else chunk, threads=1 if threads is None else threads,
+                               sample_kw={k: v for k, v in kw.items() if v is not None}, options=cond_opts,
+                               output=output, progress=not as_json)
+            if summary is None:  # a torchrun rank other than 0
+                return
+            if as_json:
+                click.echo(json.dumps(summary, indent=2))
+            else:
+                bad = f"; {summary['invalid']} invalid" if summary["invalid"] else ""
+                click.echo(f"wrote {n - summary['invalid']} of {n} {modality.name} samples to "
+                           f"{', '.join(summary['files'][:3])}{' ...' if len(summary['files']) > 3 else ''} "
+                           f"({summary['chunks']} chunks on {engine}{bad})")
+            return
         model = Model.load(model_name, modality=modality.name, device=device)
         if cfg_interval is not None and interval is None:  # 'none': guidance at every level
             model.config = {**model.config, "sample": {k: v for k, v in model.config.get("sample", {}).items()
@@ -285,6 +321,21 @@ def _sample_command(modality):
 @cli.group("sample", cls=_ModalityGroup, make_command=_sample_command)
 def sample_group():
     """Generate samples: polydiff sample MODALITY [--model NAME|PATH] -n N [--sampler S] [--steps K] --out PATH."""
+
+
+@cli.command("merge")
+@click.argument("parts", type=click.Path())
+@click.option("--out", "out", type=click.Path(), required=True, help="Output file or folder, as polydiff sample writes.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def merge_cmd(parts, out, as_json):
+    """Write the samples of a sampling job's parts folder (OUT.partial, left by `polydiff sample --engine`
+    when its output could not be written) to OUT, in order. The folder is kept."""
+    from .generation import merge
+
+    summary = merge(parts, out)
+    click.echo(json.dumps(summary, indent=2) if as_json else
+               f"wrote {summary['n'] - summary['invalid']} of {summary['n']} {summary['modality']} samples from "
+               f"{summary['chunks']} chunks to {', '.join(summary['files'][:3])}")
 
 
 # --------------------------------------------------------------------------------------- score

@@ -18,12 +18,12 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Iterable, Optional
 
 from .checkpoint import atomic_write_bytes, atomic_write_text, atomic_writer
 from .errors import PolydiffError
 
-__all__ = ["ENGINES", "require_ray", "ray_session", "Stage", "check_engine_options"]
+__all__ = ["ENGINES", "require_ray", "ray_session", "Stage", "check_engine_options", "iter_rows_one_line"]
 
 ENGINES = ("local", "ray", "torchrun")
 
@@ -87,6 +87,23 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None):
             ray.shutdown()
 
 
+def iter_rows_one_line(ds, what: str):
+    """``ds.iter_rows()``, with a failure inside Ray (a worker that cannot start, an error in Ray itself)
+    turned into one line naming its cause; polydiff's own errors pass through."""
+    it = iter(ds.iter_rows())
+    while True:
+        try:
+            row = next(it)
+        except StopIteration:
+            return
+        except PolydiffError:
+            raise
+        except Exception as e:  # Ray wraps the cause; its message's last line names it
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            raise PolydiffError(f"{what} on Ray failed: {lines[-1] if lines else type(e).__name__}") from None
+        yield row
+
+
 def cluster_cpus(ray) -> int:
     """CPUs of the Ray cluster this process is connected to."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -97,15 +114,18 @@ class Stage:
 
     ``manifest``: what identifies the job (inputs, options, model); a resumed run must match it exactly.
     ``resume``: keep the parts an interrupted run left (else such a folder is an error, not silently reused
-    or deleted: it may hold hours of work).
+    or deleted: it may hold hours of work). ``empty_out``: ``OUT`` will be this folder renamed, so an
+    existing non-empty ``OUT`` is an error.
     """
 
-    def __init__(self, out, manifest: dict, *, resume: bool = False, suffix: str = ""):
+    def __init__(self, out, manifest: dict, *, resume: bool = False, suffix: str = "", empty_out: bool = False):
         self.out = Path(out)
+        if not self.out.name:
+            raise PolydiffError(f"{out}: not a name for an output")
         self.folder = self.out.with_name(self.out.name + ".partial")
         self.suffix = suffix
         self.manifest = json.loads(json.dumps(manifest, sort_keys=True))
-        if self.out.is_dir() and any(self.out.iterdir()):
+        if empty_out and self.out.is_dir() and any(self.out.iterdir()):
             raise PolydiffError(f"{self.out}: the output folder exists and is not empty; remove it or choose another")
         mf = self.folder / "manifest.json"
         if self.folder.exists():
@@ -125,6 +145,16 @@ class Stage:
             self.folder.mkdir(parents=True)
             atomic_write_text(mf, json.dumps(self.manifest, sort_keys=True, indent=1) + "\n")
 
+    @classmethod
+    def existing(cls, folder, suffix: str = "") -> "Stage":
+        """The staging folder ``folder`` as it is (for reading a job's parts; nothing is checked or made)."""
+        stage = cls.__new__(cls)
+        stage.folder, stage.suffix = Path(folder), suffix
+        stage.out = stage.folder.with_name(stage.folder.name[:-len(".partial")] if stage.folder.name.endswith(
+            ".partial") else stage.folder.name)
+        stage.manifest = json.loads((stage.folder / "manifest.json").read_text())
+        return stage
+
     def part(self, index: int) -> Path:
         return self.folder / f"part-{index:06d}{self.suffix}"
 
@@ -137,17 +167,14 @@ class Stage:
     def missing(self, indices: Iterable[int]) -> list:
         return [i for i in indices if not self.done(i)]
 
-    def join(self, count: int, head: bytes = b"", skip: Callable[[bytes], bytes] = None) -> Path:
-        """Assemble the file ``OUT``: ``head``, then parts 0 .. count-1 in order (each passed through ``skip``
-        when given); written atomically, then the staging folder is removed."""
+    def join(self, count: int, head: bytes = b"") -> Path:
+        """Assemble the file ``OUT``: ``head``, then parts 0 .. count-1 in order; written atomically, then the
+        staging folder is removed."""
         with atomic_writer(self.out, "wb") as f:
             f.write(head)
             for i in range(count):
                 with open(self.part(i), "rb") as p:
-                    if skip is None:
-                        shutil.copyfileobj(p, f, 1 << 20)
-                    else:
-                        f.write(skip(p.read()))
+                    shutil.copyfileobj(p, f, 1 << 20)
         shutil.rmtree(self.folder)
         return self.out
 
@@ -158,5 +185,3 @@ class Stage:
         os.replace(self.folder, self.out)
         return self.out
 
-    def parts(self, count: int) -> Iterator[Path]:
-        return (self.part(i) for i in range(count))

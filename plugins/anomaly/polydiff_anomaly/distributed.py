@@ -291,7 +291,7 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
     ``identity`` names it in the manifest. Returns ``(summary, detector, scores or None)``."""
     from tqdm.auto import tqdm
 
-    from polydiff.engines import Stage, cluster_cpus, ray_session, require_ray
+    from polydiff.engines import Stage, cluster_cpus, iter_rows_one_line, ray_session, require_ray
 
     from .detector import DiffusionDetector
 
@@ -304,7 +304,7 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
                                        "ids": list(select.ids)}
     manifest = {"job": "score", "data": _fingerprint(files), "pieces": len(pieces), "chunk_rows": chunk_rows,
                 "output": kind, "select": sel, "flag": flag, "detector": identity}
-    stage = Stage(out, manifest, resume=resume, suffix=suffix)
+    stage = Stage(out, manifest, resume=resume, suffix=suffix, empty_out=kind == "folder")
     saved = stage.folder / "detector.safetensors"
     finished = False
     try:
@@ -330,7 +330,7 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
                                              override_num_blocks=len(todo))
                     ds = ds.map_batches(_ScorePieces, batch_size=1, concurrency=n, num_cpus=min(1.0, cpus / n),
                                         fn_constructor_args=([ref], sel, kind, flag, chunk_rows), batch_format="numpy")
-                    for row in _rows_or_one_line(ds):
+                    for row in iter_rows_one_line(ds, "scoring"):
                         if row["error"]:
                             raise InputError(row["error"])
                         i = int(row["index"])
@@ -363,23 +363,6 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
                "mean": sum(s["sum"] for s in stats) / max(rows, 1)}
     assert finished
     return summary, det, scores
-
-
-def _rows_or_one_line(ds):
-    """``ds.iter_rows()``, with a failure inside Ray (a worker that cannot start, an error in Ray itself)
-    turned into one line naming its cause."""
-    it = iter(ds.iter_rows())
-    while True:
-        try:
-            row = next(it)
-        except StopIteration:
-            return
-        except PolydiffError:
-            raise
-        except Exception as e:  # Ray wraps the cause; its message's last line names it
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            raise PolydiffError(f"scoring on Ray failed: {lines[-1] if lines else type(e).__name__}") from None
-        yield row
 
 
 def _read_scores(stage, pieces, kind, n_ids) -> np.ndarray:
