@@ -11,6 +11,9 @@ from click.testing import CliRunner
 
 from polydiff.cli import cli
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+from ray_procs import kill_one_actor_after_first_part  # noqa: E402
+
 pytest.importorskip("polydiff_points")
 
 
@@ -107,6 +110,19 @@ class TestRay:
         out = tmp_path / "p.csv"
         sample(["points", "-n", 60, "--chunk", 8, "--seed", 5, "--engine", "ray", "--workers", workers, "--out", out])
         assert out.read_bytes() == reference
+
+    def test_a_killed_worker_still_gives_the_complete_identical_output(self, tmp_path):
+        """One sampling actor's process is killed once the first chunk is written: Ray restarts it and
+        draws its chunk again; the output equals the one drawn in this process."""
+        pytest.importorskip("polydiff_image")
+        args = ["image", "-n", 40, "--chunk", 1, "--steps", 4, "--seed", 2]
+        sample(args + ["--engine", "local", "--out", tmp_path / "a.npz"])
+        t, killed = kill_one_actor_after_first_part(tmp_path / "b.npz.partial",
+                                                    b"ray::MapWorker(MapBatches(_SampleChunks))")
+        sample(args + ["--engine", "ray", "--workers", 2, "--out", tmp_path / "b.npz"])
+        t.join()
+        assert killed and killed["parts_before"] < 40, killed
+        assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
 
     def test_images_too(self, tmp_path):
         pytest.importorskip("polydiff_image")

@@ -26,7 +26,7 @@ the arithmetic is done in float64 and the result is returned in the input's dtyp
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Union
 
 import torch
 

@@ -2,11 +2,9 @@
 recovered, an interrupted run resumed without rescoring its finished parts, bad rows reported with file and
 line, and a one-line error without Ray. One local Ray instance (2 CPUs) serves the module."""
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +20,9 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 WORKER = b"ray::MapWorker(MapBatches(_ScorePieces))"
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "helpers"))
+from ray_procs import kill_one_actor_after_first_part  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +94,6 @@ def test_unsupervised_fit_stays_local_and_matches(ray_local, tables, tmp_path):
     assert (tmp_path / "d.safetensors").exists()
 
 
-def _worker_pids():
-    pids = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if open(f"/proc/{pid}/cmdline", "rb").read().startswith(WORKER):
-                    pids.append(int(pid))
-            except OSError:
-                pass
-    return pids
-
-
 def test_a_killed_worker_still_gives_the_complete_identical_output(ray_local, tables, tmp_path):
     from polydiff_anomaly.detector import DiffusionDetector
     from polydiff_anomaly.distributed import detector_identity, score_on_ray
@@ -113,23 +102,7 @@ def test_a_killed_worker_still_gives_the_complete_identical_output(ray_local, ta
     want = local(tables, "t.csv", tmp_path / "local.csv")
     out = tmp_path / "ray.csv"
     det = DiffusionDetector.load(tables / "det.safetensors")
-    killed = {}
-
-    def killer():  # kill one scoring actor once the first piece is written
-        stage = tmp_path / "ray.csv.partial"
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            if any(stage.glob("part-*")):
-                pids = _worker_pids()
-                if pids:
-                    killed["parts_before"] = len(list(stage.glob("part-*")))
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed["pid"] = pids[0]
-                    return
-            time.sleep(0.005)
-
-    t = threading.Thread(target=killer)
-    t.start()
+    t, killed = kill_one_actor_after_first_part(tmp_path / "ray.csv.partial", WORKER)
     summary, _, _ = score_on_ray(tables / "t.csv", out, lambda: det,
                                  identity=detector_identity(tables / "det.safetensors"),
                                  select=Select.parse(ids="key"), workers=2, progress=False, chunk_rows=500)
