@@ -428,7 +428,7 @@ def score_data(data, out, *, model=None, train=None, method: Optional[str] = Non
                     {"fit": {**det.get_params(), "device": None}, "train": str(train) if train else None})
         res, det, scores = score_on_ray(data, out, fit, identity=identity, select=sel, flag=True, address=address,
                                         workers=workers, resume=resume, progress=progress, want_scores=bool(plot),
-                                        echo=echo, chunk_rows=chunk_rows)
+                                        chunk_rows=chunk_rows)
         if save_model:
             det.save(save_model)
         if plot:

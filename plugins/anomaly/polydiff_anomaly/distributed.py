@@ -285,12 +285,13 @@ def _fingerprint(files) -> list:
 
 def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Select] = None, flag: bool = True,
                  address: Optional[str] = None, workers: Optional[int] = None, resume: bool = False,
-                 progress: bool = True, chunk_rows: int = CHUNK_ROWS, want_scores: bool = False, echo=None):
+                 progress: bool = True, chunk_rows: int = CHUNK_ROWS, want_scores: bool = False):
     """Score ``data`` into ``out`` on Ray (see the module's docstring). ``det_factory()`` returns the fitted
     detector (called once; on a resumed run the detector saved in the staging folder is used instead);
     ``identity`` names it in the manifest. Returns ``(summary, detector, scores or None)``."""
     from tqdm.auto import tqdm
 
+    from polydiff.checkpoint import atomic_write_text
     from polydiff.engines import Stage, cluster_cpus, iter_rows_one_line, ray_session, require_ray
 
     from .detector import DiffusionDetector
@@ -306,7 +307,6 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
                 "output": kind, "select": sel, "flag": flag, "detector": identity}
     stage = Stage(out, manifest, resume=resume, suffix=suffix, empty_out=kind == "folder")
     saved = stage.folder / "detector.safetensors"
-    finished = False
     try:
         if saved.exists():
             det = DiffusionDetector.load(saved)
@@ -317,7 +317,7 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
         todo = stage.missing(range(len(pieces)))
         stats_of = lambda i: stage.folder / f"stats-{i:06d}.json"  # noqa: E731
         total_rows = sum(p["rows"] for p in pieces)
-        done_rows = sum(pieces[i]["rows"] for i in range(len(pieces)) if i not in set(todo))
+        done_rows = total_rows - sum(pieces[i]["rows"] for i in todo)
         bar = tqdm(total=total_rows, initial=done_rows, unit="rows", desc="scoring on ray", leave=False,
                    disable=not progress or None)
         try:
@@ -337,8 +337,6 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
                         st = {k: (float(row[k]) if k in ("min", "max", "sum") else int(row[k]))
                               for k in ("rows", "flagged", "min", "max", "sum")}
                         st["ids"] = json.loads(row["ids"]) if row["ids"] else None
-                        from polydiff.checkpoint import atomic_write_text
-
                         atomic_write_text(stats_of(i), json.dumps(st))
                         stage.write(i, row["payload"])  # after its stats: a part that exists is complete
                         bar.update(st["rows"])
@@ -348,7 +346,6 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
         ids = next((s["ids"] for s in stats if s["ids"] is not None), None)
         scores = _read_scores(stage, pieces, kind, len(ids or [])) if want_scores else None
         _assemble(stage, kind, len(pieces), ids, flag)
-        finished = True
     except BaseException as e:
         import shutil
 
@@ -361,7 +358,6 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
                "threshold": det.threshold_, "out": str(out), "engine": "ray", "pieces": len(pieces),
                "min": min(s["min"] for s in stats if s["rows"]), "max": max(s["max"] for s in stats if s["rows"]),
                "mean": sum(s["sum"] for s in stats) / max(rows, 1)}
-    assert finished
     return summary, det, scores
 
 
