@@ -371,7 +371,8 @@ def _option_owners(mods) -> dict:
               help="Scoring method (see `polydiff plugins`) [a new detector: its modality's default; --model: elbo].")
 @click.option("--contamination", type=float, default=None,
               help="Expected anomaly fraction; adds an is_anomaly column [0.05 for a new detector].")
-@click.option("--out", "out", type=click.Path(), required=True, help="CSV with one score per input item, in order.")
+@click.option("--out", "out", type=click.Path(), required=True,
+              help="One score per input item, in order: a CSV file, or Parquet for a .parquet name.")
 @click.option("--plot", type=click.Path(), help="Write a histogram of the scores (PNG).")
 @click.option("--save-model", type=click.Path(), help="Save the fitted detector (.safetensors).")
 @click.option("--steps", type=int, help="Training steps of a new detector (its methods that train).")
@@ -459,6 +460,9 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, out
                             f"{model_name} is a trained {mod.name} model")
     if steps is not None:
         raise PolydiffError("--steps trains a new detector; it does not apply to a trained model")
+    if Path(str(out)).suffix.lower() in (".parquet", ".pq"):
+        raise PolydiffError(f"{out}: a trained model's scores are written as CSV; give a .csv name "
+                            f"(Parquet output is a detector's)")
     method = method or "elbo"
     model = Model.load(model_name, device=device)
     try:
