@@ -55,6 +55,21 @@ def check_engine_options(engine: str, address: Optional[str], workers: Optional[
         raise PolydiffError(f"{flag} applies to --engine ray")
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT address must accept a connection: Ray itself waits on an unreachable one indefinitely,
+    printing a warning every few seconds."""
+    import socket
+
+    if address in ("auto", "local") or "://" in address:
+        return  # found through this machine's running instance, or Ray Client's own protocol
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        raise PolydiffError(f"no Ray cluster answers at {address}; start one with `ray start --head` or check "
+                            f"the address (HOST:PORT, or auto for the one on this machine)") from None
+
+
 @contextlib.contextmanager
 def ray_session(address: Optional[str] = None, workers: Optional[int] = None):
     """Ray, connected: the running instance when this process already joined one, else the cluster at
@@ -66,6 +81,8 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None):
     if not ray.is_initialized():
         kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   configure_logging=True)
+        if address:
+            _check_reachable(address)
         try:
             if address:
                 ray.init(address=address, **kw)

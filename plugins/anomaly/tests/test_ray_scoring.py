@@ -201,3 +201,20 @@ def test_without_ray_the_engine_is_a_one_line_error(tables, tmp_path, monkeypatc
     assert r.output.strip().splitlines() == ["Error: --engine ray needs Ray Data, which is not installed: "
                                              "pip install 'polydiff[ray]'"]
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_a_cluster_that_does_not_answer_is_a_one_line_error(tables, tmp_path):
+    import socket
+
+    with socket.socket() as sk:  # a port nothing listens on
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    if ray.is_initialized():
+        ray.shutdown()
+    for address in (f"127.0.0.1:{port}", "auto"):
+        r = CliRunner().invoke(cli, ["score", str(tables / "t.csv"), "--model", str(tables / "det.safetensors"),
+                                     "--id", "key", "--engine", "ray", "--address", address,
+                                     "--out", str(tmp_path / "r.csv")])
+        assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+        assert "Ray cluster" in r.output
+        assert not (tmp_path / "r.csv").exists() and not (tmp_path / "r.csv.partial").exists()
