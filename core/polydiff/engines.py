@@ -23,7 +23,8 @@ from typing import Iterable, Optional
 from .checkpoint import atomic_write_bytes, atomic_write_text, atomic_writer
 from .errors import PolydiffError
 
-__all__ = ["ENGINES", "require_ray", "ray_session", "Stage", "check_engine_options", "iter_rows_one_line"]
+__all__ = ["ENGINES", "require_ray", "ray_session", "Stage", "check_engine_options", "iter_rows_one_line",
+           "bundle_file"]
 
 ENGINES = ("local", "ray", "torchrun")
 
@@ -119,6 +120,26 @@ def iter_rows_one_line(ds, what: str):
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             raise PolydiffError(f"{what} on Ray failed: {lines[-1] if lines else type(e).__name__}") from None
         yield row
+
+
+@contextlib.contextmanager
+def bundle_file(bundle):
+    """A temporary file holding a bundle's bytes, for the loaders that read paths. ``bundle``: the bytes, or
+    ``[ref]`` to them in Ray's object store (the driver holds the reference for the whole job, so an actor
+    that Ray restarts finds them too). Removed on exit."""
+    import tempfile
+
+    if isinstance(bundle, list):
+        import ray
+
+        bundle = ray.get(bundle[0])
+    fd, tmp = tempfile.mkstemp(suffix=".safetensors")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bundle)
+        yield tmp
+    finally:
+        os.unlink(tmp)
 
 
 def cluster_cpus(ray) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -65,19 +64,11 @@ def read_chunk(data: bytes):
 
 
 def _model_from_bytes(bundle, modality: str):
+    from .engines import bundle_file
     from .model import Model
 
-    if isinstance(bundle, list):  # [ref] into Ray's object store
-        import ray
-
-        bundle = ray.get(bundle[0])
-    fd, tmp = tempfile.mkstemp(suffix=".safetensors")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(bundle)
-        return Model.load(tmp, modality=modality, device="cpu")
-    finally:
-        os.unlink(tmp)
+    with bundle_file(bundle) as path:
+        return Model.load(path, modality=modality, device="cpu")
 
 
 class _SampleChunks:

@@ -104,8 +104,12 @@ def _parquet_pieces(path: Path) -> List[dict]:
 
 def plan_pieces(data, chunk_rows: int = CHUNK_ROWS) -> List[dict]:
     """The pieces of the table ``data`` (a CSV/Parquet file or a folder of them), in row order."""
+    return _pieces(table_files(data), chunk_rows)
+
+
+def _pieces(files, chunk_rows: int) -> List[dict]:
     out = []
-    for f in table_files(data):
+    for f in files:
         out.extend(_parquet_pieces(f) if f.suffix.lower() in (".parquet", ".pq") else _csv_pieces(f, chunk_rows))
     return out
 
@@ -221,21 +225,12 @@ class ParquetSink:
 
 # ------------------------------------------------------------------------------------------ the actors
 def _load_detector(bundle):
-    """A detector from its bundle's bytes, or from ``[ref]``: the bytes in Ray's object store (held by the
-    driver for the whole job, so that a restarted actor finds them too)."""
+    from polydiff.engines import bundle_file
+
     from .detector import DiffusionDetector
 
-    if isinstance(bundle, list):
-        import ray
-
-        bundle = ray.get(bundle[0])
-    fd, tmp = tempfile.mkstemp(suffix=".safetensors")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(bundle)
-        return DiffusionDetector.load(tmp)
-    finally:
-        os.unlink(tmp)
+    with bundle_file(bundle) as path:
+        return DiffusionDetector.load(path)
 
 
 class _ScorePieces:
@@ -280,7 +275,7 @@ class _ScorePieces:
 
 # ------------------------------------------------------------------------------------------ the driver
 def _fingerprint(files) -> list:
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return [[str(f), st.st_size, st.st_mtime_ns] for f, st in ((f, f.stat()) for f in files)]
 
 
 def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Select] = None, flag: bool = True,
@@ -299,7 +294,7 @@ def score_on_ray(data, out, det_factory, *, identity: dict, select: Optional[Sel
     require_ray()
     kind = output_kind(out)
     files = table_files(data)
-    pieces = plan_pieces(data, chunk_rows)
+    pieces = _pieces(files, chunk_rows)
     suffix = {"csv": ".csv", "parquet": ".arrows", "folder": ".csv"}[kind]
     sel = None if select is None else {"use": list(select.use), "exclude": list(select.exclude),
                                        "ids": list(select.ids)}
