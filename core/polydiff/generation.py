@@ -15,6 +15,7 @@ travels through the object store, so workers need only polydiff and its plugins 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -94,6 +95,40 @@ def _rank_world():
                             "sample ...") from None
 
 
+@contextlib.contextmanager
+def _process_group(engine: str):
+    """torch.distributed (gloo) for the job's duration under torchrun, else None."""
+    if engine != "torchrun":
+        yield None
+        return
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        yield dist
+    finally:
+        dist.destroy_process_group()
+
+
+def _open_stage(dist, rank: int, out, manifest: dict, resume: bool):
+    """The job's staging folder: rank 0 makes or checks it and tells the others whether that failed (so
+    every rank stops with the same one line); they then open it."""
+    from .engines import Stage
+
+    if dist is None:
+        return Stage(out, manifest, resume=resume, suffix=".safetensors")
+    status, stage = [None], None
+    if rank == 0:
+        try:
+            stage = Stage(out, manifest, resume=resume, suffix=".safetensors")
+        except PolydiffError as e:
+            status = [str(e)]
+    dist.broadcast_object_list(status, src=0)
+    if status[0] is not None:
+        raise PolydiffError(status[0])
+    return stage or Stage(out, manifest, resume=True, suffix=".safetensors")
+
+
 def generate(model_name: str, modality, n: int, out, *, seed: int = 0, engine: str = "local",
              workers: Optional[int] = None, address: Optional[str] = None, resume: bool = False,
              chunk: int = CHUNK, threads: int = 1, sample_kw: Optional[dict] = None,
@@ -107,7 +142,7 @@ def generate(model_name: str, modality, n: int, out, *, seed: int = 0, engine: s
 
     from tqdm.auto import tqdm
 
-    from .engines import Stage, check_engine_options, cluster_cpus, ray_session
+    from .engines import check_engine_options, cluster_cpus, iter_rows_one_line, ray_session
     from .model import Model, resolve_model_path
 
     check_engine_options(engine, address, workers, allowed=("local", "ray", "torchrun"))
@@ -124,75 +159,49 @@ def generate(model_name: str, modality, n: int, out, *, seed: int = 0, engine: s
     count = -(-n // chunk)
     job = {"n": n, "chunk": chunk, "seed": seed, "threads": threads, "sample": sample_kw, "options": options}
     manifest = {"job": "sample", "modality": modality.name, "model": hashlib.sha256(bundle).hexdigest(),
-                **{k: v for k, v in job.items()}, "output": output}
+                **job, "output": output}
     rank, world = _rank_world() if engine == "torchrun" else (0, 1)
-    if engine == "torchrun":
-        import torch.distributed as dist
-
-        dist.init_process_group("gloo")
-        status = [None]
+    size = lambda c: min(chunk, n - c * chunk)  # noqa: E731
+    with _process_group(engine) as dist:
+        stage = _open_stage(dist, rank, out, manifest, resume)
         if rank == 0:
-            try:
-                stage = Stage(out, manifest, resume=resume, suffix=".safetensors")
-            except PolydiffError as e:
-                status = [str(e)]
-        dist.broadcast_object_list(status, src=0)
-        if status[0] is not None:
-            dist.destroy_process_group()
-            raise PolydiffError(status[0])
+            from .checkpoint import atomic_write_text
+
+            atomic_write_text(stage.folder / "model.json",
+                              json.dumps({"model": str(model.path), "modality": modality.name}))
+        mine = [c for c in range(count) if c % world == rank]
+        todo = [c for c in mine if not stage.done(c)]
+        bar = tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)), unit="samples",
+                   desc=f"sampling {modality.name} ({engine})", leave=False, disable=not progress or None)
+        try:
+            if engine == "ray" and todo:
+                with ray_session(address, workers) as ray:
+                    cpus = cluster_cpus(ray)
+                    w = min(workers or cpus, len(todo))
+                    ds = ray.data.from_items([{"index": c} for c in todo], override_num_blocks=len(todo))
+                    ds = ds.map_batches(_SampleChunks, batch_size=1, concurrency=w, num_cpus=min(1.0, cpus / w),
+                                        fn_constructor_args=([ray.put(bundle)], modality.name, job),
+                                        batch_format="numpy")
+                    for row in iter_rows_one_line(ds, "sampling"):
+                        c = int(row["index"])
+                        stage.write(c, row["payload"])
+                        bar.update(size(c))
+            else:
+                for c in todo:
+                    stage.write(c, chunk_bytes(*sample_chunk(model, c, n=n, chunk=chunk, seed=seed, threads=threads,
+                                                             sample_kw=sample_kw, options=options)))
+                    bar.update(size(c))
+        finally:
+            bar.close()
+        if dist is not None:
+            dist.barrier()
         if rank != 0:
-            stage = Stage(out, manifest, resume=True, suffix=".safetensors")
-    else:
-        stage = Stage(out, manifest, resume=resume, suffix=".safetensors")
-    if rank == 0:
-        from .checkpoint import atomic_write_text
-
-        atomic_write_text(stage.folder / "model.json", json.dumps({"model": str(model.path), "modality": modality.name}))
-    todo = [c for c in stage.missing(range(count)) if c % world == rank]
-    sizes = lambda cs: sum(min(chunk, n - c * chunk) for c in cs)  # noqa: E731
-    bar = tqdm(total=sizes(range(count)) if world == 1 else sizes(c for c in range(count) if c % world == rank),
-               initial=sizes(c for c in range(count) if c % world == rank and stage.done(c)), unit="samples",
-               desc=f"sampling {modality.name} ({engine})", leave=False, disable=not progress or None)
-    try:
-        if engine == "ray" and todo:
-            with ray_session(address, workers) as ray:
-                cpus = cluster_cpus(ray)
-                w = min(workers or cpus, len(todo))
-                ref = ray.put(bundle)
-                ds = ray.data.from_items([{"index": c} for c in todo], override_num_blocks=len(todo))
-                ds = ds.map_batches(_SampleChunks, batch_size=1, concurrency=w, num_cpus=min(1.0, cpus / w),
-                                    fn_constructor_args=([ref], modality.name, job), batch_format="numpy")
-                from .engines import iter_rows_one_line
-
-                for row in iter_rows_one_line(ds, "sampling"):
-                    c = int(row["index"])
-                    stage.write(c, row["payload"])
-                    bar.update(min(chunk, n - c * chunk))
-        else:
-            for c in todo:
-                stage.write(c, chunk_bytes(*sample_chunk(model, c, n=n, chunk=chunk, seed=seed, threads=threads,
-                                                         sample_kw=sample_kw, options=options)))
-                bar.update(min(chunk, n - c * chunk))
-    finally:
-        bar.close()
-    if engine == "torchrun":
-        import torch.distributed as dist
-
-        dist.barrier()
-        if rank != 0:
-            dist.destroy_process_group()
             return None
-    try:
         try:
             summary = assemble(stage, count, model, out, output)
         except PolydiffError as e:  # e.g. an output the encoder cannot write: the drawn samples stay
             raise PolydiffError(f"{e} (the {n} samples drawn are kept: polydiff merge {stage.folder} --out PATH "
                                 f"writes them)") from None
-    finally:
-        if engine == "torchrun":
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
     summary.update({"modality": modality.name, "model": str(model_name), "n": n, "seed": seed, "engine": engine,
                     "chunks": count, "chunk": chunk, "threads": threads, "workers": workers if engine == "ray"
                     else world})
