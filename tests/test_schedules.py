@@ -38,7 +38,7 @@ def test_ddpm_trailing_every_step_count():
 
 
 def test_ladder_registry():
-    assert set(S.LADDERS) == {"karras", "exponential", "vp_linear", "cosine", "ddpm_discrete"}
+    assert set(S.LADDERS) == {"karras", "exponential", "vp_linear", "cosine", "ddpm_discrete", "fitted"}
 
 
 def _f32(v):

@@ -234,12 +234,26 @@ def export_bundle(src, out, *, half: bool = True, sample: Optional[dict] = None,
         raise BundleError(f"{src}: holds no ema.* weights to export")
     meta = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
     meta["kind"] = "model"
+    return save_bundle(out, ema, with_sample_defaults(meta, sample, clear)), meta
+
+
+def with_sample_defaults(meta: dict, sample: Optional[dict] = None, clear: Tuple[str, ...] = ()) -> dict:
+    """``meta`` with the sampling defaults in ``sample`` (None values left as they are) merged into its
+    config, less the sampling keys named in ``clear`` (changed in place and returned)."""
     if sample or clear:
         config = dict(meta.get("config") or {})
         merged = {**(config.get("sample") or {}), **{k: v for k, v in (sample or {}).items() if v is not None}}
         config["sample"] = {k: v for k, v in merged.items() if k not in clear}
         meta["config"] = config
-    return save_bundle(out, ema, meta), meta
+    return meta
+
+
+def restamp_bundle(src, out, *, sample: Optional[dict] = None, clear: Tuple[str, ...] = ()) -> Tuple[Path, dict]:
+    """Write the bundle ``src`` to ``out`` unchanged but for its sampling defaults (see
+    :func:`with_sample_defaults`). Returns (path, meta)."""
+    tensors, meta = load_bundle(src)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
+    return save_bundle(out, tensors, with_sample_defaults(meta, sample, clear)), meta
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -575,6 +575,9 @@ def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cf
         from .schedules import get_ladder
 
         get_ladder(schedule)
+        if schedule == "fitted":
+            raise PolydiffError("--schedule fitted needs the fitted levels: export, then run "
+                                "`polydiff ladder BUNDLE --out BUNDLE`")
     sample = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "schedule": schedule}
     interval = _parse_interval(cfg_interval) if cfg_interval is not None else None
     if interval is not None:
@@ -591,6 +594,62 @@ def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cf
         click.echo(f"exported the {meta.get('modality')} model of step {meta.get('step')} to {path} "
                    f"({summary['bytes'] / 1e6:.1f} MB; sampling: {sc.get('sampler')}, {sc.get('steps')} steps, "
                    f"guidance {sc.get('cfg_scale')})")
+
+
+@cli.command("ladder")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--out", type=click.Path(), required=True, help="The bundle to write: MODEL with the fitted ladder as its default.")
+@click.option("--sampler", default=None, help="The sampler to fit the ladder for [the model's].")
+@click.option("--steps", type=int, default=None, help="Number of sampling steps [the model's].")
+@click.option("--samples", type=int, default=2048, show_default=True, help="Samples drawn per trial ladder.")
+@click.option("--evals", type=int, default=1500, show_default=True, help="Most trial ladders to sample.")
+@click.option("--reference-steps", type=int, default=200, show_default=True,
+              help="Heun steps of the fine solve the trial ladders are compared with.")
+@click.option("--knots", type=int, default=None,
+              help="Search this many levels and stretch them to the ladder (a smaller search) [every step's].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting noise and the projections.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or mps [best available].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def ladder_cmd(model_name, out, sampler, steps, samples, evals, reference_steps, knots, seed, device, as_json):
+    """Fit the noise levels a few-step sampler samples MODEL best with and write them into a bundle.
+
+    Searches the ladder whose samples come closest (sliced Wasserstein-2) to a fine solve of the same
+    model from the same noise; OUT is MODEL (a .safetensors bundle or a pretrained name) with
+    `schedule: fitted` and that sampler and step count as its sampling defaults."""
+    import time
+
+    from .checkpoint import restamp_bundle
+    from .model import Model
+    from .tuning import fit_model_ladder
+
+    for flag, value, least in (("--steps", steps, 2), ("--samples", samples, 2), ("--evals", evals, 1),
+                               ("--reference-steps", reference_steps, 2), ("--knots", knots, 2)):
+        if value is not None and value < least:
+            raise PolydiffError(f"{flag} must be at least {least}, got {value}")
+    if seed < 0:
+        raise PolydiffError(f"--seed must be non-negative, got {seed}")
+    if sampler is not None:
+        from . import get_sampler
+
+        get_sampler(sampler)
+    model = Model.load(model_name, device=device)
+    sc = model.config.get("sample", {})
+    name, n_steps = sampler or sc.get("sampler", "dpmpp_2m"), int(steps or sc.get("steps", 20))
+    if knots is not None and knots > n_steps:
+        raise PolydiffError(f"--knots must be at most the number of steps ({n_steps}), got {knots}")
+    before = model.sigmas(n_steps)
+    t0 = time.perf_counter()
+    levels = fit_model_ladder(model, sampler=name, steps=n_steps, samples=samples, reference_steps=reference_steps,
+                              max_evals=evals, knots=knots, seed=seed, progress=not as_json)
+    sample = {"sampler": name, "steps": n_steps, "schedule": "fitted", "schedule_args": {"sigmas": levels}}
+    path, _ = restamp_bundle(model.path, out, sample=sample)
+    summary = {"out": str(path), "model": str(model.path), "sampler": name, "steps": n_steps,
+               "sigmas": levels, "previous": [float(v) for v in before[:-1]], "seconds": time.perf_counter() - t0}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"fitted a {n_steps}-step {name} ladder ({', '.join(f'{v:.3g}' for v in levels)}) "
+                   f"in {summary['seconds']:.0f} s; wrote {path}")
 
 
 def _parse_interval(text: str):

@@ -168,7 +168,10 @@ class Model:
         n = int(steps or sc.get("steps", 20))
         if n < 1:
             raise PolydiffError(f"steps must be at least 1, got {n}")
-        return get_ladder(name)(n, **args).to(self.device)
+        try:
+            return get_ladder(name)(n, **args).to(self.device)
+        except (TypeError, ValueError) as e:
+            raise PolydiffError(f"schedule {name!r}: {e}") from None
 
     def _karras_args(self) -> dict:
         """The stored schedule arguments when the model samples on a Karras ladder, else {} (the defaults)."""
@@ -176,7 +179,12 @@ class Model:
         return sc.get("schedule_args", {}) if sc.get("schedule", "karras") == "karras" else {}
 
     def sigma_range(self) -> Tuple[float, float]:
-        """(sigma_min, sigma_max) of the model's Karras ladder (the defaults 0.002 and 80 otherwise)."""
+        """(sigma_min, sigma_max) of the model's Karras ladder, or the lowest and highest level of a fitted
+        one (the defaults 0.002 and 80 otherwise)."""
+        sc = self.config.get("sample", {})
+        if sc.get("schedule") == "fitted" and sc.get("schedule_args", {}).get("sigmas"):
+            levels = [float(v) for v in sc["schedule_args"]["sigmas"] if float(v) > 0]
+            return min(levels), max(levels)
         args = self._karras_args()
         return float(args.get("sigma_min", 0.002)), float(args.get("sigma_max", 80.0))
 

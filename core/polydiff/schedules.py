@@ -19,7 +19,7 @@ import math
 import torch
 
 __all__ = [
-    "karras", "exponential", "vp_linear", "cosine", "ddpm_discrete",
+    "karras", "exponential", "vp_linear", "cosine", "ddpm_discrete", "fitted",
     "sample_lognormal", "sample_vp_linear", "sample_vp_cosine", "sample_loguniform",
     "vp_linear_sigma", "cosine_sigma", "alpha_bar_to_sigma", "sigma_to_alpha_bar",
     "LADDERS", "TRAINING_DISTRIBUTIONS", "get_ladder", "get_training_distribution",
@@ -123,8 +123,38 @@ def ddpm_discrete(n: int, num_train_steps: int = 1000, beta_start: float = 1e-4,
     return _append_zero(sig_all[idx]).to(torch.float32).to(device)
 
 
+def fitted(n: int, sigmas=None, device="cpu") -> torch.Tensor:
+    """A ladder fitted to one model (:func:`polydiff.tuning.fit_ladder`; a bundle stores its levels as
+    ``schedule_args.sigmas``), then 0. ``n`` equal to the number of stored levels gives them exactly; any
+    other ``n`` interpolates log sigma linearly over the stored levels' positions (as Sabour et al. 2024,
+    "Align Your Steps", carry a fitted schedule to other step counts)."""
+    if int(n) < 1:
+        raise ValueError(f"a sigma ladder needs at least 1 step, got {n}")
+    if sigmas is None:
+        raise ValueError("the 'fitted' ladder needs its levels (schedule_args.sigmas): fit one with "
+                         "polydiff.tuning.fit_ladder or `polydiff ladder`")
+    knots = torch.as_tensor([float(v) for v in sigmas], dtype=torch.float64)
+    if len(knots) and knots[-1] == 0:
+        knots = knots[:-1]  # a ladder's final 0 may be stored with its levels
+    if len(knots) < 2 or not bool((knots[1:] < knots[:-1]).all()) or not bool((knots > 0).all()):
+        raise ValueError(f"fitted ladder levels must be at least two strictly decreasing positive values, got {list(sigmas)}")
+    n = int(n)
+    if n == len(knots):
+        sig = knots
+    elif n == 1:
+        sig = knots[:1]
+    else:
+        pos = torch.linspace(0, 1, len(knots), dtype=torch.float64)
+        t = torch.linspace(0, 1, n, dtype=torch.float64)
+        log_k = knots.log()
+        j = torch.searchsorted(pos, t, right=True).clamp(1, len(knots) - 1)
+        w = (t - pos[j - 1]) / (pos[j] - pos[j - 1])
+        sig = (log_k[j - 1] + w * (log_k[j] - log_k[j - 1])).exp()
+    return _append_zero(sig).to(torch.float32).to(device)
+
+
 LADDERS = {"karras": karras, "exponential": exponential, "vp_linear": vp_linear, "cosine": cosine,
-           "ddpm_discrete": ddpm_discrete}
+           "ddpm_discrete": ddpm_discrete, "fitted": fitted}
 
 
 def get_ladder(name: str):

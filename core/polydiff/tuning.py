@@ -1,0 +1,185 @@
+"""Ladders fitted to one model: the noise levels a few-step sampler samples best with.
+
+A sampler's error at a small budget depends mostly on where its steps fall. :func:`fit_ladder` places
+them for one denoiser, in the spirit of Sabour et al. 2024 ("Align Your Steps"): it searches the log noise
+levels of a ``steps``-step ladder (Nelder-Mead, derivative-free, so it works with every sampler, the
+stochastic ones on common random numbers included) to minimise the sliced Wasserstein-2 distance between
+what the sampler draws on that ladder and what a fine solve of the same model draws from the same starting
+noise. The reference is the model's own ODE, not data, so no training data is needed and the fit
+measures the solver's discretisation error only; the paired start removes the finite-sample floor that a
+comparison with fresh samples would add.
+
+    from polydiff.tuning import fit_model_ladder
+    sigmas = fit_model_ladder(model, sampler="unipc", steps=10)   # list of 10 floats, largest first
+
+A bundle stores the result as its default schedule (``schedule: fitted``, ``schedule_args.sigmas``;
+``polydiff ladder MODEL --out BUNDLE``), and :func:`polydiff.schedules.fitted` stretches it to other step
+counts.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .errors import PolydiffError
+
+__all__ = ["fit_ladder", "fit_model_ladder", "ladder_distance", "candidate_ladders"]
+
+
+def _directions(dim: int, projections: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(int(seed))
+    d = torch.randn(projections, dim, generator=g, dtype=torch.float64)
+    return d / d.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def ladder_distance(reference: torch.Tensor, projections: int = 64, seed: int = 0) -> Callable[[torch.Tensor], float]:
+    """``f(x) -> float``: the sliced Wasserstein-2 distance of a sample batch ``x`` to ``reference`` (same
+    number of items) along ``projections`` fixed random directions (``seed``)."""
+    ref = reference.reshape(len(reference), -1).double().cpu()
+    dirs = _directions(ref.shape[1], projections, seed)
+    ref_sorted = torch.sort(ref @ dirs.T, dim=0).values
+
+    def distance(x: torch.Tensor) -> float:
+        x = x.reshape(len(x), -1).double().cpu()
+        if x.shape != ref.shape:
+            raise PolydiffError(f"a ladder's samples have shape {tuple(x.shape)}, the reference {tuple(ref.shape)}")
+        v = float(((torch.sort(x @ dirs.T, dim=0).values - ref_sorted) ** 2).mean().sqrt())
+        return v if math.isfinite(v) else math.inf
+
+    return distance
+
+
+def _to_ladder(p: np.ndarray, steps: int) -> torch.Tensor:
+    """The ``steps``-step ladder of the log knot levels ``p`` (any order): the levels themselves when there
+    are ``steps`` of them, else :func:`polydiff.schedules.fitted`'s log-linear stretch of them."""
+    from .schedules import fitted
+
+    levels = np.exp(np.sort(np.asarray(p, dtype=np.float64))[::-1])
+    if len(levels) == steps:
+        return torch.tensor(list(levels) + [0.0], dtype=torch.float32)
+    return fitted(steps, sigmas=list(levels))
+
+
+def candidate_ladders(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0) -> dict:
+    """The built-in ladders of ``steps`` steps a fit may start from: Karras and exponential over
+    [sigma_min, sigma_max], and the VP-derived ones (vp_linear, cosine, ddpm_discrete) at their defaults."""
+    from . import schedules as L
+
+    out = {"karras": L.karras(steps, sigma_min, sigma_max), "exponential": L.exponential(steps, sigma_min, sigma_max)}
+    for name in ("vp_linear", "cosine", "ddpm_discrete"):
+        out[name] = L.LADDERS[name](steps)
+    return out
+
+
+def _levels(ladder) -> torch.Tensor:
+    ladder = torch.as_tensor(ladder, dtype=torch.float64)
+    levels = ladder[ladder > 0]
+    if len(levels) < 2 or len(levels) != len(ladder) - 1 or not bool((levels[1:] < levels[:-1]).all()):
+        raise PolydiffError("a starting ladder must be strictly decreasing positive levels followed by one 0")
+    return levels
+
+
+def fit_ladder(sample: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor, init, *,
+               knots: Optional[int] = None, projections: int = 64, seed: int = 0, max_evals: int = 1500,
+               progress: bool = False) -> List[float]:
+    """The levels (largest first, without the final 0) of a ladder that minimise the sliced W2 distance
+    between ``sample(sigmas)`` and ``reference``.
+
+    ``sample(sigmas) -> x`` runs the sampler on a ladder (``steps + 1`` levels ending in 0) from fixed
+    starting noise scaled by ``sigmas[0]``; ``reference`` is the same model's fine solve from the same noise
+    (shaped like ``x``); ``init``: the starting ladder (ending in 0), or several of the same length, of which
+    the search starts from the best. The search runs over the log levels (kept strictly decreasing, at least
+    1e-3 apart in log sigma) with Nelder-Mead, restarted from the best point while the budget lasts, for at
+    most ``max_evals`` calls of ``sample`` (the starting ladders included); the best ladder seen is
+    returned, never one worse than the starting ones. ``knots`` (2 to ``steps``; default ``steps``): search
+    that many levels and stretch them to the ladder log-linearly (:func:`polydiff.schedules.fitted`), a
+    smaller search for models whose every sampling run is expensive."""
+    from scipy.optimize import minimize
+
+    inits = list(init.values()) if isinstance(init, dict) else \
+        [init] if torch.is_tensor(init) and init.dim() == 1 else list(init)
+    starts = [_levels(v) for v in inits]
+    if len({len(v) for v in starts}) != 1:
+        raise PolydiffError("the starting ladders must all have the same number of steps")
+    steps = len(starts[0])
+    k = steps if knots is None else int(knots)
+    if not 2 <= k <= steps:
+        raise PolydiffError(f"knots must be between 2 and the number of steps ({steps}), got {knots}")
+    if max_evals < len(starts):
+        raise PolydiffError(f"max_evals must be at least the number of starting ladders ({len(starts)}), got {max_evals}")
+    dist = ladder_distance(reference, projections, seed)
+    best = {"f": math.inf, "p": None}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_evals, desc="fitting the ladder", unit="runs", leave=False)
+
+    def objective(p: np.ndarray) -> float:
+        logs = np.sort(p)[::-1]
+        if not np.all(np.isfinite(logs)) or np.any(np.diff(logs) > -1e-3) or logs[0] > 25 or logs[-1] < -25:
+            return 1e6  # collapsed or runaway levels: outside the search space
+        v = dist(sample(_to_ladder(p, steps)))
+        if v < best["f"]:
+            best["f"], best["p"] = v, np.array(p, dtype=np.float64)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(distance=f"{best['f']:.4g}", refresh=False)
+        return v
+
+    grid, pos = np.linspace(0, 1, k), np.linspace(0, 1, steps)
+    for v in starts:
+        objective(np.interp(grid, pos, v.log().numpy()))
+    if best["p"] is None:
+        raise PolydiffError("the sampler did not give finite samples on any starting ladder")
+    remaining = max_evals - len(starts)
+    p0 = start = best["p"]
+    while remaining > len(p0) + 1:  # restart from the best point while budget remains (Nelder-Mead stalls)
+        res = minimize(objective, start, method="Nelder-Mead",
+                       options={"maxfev": remaining, "xatol": 1e-3, "fatol": 1e-7, "adaptive": True})
+        remaining -= int(res.nfev)
+        if np.allclose(best["p"], start, atol=1e-6):
+            break  # a restart that found nothing better: converged
+        start = best["p"]
+    if bar is not None:
+        bar.close()
+    return [float(v) for v in _to_ladder(best["p"], steps)[:-1]]
+
+
+def fit_model_ladder(model, *, sampler: Optional[str] = None, steps: Optional[int] = None,
+                     init: Optional[Sequence[float]] = None, samples: int = 2048, reference_steps: int = 200,
+                     max_evals: int = 1500, knots: Optional[int] = None, seed: int = 0, progress: bool = False,
+                     **options) -> List[float]:
+    """:func:`fit_ladder` for a :class:`polydiff.model.Model`: ``samples`` draws of its sampling run (the
+    model's guidance, precision and conditions; ``options`` go to its ``make_cond``) with ``sampler`` and
+    ``steps`` [the model's], against ``reference_steps`` Heun steps on a Karras ladder from the highest
+    starting level, from the same seed. ``init``: the starting levels [the best of the model's own ladder
+    and :func:`candidate_ladders` over its range]."""
+    from .sampling import run
+    from .schedules import karras
+
+    sc = model.config.get("sample", {})
+    name = sampler or sc.get("sampler", "dpmpp_2m")
+    n_steps = int(steps or sc.get("steps", 20))
+    if n_steps < 2:
+        raise PolydiffError(f"a fitted ladder needs at least 2 steps, got {n_steps}")
+    if samples < 2:
+        raise PolydiffError(f"samples must be at least 2, got {samples}")
+    own = model.sigmas(n_steps)
+    smin, smax = float(own[own > 0].min()), float(own[0])
+    if init is None:
+        starts = {"model": own, **candidate_ladders(n_steps, min(smin, 0.002), smax)}
+    else:
+        starts = {"given": torch.tensor([float(v) for v in init] + [0.0], dtype=torch.float32)}
+    top = max(float(v[0]) for v in starts.values())
+    fine = karras(int(reference_steps), sigma_min=min(smin, 0.002), sigma_max=top)
+    reference, _ = run(model, n=samples, sigmas=fine, sampler="heun", seed=seed, **options)
+
+    def sample(sigmas: torch.Tensor) -> torch.Tensor:
+        x, _ = run(model, n=samples, sigmas=sigmas, sampler=name, seed=seed, **options)
+        return x
+
+    return fit_ladder(sample, reference, starts, knots=knots, seed=seed, max_evals=max_evals, progress=progress)
