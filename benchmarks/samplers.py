@@ -511,7 +511,8 @@ def few_step(runs: int, log) -> dict:
                     "ladders": fitted},
             "swd": med,
             "spread": {t: {n: {k: [min(v), max(v)] for k, v in d.items()} for n, d in table.items()}
-                       for t, table in rows.items()}}
+                       for t, table in rows.items()},
+            "per_seed": rows}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -606,11 +607,17 @@ def targets(res: dict) -> list:
             best_d = min(cand, key=lambda kv: kv[1])
             if "polydiff_fitted" in fs["swd"]:
                 best_f = min(((n, v[nfe]) for n, v in fs["swd"]["polydiff_fitted"].items()), key=lambda kv: kv[1])
+                seeds = ""
+                if "per_seed" in fs:  # the same seed's noise and reference set on both sides: paired ratios
+                    table, name = best_d[0].split(":")
+                    pair = [a / b for a, b in zip(fs["per_seed"]["polydiff_fitted"][best_f[0]][nfe],
+                                                  fs["per_seed"][table][name][nfe])]
+                    seeds = f"; per seed {', '.join(f'{r:.2f}' for r in pair)}, worst {max(pair):.2f}"
                 out.append({"name": f"few-step NFE={nfe}, unequal mixture: best polydiff sampler on the ladder fitted "
                                     f"to the denoiser (what `polydiff ladder` stores in a bundle) <= 0.9 x best "
                                     f"diffusers configuration (floor {fs['noise_floor']:.4f})",
                             "measured": f"{best_f[0]} {best_f[1]:.4f} vs {best_d[0]} {best_d[1]:.4f} "
-                                        f"(ratio {best_f[1] / best_d[1]:.2f})",
+                                        f"(ratio {best_f[1] / best_d[1]:.2f}{seeds})",
                             "threshold": "<= 0.9 x", "pass": best_f[1] <= 0.9 * best_d[1]})
             best_p = min(((n, v[nfe]) for n, v in fs["swd"]["polydiff_karras"].items()), key=lambda kv: kv[1])
             out.append({"name": f"few-step NFE={nfe} (informative): best polydiff sampler on the unfitted default "

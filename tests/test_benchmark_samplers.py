@@ -20,17 +20,22 @@ def test_few_step_part_measures_every_configuration_and_states_the_targets(monke
     B = _bench()
     monkeypatch.setattr(B, "FEW_STEP_SAMPLES", 2000)
     monkeypatch.setattr(B, "FEW_STEP_NFE", (10,))
+    monkeypatch.setattr(B, "FIT_SAMPLES", 512)
+    monkeypatch.setattr(B, "FIT_EVALS", 20)
     gmm = B.unequal_mixture()
     assert gmm.n_components == 9 and len(set(gmm.stds.tolist())) == 9 and len(set(gmm.weights.tolist())) > 5
     res = {"few_step": B.few_step(1, lambda msg: None)}
     fs = res["few_step"]
     assert 0 < fs["noise_floor"] < 0.5
     assert set(fs["swd"]["polydiff_karras"]) == set(B.FEW_STEP_SAMPLERS)
+    assert set(fs["swd"]["polydiff_fitted"]) == set(B.FIT_SAMPLERS)
+    assert all(len(f["10"]["sigmas"]) == 10 for f in fs["fit"]["ladders"].values())
     assert all(0 < v["10"] < 10 for tab in fs["swd"].values() for v in tab.values())
     targets = B.targets(res)
     names = [t["name"] for t in targets]
     if B.diffusers is not None:
-        assert any(n.startswith("few-step NFE=10, unequal mixture") for n in names)
+        assert any(n.startswith("few-step NFE=10, unequal mixture: best polydiff sampler on the ladder fitted")
+                   for n in names)
         assert all(isinstance(t["pass"], bool) for t in targets)
 
 

@@ -111,42 +111,58 @@ def fit_ladder(sample: Callable[[torch.Tensor], torch.Tensor], reference: torch.
     if max_evals < len(starts):
         raise PolydiffError(f"max_evals must be at least the number of starting ladders ({len(starts)}), got {max_evals}")
     dist = ladder_distance(reference, projections, seed)
-    best = {"f": math.inf, "p": None}
+    best = {"f": math.inf, "ladder": None}  # the best ladder sampled, starting ladders (exact) included
+    search = {"f": math.inf, "p": None}  # the best point of the search space
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_evals, desc="fitting the ladder", unit="runs", leave=False)
 
-    def objective(p: np.ndarray) -> float:
-        logs = np.sort(p)[::-1]
-        if not np.all(np.isfinite(logs)) or np.any(np.diff(logs) > -1e-3) or logs[0] > 25 or logs[-1] < -25:
-            return 1e6  # collapsed or runaway levels: outside the search space
-        v = dist(sample(_to_ladder(p, steps)))
+    def measure(ladder: torch.Tensor) -> float:
+        v = dist(sample(ladder))
         if v < best["f"]:
-            best["f"], best["p"] = v, np.array(p, dtype=np.float64)
+            best["f"], best["ladder"] = v, ladder
         if bar is not None:
             bar.update(1)
             bar.set_postfix(distance=f"{best['f']:.4g}", refresh=False)
         return v
 
+    def objective(p: np.ndarray) -> float:
+        logs = np.sort(p)[::-1]
+        if not np.all(np.isfinite(logs)) or np.any(np.diff(logs) > -1e-3) or logs[0] > 25 or logs[-1] < -25:
+            return 1e6  # collapsed or runaway levels: outside the search space
+        v = measure(_to_ladder(p, steps))
+        if v < search["f"]:
+            search["f"], search["p"] = v, np.array(p, dtype=np.float64)
+        return v
+
     grid, pos = np.linspace(0, 1, k), np.linspace(0, 1, steps)
-    for v in starts:
-        objective(np.interp(grid, pos, v.log().numpy()))
-    if best["p"] is None:
+    spent = 0
+    for v in starts:  # each starting ladder as given, and as a point of the search space
+        logs = v.log().numpy()
+        f = measure(torch.cat([v, v.new_zeros(1)]).to(torch.float32))
+        spent += 1
+        if k == steps:
+            if f < search["f"]:
+                search["f"], search["p"] = f, logs
+        elif spent < max_evals:
+            objective(np.interp(grid, pos, logs))
+            spent += 1
+    if best["ladder"] is None:
         raise PolydiffError("the sampler did not give finite samples on any starting ladder")
-    remaining = max_evals - len(starts)
-    p0 = start = best["p"]
-    while remaining > len(p0) + 1:  # restart from the best point while budget remains (Nelder-Mead stalls)
+    remaining = max_evals - spent
+    start = search["p"]
+    while start is not None and remaining > k + 1:  # restart from the best point while budget remains
         res = minimize(objective, start, method="Nelder-Mead",
                        options={"maxfev": remaining, "xatol": 1e-3, "fatol": 1e-7, "adaptive": True})
         remaining -= int(res.nfev)
-        if np.allclose(best["p"], start, atol=1e-6):
+        if np.allclose(search["p"], start, atol=1e-6):
             break  # a restart that found nothing better: converged
-        start = best["p"]
+        start = search["p"]
     if bar is not None:
         bar.close()
-    return [float(v) for v in _to_ladder(best["p"], steps)[:-1]]
+    return [float(v) for v in best["ladder"][:-1]]
 
 
 def fit_model_ladder(model, *, sampler: Optional[str] = None, steps: Optional[int] = None,
