@@ -52,12 +52,18 @@ def ladder_distance(reference: torch.Tensor, projections: int = 64, seed: int = 
     return distance
 
 
+def _to_point(log_levels: np.ndarray) -> np.ndarray:
+    """A point of the search space: the top log level, then the log of each gap between log levels."""
+    return np.concatenate([log_levels[:1], np.log(-np.diff(log_levels))])
+
+
 def _to_ladder(p: np.ndarray, steps: int) -> torch.Tensor:
-    """The ``steps``-step ladder of the log knot levels ``p`` (any order): the levels themselves when there
-    are ``steps`` of them, else :func:`polydiff.schedules.fitted`'s log-linear stretch of them."""
+    """The ``steps``-step ladder of a search point ``p`` (:func:`_to_point`): its levels themselves when
+    there are ``steps`` of them, else :func:`polydiff.schedules.fitted`'s log-linear stretch of them."""
     from .schedules import fitted
 
-    levels = np.exp(np.sort(np.asarray(p, dtype=np.float64))[::-1])
+    logs = p[0] - np.concatenate([[0.0], np.cumsum(np.exp(p[1:]))])
+    levels = np.exp(logs)
     if len(levels) == steps:
         return torch.tensor(list(levels) + [0.0], dtype=torch.float32)
     return fitted(steps, sigmas=list(levels))
@@ -91,8 +97,9 @@ def fit_ladder(sample: Callable[[torch.Tensor], torch.Tensor], reference: torch.
     ``sample(sigmas) -> x`` runs the sampler on a ladder (``steps + 1`` levels ending in 0) from fixed
     starting noise scaled by ``sigmas[0]``; ``reference`` is the same model's fine solve from the same noise
     (shaped like ``x``); ``init``: the starting ladder (ending in 0), or several of the same length, of which
-    the search starts from the best. The search runs over the log levels (kept strictly decreasing, at least
-    1e-3 apart in log sigma) with Nelder-Mead, restarted from the best point while the budget lasts, for at
+    the search starts from the best. The search runs over the top log level and the logs of the gaps
+    between log levels (so every point is a strictly decreasing ladder, and no step can collapse onto
+    another and be lost to the search) with Nelder-Mead, restarted from the best point while the budget lasts, for at
     most ``max_evals`` calls of ``sample`` (the starting ladders included); the best ladder seen is
     returned, never one worse than the starting ones. ``knots`` (2 to ``steps``; default ``steps``): search
     that many levels and stretch them to the ladder log-linearly (:func:`polydiff.schedules.fitted`), a
@@ -129,10 +136,12 @@ def fit_ladder(sample: Callable[[torch.Tensor], torch.Tensor], reference: torch.
         return v
 
     def objective(p: np.ndarray) -> float:
-        logs = np.sort(p)[::-1]
-        if not np.all(np.isfinite(logs)) or np.any(np.diff(logs) > -1e-3) or logs[0] > 25 or logs[-1] < -25:
-            return 1e6  # collapsed or runaway levels: outside the search space
-        v = measure(_to_ladder(p, steps))
+        if not np.all(np.isfinite(p)) or not -12 < p[0] < 12 or np.any(p[1:] > 5) or np.any(p[1:] < -12):
+            return 1e6  # runaway levels: outside the search space
+        ladder = _to_ladder(p, steps)
+        if not float(ladder[-2]) > 1e-6:
+            return 1e6
+        v = measure(ladder)
         if v < search["f"]:
             search["f"], search["p"] = v, np.array(p, dtype=np.float64)
         return v
@@ -145,9 +154,9 @@ def fit_ladder(sample: Callable[[torch.Tensor], torch.Tensor], reference: torch.
         spent += 1
         if k == steps:
             if f < search["f"]:
-                search["f"], search["p"] = f, logs
+                search["f"], search["p"] = f, _to_point(logs)
         elif spent < max_evals:
-            objective(np.interp(grid, pos, logs))
+            objective(_to_point(np.interp(grid, pos, logs)))
             spent += 1
     if best["ladder"] is None:
         raise PolydiffError("the sampler did not give finite samples on any starting ladder")
