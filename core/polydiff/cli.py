@@ -506,8 +506,8 @@ def pretrained_models() -> list:
             rows.append({"name": name, "modality": mod.name, "default": i == 0, "path": str(path),
                          "mb": round(path.stat().st_size / 1e6, 2), "parameters": params, "step": meta.get("step"),
                          "about": mod.model_info.get(name, ""),
-                         "sampling": {k: sc[k] for k in ("sampler", "steps", "cfg_scale", "cfg_interval", "precision")
-                                      if sc.get(k) is not None}})
+                         "sampling": {k: sc[k] for k in ("sampler", "steps", "schedule", "cfg_scale", "cfg_interval",
+                                                         "precision") if sc.get(k) is not None}})
     return rows
 
 
@@ -527,6 +527,7 @@ def models_cmd(as_json):
     for r in rows:
         s = r["sampling"]
         how = ", ".join(filter(None, [s.get("sampler"), f"{s['steps']} steps" if s.get("steps") else None,
+                                      "a ladder fitted to it" if s.get("schedule") == "fitted" else None,
                                       f"guidance {s['cfg_scale']:g}" if s.get("cfg_scale", 1) != 1 else None]))
         size = f"{r['parameters'] / 1e6:.2f} M parameters, " if r["parameters"] else ""
         click.echo(f"{r['modality']}:{r['name']}{'  (default)' if r['default'] else ''}\n"
