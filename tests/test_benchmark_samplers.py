@@ -1,7 +1,9 @@
-"""benchmarks/samplers.py's few-step part runs end to end on a small sample and states its targets."""
+"""benchmarks/samplers.py's few-step part runs end to end on a small sample and states its targets;
+benchmarks/ladders.py compares a bundle's stored ladder with the Karras ladder on seeds the fit never used."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -9,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_samplers", ROOT / "benchmarks" / "samplers.py")
+def _bench(name: str = "samplers"):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -61,3 +63,18 @@ def test_loop_cost_times_every_loop_without_the_network_and_decomposes_the_ratio
                                       for lib in ("polydiff", "diffusers", "floor")}, **out} for k in ("conv", "mlp")}}
     names = [t["name"] for t in bench.targets(res)]
     assert any("decomposed" in n for n in names) and any("loop cost per NFE" in n for n in names)
+
+
+def test_ladders_benchmark_reports_the_stored_ladder_against_karras(monkeypatch, capsys):
+    B = _bench("ladders")
+    monkeypatch.setattr(B, "FINE_STEPS", 20)
+    assert B.main(["--models", "shapes:64", "--seeds", "2", "--threads", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    (m,) = res["models"]
+    assert m["model"] == "shapes" and m["seeds"] == [101, 102] and m["schedule"] == "fitted"
+    assert len(m["stored_ladder"]) == m["steps"]
+    d = m["distance"]
+    assert all(len(v["per_seed"]) == 2 and all(x >= 0 for x in v["per_seed"]) for v in d.values())
+    r = m["ratio_stored_to_karras"]
+    assert r["per_seed"] == [a / b for a, b in zip(d["stored"]["per_seed"], d["karras"]["per_seed"])]
+    assert r["worst"] == max(r["per_seed"])

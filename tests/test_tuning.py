@@ -43,6 +43,14 @@ def _mixture():
                            torch.tensor([0.6, 0.25, 0.15], dtype=torch.float64))
 
 
+def _sampler_and_reference(sampler, sigma_max: float, n: int = 1024):
+    """``sample(sigmas)`` from 1,024 fixed starting points of the mixture, and a 100-step Heun solve from them."""
+    gmm = _mixture()
+    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(1))
+    fine = L.karras(100, 0.002, sigma_max)
+    return (lambda sig: sampler(gmm, z * sig[0], sig)), S.heun(gmm, z * fine[0], fine)
+
+
 def test_fit_ladder_beats_its_start_on_fresh_noise():
     gmm = _mixture()
     z = torch.randn(2048, 2, generator=torch.Generator().manual_seed(1))
@@ -67,11 +75,7 @@ def test_fit_ladder_beats_its_start_on_fresh_noise():
 
 
 def test_fit_ladder_starts_from_the_best_candidate_and_never_returns_worse():
-    gmm = _mixture()
-    z = torch.randn(1024, 2, generator=torch.Generator().manual_seed(1))
-    fine = L.karras(100, 0.002, 160.0)
-    reference = S.heun(gmm, z * fine[0], fine)
-    sample = lambda sig: S.dpmpp_2m(gmm, z * sig[0], sig)  # noqa: E731
+    sample, reference = _sampler_and_reference(S.dpmpp_2m, sigma_max=160.0)
     starts = candidate_ladders(5)
     dist = ladder_distance(reference, seed=0)
     best_start = min(dist(sample(v)) for v in starts.values())
@@ -141,11 +145,7 @@ def test_ladder_command_bad_input_is_one_line(toy_bundle, tmp_path):
 
 
 def test_fit_ladder_with_fewer_knots_stretches_them():
-    gmm = _mixture()
-    z = torch.randn(1024, 2, generator=torch.Generator().manual_seed(1))
-    fine = L.karras(100, 0.002, 80.0)
-    reference = S.heun(gmm, z * fine[0], fine)
-    sample = lambda sig: S.euler(gmm, z * sig[0], sig)  # noqa: E731
+    sample, reference = _sampler_and_reference(S.euler, sigma_max=80.0)
     start = L.karras(8, 0.002, 80.0)
     levels = fit_ladder(sample, reference, start, knots=3, max_evals=80, seed=0)
     assert len(levels) == 8 and all(a > b > 0 for a, b in zip(levels, levels[1:]))
