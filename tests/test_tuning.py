@@ -134,7 +134,9 @@ def test_ladder_command_writes_a_bundle_that_samples_on_the_fitted_levels(toy_bu
 def test_ladder_command_bad_input_is_one_line(toy_bundle, tmp_path):
     out = tmp_path / "x.safetensors"
     for args, words in [(["--steps", "1"], "--steps"), (["--samples", "1"], "--samples"),
-                        (["--sampler", "nope"], "unknown sampler"), (["--evals", "0"], "--evals")]:
+                        (["--sampler", "nope"], "unknown sampler"), (["--evals", "0"], "--evals"),
+                        (["--knots", "9"], "--knots"), (["--seed", "-1"], "--seed"),
+                        (["--reference-steps", "1"], "--reference-steps")]:
         result = CliRunner().invoke(cli, ["ladder", str(toy_bundle), "--out", str(out)] + args)
         assert result.exit_code != 0 and words in result.stderr.strip().splitlines()[-1], result.output
         assert len(result.stderr.strip().splitlines()) == 1
@@ -157,3 +159,10 @@ def test_fit_ladder_with_fewer_knots_stretches_them():
     assert dist(sample(torch.tensor(levels + [0.0]))) < dist(sample(start))
     with pytest.raises(PolydiffError, match="knots"):
         fit_ladder(sample, reference, start, knots=9)
+
+
+def test_ladder_distance_is_the_sliced_wasserstein_distance_with_the_same_directions():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(500, 3, generator=g), torch.randn(500, 3, generator=g) * 1.5
+    f = ladder_distance(a, projections=32, seed=4)
+    assert f(b) == pytest.approx(sliced_wasserstein(b, a, 32, generator=torch.Generator().manual_seed(4)), rel=1e-9)

@@ -17,7 +17,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
-__all__ = ["sliced_wasserstein", "wasserstein_1d", "frechet_distance", "frechet_distance_from_stats", "fit_gaussian"]
+__all__ = ["sliced_wasserstein", "wasserstein_1d", "unit_directions", "frechet_distance", "frechet_distance_from_stats", "fit_gaussian"]
 
 
 def _as_2d(a) -> torch.Tensor:
@@ -57,6 +57,12 @@ def wasserstein_1d(u, v, p: int = 2) -> np.ndarray:
     return (np.abs(u[:, lo // m] - v[:, lo // n]) ** p * widths).sum(-1)
 
 
+def unit_directions(n: int, d: int, generator=None) -> torch.Tensor:
+    """``n`` directions drawn uniformly on the unit sphere of ``R^d`` from ``generator`` (float64, [n, d])."""
+    dirs = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    return dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
 def sliced_wasserstein(a, b, n_projections: int = 256, generator=None, p: int = 2) -> float:
     """Sliced Wasserstein-p distance (p = 2 by default) between sample sets ``a`` [n, ...] and ``b`` [m, ...].
 
@@ -78,8 +84,7 @@ def sliced_wasserstein(a, b, n_projections: int = 256, generator=None, p: int = 
     else:
         if n_projections < 1:
             raise ValueError(f"n_projections must be >= 1, got {n_projections}")
-        dirs = torch.randn(n_projections, d, generator=generator, dtype=torch.float64)
-        dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        dirs = unit_directions(n_projections, d, generator)
     dirs = dirs.numpy()
     wp = wasserstein_1d(dirs @ a.numpy().T, dirs @ b.numpy().T, p=p)
     return float(wp.mean() ** (1.0 / p))

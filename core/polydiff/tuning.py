@@ -29,17 +29,15 @@ from .errors import PolydiffError
 __all__ = ["fit_ladder", "fit_model_ladder", "ladder_distance", "candidate_ladders"]
 
 
-def _directions(dim: int, projections: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(int(seed))
-    d = torch.randn(projections, dim, generator=g, dtype=torch.float64)
-    return d / d.norm(dim=1, keepdim=True).clamp(min=1e-12)
-
-
 def ladder_distance(reference: torch.Tensor, projections: int = 64, seed: int = 0) -> Callable[[torch.Tensor], float]:
     """``f(x) -> float``: the sliced Wasserstein-2 distance of a sample batch ``x`` to ``reference`` (same
-    number of items) along ``projections`` fixed random directions (``seed``)."""
+    number of items) along ``projections`` fixed random directions (``seed``): the distance of
+    :func:`polydiff.metrics.sliced_wasserstein` for sets of equal size, with the reference's projections
+    sorted once for the many calls of a fit."""
+    from .metrics import unit_directions
+
     ref = reference.reshape(len(reference), -1).double().cpu()
-    dirs = _directions(ref.shape[1], projections, seed)
+    dirs = unit_directions(projections, ref.shape[1], torch.Generator().manual_seed(int(seed)))
     ref_sorted = torch.sort(ref @ dirs.T, dim=0).values
 
     def distance(x: torch.Tensor) -> float:
