@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import polydiff
 import polydiff._builtin
 import polydiff.plugins
-from polydiff import samplers, schedules
+from polydiff import discrete, samplers, schedules
 from polydiff.errors import UnknownName
 from polydiff.plugins import Registry
 
@@ -49,8 +49,10 @@ def test_builtins_register_through_the_hooks(fresh_registry):
     for hook in ("register_samplers", "register_schedules", "register_scorers"):
         impls = getattr(reg.pm.hook, hook).get_hookimpls()
         assert [i.plugin for i in impls] == [polydiff._builtin], hook
-    assert rec.samplers == sorted(samplers.SAMPLERS) and set(reg.samplers) == set(samplers.SAMPLERS)
-    assert rec.schedules == sorted(schedules.LADDERS) and set(reg.schedules) == set(schedules.LADDERS)
+    builtin_samplers = {**samplers.SAMPLERS, **discrete.SAMPLERS}
+    builtin_ladders = {**schedules.LADDERS, "linear": discrete.linear}
+    assert rec.samplers == sorted(builtin_samplers) and set(reg.samplers) == set(builtin_samplers)
+    assert rec.schedules == sorted(builtin_ladders) and set(reg.schedules) == set(builtin_ladders)
     assert rec.scorers == ["elbo", "reconstruction"] and set(reg.scorers) == {"elbo", "reconstruction"}
     assert {"euler", "heun", "dpmpp_2m"} <= set(rec.samplers)
     assert reg.records()[0] is rec

@@ -4,17 +4,17 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def register_samplers(register):
-    from . import samplers
+    from . import discrete, samplers
 
-    for name, fn in samplers.SAMPLERS.items():
+    for name, fn in {**samplers.SAMPLERS, **discrete.SAMPLERS}.items():
         register(name, fn)
 
 
 @hookimpl
 def register_schedules(register):
-    from . import schedules
+    from . import discrete, schedules
 
-    for name, fn in schedules.LADDERS.items():
+    for name, fn in {**schedules.LADDERS, "linear": discrete.linear}.items():
         register(name, fn)
 
 

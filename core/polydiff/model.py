@@ -21,7 +21,7 @@ from . import checkpoint
 from .errors import InputError, PolydiffError, UnknownName
 from .guidance import cfg_denoiser
 from .modality import Modality
-from .precond import make_denoiser
+from .precond import denoiser_for
 
 __all__ = ["Model", "load_model", "default_config", "merge_config", "resolve_model_path", "default_device", "train_modality",
            "PRECISIONS", "resolve_precision"]
@@ -125,7 +125,7 @@ class Model:
         self.config = config
         self.meta = meta or {}
         self.path = path
-        self.denoiser = make_denoiser(self.net, config.get("parameterisation", "edm"), config.get("sigma_data", 1.0))
+        self.denoiser = denoiser_for(self.net, config)
         self.guidance = dict(self.meta.get("guidance") or modality.guidance or {})
 
     # ------------------------------------------------------------------ loading
@@ -162,8 +162,9 @@ class Model:
         from .schedules import get_ladder
 
         sc = self.config.get("sample", {})
-        name = schedule or sc.get("schedule", "karras")
-        args = dict(sc.get("schedule_args", {})) if name == sc.get("schedule", "karras") else {}
+        default = "linear" if self.categorical else "karras"
+        name = schedule or sc.get("schedule", default)
+        args = dict(sc.get("schedule_args", {})) if name == sc.get("schedule", default) else {}
         args.update(schedule_args)
         n = int(steps or sc.get("steps", 20))
         if n < 1:
@@ -172,6 +173,11 @@ class Model:
             return get_ladder(name)(n, **args).to(self.device)
         except (TypeError, ValueError) as e:
             raise PolydiffError(f"schedule {name!r}: {e}") from None
+
+    @property
+    def categorical(self) -> bool:
+        """Whether the model's data are categories (tokens) rather than sigma-space vectors."""
+        return getattr(self.denoiser, "process", None) is not None
 
     def _karras_args(self) -> dict:
         """The stored schedule arguments when the model samples on a Karras ladder, else {} (the defaults)."""
@@ -198,6 +204,12 @@ class Model:
         n = int(steps or self.config.get("sample", {}).get("steps", 20))
         if n < 1:
             raise PolydiffError(f"steps must be at least 1, got {n}")
+        if self.categorical:  # a level in (0, 1]: equal steps from it down to the data
+            from .discrete import linear
+
+            if not 0 < float(sigma_start) <= 1:
+                raise PolydiffError(f"a categorical start level must be in (0, 1], got {sigma_start}")
+            return linear(n, start=float(sigma_start)).to(self.device)
         if not sigma_start > 0:
             raise PolydiffError(f"the start noise level must be positive, got {sigma_start}")
         smin = min(self.sigma_range()[0], float(sigma_start) / 2)

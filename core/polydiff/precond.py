@@ -168,3 +168,14 @@ def make_denoiser(net: nn.Module, parameterisation: str = "edm", sigma_data: flo
     if parameterisation not in PARAMETERISATIONS:
         raise ValueError(f"unknown parameterisation {parameterisation!r}; known: {', '.join(PARAMETERISATIONS)}")
     return PARAMETERISATIONS[parameterisation](net, sigma_data=sigma_data, sigma_to_t=sigma_to_t)
+
+
+def denoiser_for(net: nn.Module, config: dict) -> nn.Module:
+    """The denoiser a model config asks for: a :class:`polydiff.discrete.CategoricalDenoiser` when the config
+    names a categorical ``process``, else the sigma-space adapter named by ``parameterisation``."""
+    from .discrete import CategoricalDenoiser, process_of
+
+    proc = process_of(config)
+    if proc is not None:
+        return CategoricalDenoiser(net, proc, level_free=bool(config["process"].get("level_free", False)))
+    return make_denoiser(net, config.get("parameterisation", "edm"), float(config.get("sigma_data", 1.0)))

@@ -74,7 +74,7 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
     from . import get_sampler
 
     sc = model.config.get("sample", {})
-    name = sampler or sc.get("sampler", "dpmpp_2m")
+    name = sampler or sc.get("sampler", "ancestral" if getattr(model, "categorical", False) else "dpmpp_2m")
     fn = get_sampler(name)
     sargs = dict(sc.get("sampler_args", {})) if name == sc.get("sampler") else {}
     sargs.update(sampler_args or {})
@@ -98,6 +98,10 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
     if sigmas is None:
         sigmas = model.sigmas(steps, schedule) if start is None else model.sigmas_from(sigma_start, steps)
     shape = (n,) + tuple(model.encoder.sample_shape())
+    proc = getattr(model.denoiser, "process", None)
+    if proc is not None or getattr(fn, "space", "continuous") == "categorical":
+        return _run_categorical(model, proc, fn, name, sargs, shape, sigmas, start, sigma_start, cond, known,
+                                cfg_scale, cfg_interval, prec, wrap, gen, callback)
     if start is None:
         x = torch.randn(shape, generator=gen).to(model.device) * sigmas[0]
         if cond.get("mask") is not None:
@@ -121,11 +125,53 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
     return x, cond
 
 
+def _run_categorical(model, proc, fn, name, sargs, shape, levels, start, level_start, cond, known, cfg_scale,
+                     cfg_interval, prec, wrap, gen, callback):
+    """The categorical half of :func:`run`: tokens start at the prior (all masks for absorbing data) or from
+    ``start`` corrupted up to ``level_start``; known tokens are placed first and never change."""
+    from .discrete import corrupt, prior_sample
+
+    if proc is None:
+        raise PolydiffError(f"sampler {name!r} works on categorical data; this model's data is continuous")
+    if getattr(fn, "space", "continuous") != "categorical":
+        from .plugins import registry
+
+        names = sorted(k for k, f in registry().samplers.items() if getattr(f, "space", "") == "categorical")
+        raise PolydiffError(f"sampler {name!r} works on continuous data; this model's data is categorical: "
+                            f"use {' or '.join(names)}")
+    if known is not None and int(known.resample) != 1:
+        raise PolydiffError("resampling passes apply to continuous data; categorical known tokens are kept exactly")
+    dev = model.device
+    if start is None:
+        x = prior_sample(proc, shape, gen, "cpu").to(dev)
+    else:
+        if not 0 < float(level_start) <= 1:
+            raise PolydiffError(f"a categorical start level must be in (0, 1], got {level_start}")
+        x = corrupt(proc, start.cpu().long(), torch.full((shape[0],), float(level_start)), gen).to(dev)
+    keep = None
+    if known is not None:
+        keep = known.mask.to(dev).bool().expand(x.shape)
+        x = torch.where(keep, known.values.to(dev).long().expand(x.shape), x)
+    D = model.guided_denoiser(cfg_scale, cfg_interval)
+    if prec == "bf16":
+        D = _autocast(D, dev)
+    if wrap is not None:
+        D = wrap(D)
+    sargs = dict(sargs)
+    if "cache" not in sargs:  # reuse evaluations while nothing changes, where that is exact
+        scale = float(cfg_scale if cfg_scale is not None else model.config.get("sample", {}).get("cfg_scale", 1.0))
+        interval = cfg_interval if cfg_interval is not None else model.config.get("sample", {}).get("cfg_interval")
+        sargs["cache"] = bool(getattr(model.denoiser, "level_free", False)) and (scale == 1.0 or interval is None)
+    x = fn(D, x, levels.to(dev), cond=cond, generator=_device_generator(gen, dev), callback=callback, keep=keep,
+           process=proc, **sargs)
+    return x, cond
+
+
 def _autocast(D: Callable, device: torch.device) -> Callable:
     """D with the network under bfloat16 autocast; the estimate comes back in the input's dtype, so the
     sampler's updates stay in float32."""
     def bf16_denoiser(x, sigma, **cond):
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out = D(x, sigma, **cond)
-        return out.to(x.dtype)
+        return out.to(x.dtype if x.is_floating_point() else torch.float32)
     return bf16_denoiser

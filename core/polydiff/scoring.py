@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from .errors import PolydiffError
+
 from .noising import add_noise, masked_mean
 from .schedules import karras
 
@@ -61,8 +63,14 @@ def _sigma_grid(model, n: int, lo: Optional[float], hi: Optional[float]) -> torc
 @torch.no_grad()
 def elbo(model, x: torch.Tensor, cond: Optional[dict] = None, *, n_sigmas: int = 16, sigma_min: Optional[float] = None,
          sigma_max: Optional[float] = None, seed: int = 0, generator=None) -> torch.Tensor:
-    """ELBO-style score: SNR-weighted denoising error averaged over ``n_sigmas`` log-spaced noise levels."""
+    """ELBO-style score: SNR-weighted denoising error averaged over ``n_sigmas`` log-spaced noise levels.
+    For categorical data, the negative ELBO in nats per token over ``n_sigmas`` levels
+    (:func:`polydiff.discrete.elbo`)."""
     cond = cond or {}
+    if getattr(model, "categorical", False):
+        from .discrete import elbo as categorical_elbo
+
+        return categorical_elbo(model.denoiser, model.denoiser.process, x, cond, n_levels=n_sigmas, seed=seed)
     mask = cond.get("mask")
     D = model.denoiser
     total = torch.zeros(x.shape[0], device=x.device)
@@ -80,6 +88,8 @@ def reconstruction(model, x: torch.Tensor, cond: Optional[dict] = None, *, level
     """Reconstruction score: noise to each level (times sigma_data), denoise with ``steps`` Euler steps, error."""
     from .samplers import euler
 
+    if getattr(model, "categorical", False):
+        raise PolydiffError("the reconstruction score works on continuous data; use elbo for categorical data")
     cond = cond or {}
     mask = cond.get("mask")
     sd = float(model.config.get("sigma_data", 1.0))

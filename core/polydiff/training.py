@@ -54,7 +54,8 @@ from . import checkpoint
 from .errors import PolydiffError
 from .guidance import drop_conditions
 from .noising import WEIGHTINGS, denoising_loss
-from .precond import make_denoiser
+from .discrete import categorical_loss, process_of, sample_levels
+from .precond import denoiser_for
 from .schedules import get_training_distribution
 
 __all__ = ["default_train_config", "Trainer", "init_network", "modality_trainer", "train", "TrainingDiverged",
@@ -394,12 +395,21 @@ class Trainer:
             raise TypeError("Trainer(..., callbacks): give callbacks, e.g. run_folder(path), not a folder")
         if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] == 0:
             raise PolydiffError("training data must be a non-empty tensor [N, ...]")
-        if not x.is_floating_point():
+        self.config = self._normalise_config(config)
+        try:
+            self.process = process_of(self.config)
+        except (ValueError, KeyError, TypeError) as e:
+            raise PolydiffError(f"the model config's process: {e}") from None
+        if self.process is None and not x.is_floating_point():
             raise PolydiffError(f"training data must be a float tensor, got {x.dtype}")
+        if self.process is not None:
+            if x.is_floating_point() or x.is_complex():
+                raise PolydiffError(f"categorical training data must be an integer tensor of tokens, got {x.dtype}")
+            if int(x.min()) < 0 or int(x.max()) >= self.process.vocab:
+                raise PolydiffError(f"tokens must lie in [0, {self.process.vocab - 1}], got {int(x.min())}..{int(x.max())}")
         self.net = net
         self.x = x.detach()
         self.cond = dict(cond or {})
-        self.config = self._normalise_config(config)
         self.train_cfg = self.config["train"]
         self.callbacks = list(callbacks or ())
         self.modality = str(modality)
@@ -563,7 +573,7 @@ class Trainer:
             start, last_loss, seconds0 = restorer.restore(state)
         self.step = start
         state.start, state.resumed, state.step, state.loss, state.seconds = start, resume, start, last_loss, seconds0
-        D = make_denoiser(model, self.config["parameterisation"], float(self.config["sigma_data"]))
+        D = denoiser_for(model, self.config)
         self._emit("on_start", state)
 
         sample_sigma = get_training_distribution(t["sigma_dist"])
@@ -581,8 +591,11 @@ class Trainer:
                 g = torch.Generator().manual_seed(_seed_for(seed, step, rank, "batch"))
                 self._seed_global(_seed_for(seed, step, rank, "global"))  # dropout etc. inside the network
                 idx = torch.randint(n_local, (local_batch,), generator=g)
-                sigma = sample_sigma(local_batch, generator=g, **sigma_args)
-                noise = torch.randn((local_batch,) + tuple(x_local.shape[1:]), generator=g)
+                if self.process is None:
+                    sigma = sample_sigma(local_batch, generator=g, **sigma_args)
+                    noise = torch.randn((local_batch,) + tuple(x_local.shape[1:]), generator=g)
+                else:  # categorical: the level now, the corruption itself drawn from g inside the loss
+                    sigma, noise = sample_levels(local_batch, generator=g), None
                 idx_d = idx.to(dev)
                 x0 = x_local[idx_d]
                 cb = {k: (v[idx_d] if k in per_sample else v) for k, v in cond_local.items()}
@@ -590,8 +603,9 @@ class Trainer:
                     cb = self.augment(x0, cb, self.config, g)
                 if cond_drop > 0 and self.guidance:
                     cb = drop_conditions(cb, cond_drop, self.guidance, generator=g)
-                sigma = sigma.to(dev, x0.dtype)
-                noise = noise.to(dev, x0.dtype)
+                sigma = sigma.to(dev, x0.dtype if self.process is None else torch.float32)
+                if noise is not None:
+                    noise = noise.to(dev, x0.dtype)
 
                 # --- one update ---------------------------------------------------------------
                 lr = self.lr_at(step)
@@ -599,8 +613,11 @@ class Trainer:
                     group["lr"] = lr
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = denoising_loss(D, x0, sigma, noise, cb, weighting=weighting, sigma_data=sigma_data,
-                                          gamma=gamma).mean()
+                    if self.process is None:
+                        loss = denoising_loss(D, x0, sigma, noise, cb, weighting=weighting, sigma_data=sigma_data,
+                                              gamma=gamma).mean()
+                    else:
+                        loss = categorical_loss(D, self.process, x0, sigma, cb, generator=g).mean()
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
                 loss_value, gn_value, finite = self._reduce(loss, grad_norm)

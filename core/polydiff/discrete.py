@@ -1,0 +1,358 @@
+"""Categorical diffusion: data made of categories (word tokens, atom and bond types) beside sigma-space.
+
+The forward process replaces each token, independently, with probability ``level`` in [0, 1]:
+
+* ``absorbing`` (masked diffusion; Austin et al. 2021, Sahoo et al. 2024 "MDLM"): by a mask state, the
+  extra category ``vocab``; a revealed token never changes again on the way back;
+* ``uniform``: by a category drawn uniformly from the ``vocab`` ones;
+* ``marginal``: by a category drawn from a given prior (the data's frequencies: DiGress' marginal
+  transitions, Vignac et al. 2023).
+
+``level`` plays the part sigma plays for continuous data: a ladder runs from 1 (every token replaced: the
+prior) down to 0 (the data), samplers walk it, training draws it, guidance intervals are written in it.
+With the linear ladder the keep probability is ``alpha = 1 - level`` (MDLM's log-linear schedule).
+
+The denoiser contract: ``D(x, level, **cond) -> log p(x0 | x)``, float log-probabilities of shape
+``x.shape + (vocab,)`` for integer tokens ``x`` (the mask id included for absorbing data); the network
+behind it returns class logits and :class:`CategoricalDenoiser` normalises them (for absorbing data, a
+revealed token is carried through with probability 1). Log-probabilities combine linearly under
+classifier-free guidance exactly as sigma-space estimates do (:func:`polydiff.guidance.cfg_denoiser`).
+
+Samplers are plain functions registered with the continuous ones and marked ``space = "categorical"``:
+``fn(D, x, levels, *, cond=None, generator=None, callback=None, keep=None, **options) -> x``, where ``keep``
+(bool, shaped like ``x``) marks the positions that must not change (known tokens: infilling, padding).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["KINDS", "Process", "process_of", "CategoricalDenoiser", "corrupt", "prior_sample", "posterior",
+           "categorical_loss", "sample_levels", "elbo", "ancestral", "confidence", "linear", "SAMPLERS"]
+
+KINDS = ("absorbing", "uniform", "marginal")
+NEG = -1e9  # the log-probability of an impossible category (finite, so guidance's lerp stays finite)
+
+
+@dataclass(frozen=True)
+class Process:
+    """A categorical forward process over ``vocab`` categories (0 .. vocab - 1)."""
+
+    kind: str
+    vocab: int
+    prior: Optional[Sequence[float]] = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown categorical process {self.kind!r}; known: {', '.join(KINDS)}")
+        if int(self.vocab) < 2:
+            raise ValueError(f"a categorical process needs at least 2 categories, got {self.vocab}")
+        if self.kind == "marginal":
+            p = self.prior
+            if p is None or len(p) != int(self.vocab) or min(p) < 0 or not sum(p) > 0:
+                raise ValueError(f"a marginal process needs a prior of {self.vocab} non-negative weights")
+
+    @property
+    def mask_id(self) -> int:
+        """The mask state of absorbing data (one past the last category)."""
+        return int(self.vocab)
+
+    @property
+    def states(self) -> int:
+        """Values a noisy token can take: the categories, plus the mask for absorbing data."""
+        return int(self.vocab) + (self.kind == "absorbing")
+
+    def pi(self, device=None) -> torch.Tensor:
+        """The distribution a replaced token is drawn from (uniform or marginal processes), float32 [vocab]."""
+        if self.kind == "marginal":
+            p = torch.as_tensor([float(v) for v in self.prior], dtype=torch.float32)
+            return (p / p.sum()).to(device)
+        return torch.full((int(self.vocab),), 1.0 / int(self.vocab), device=device)
+
+    def to_config(self) -> dict:
+        out = {"kind": self.kind, "vocab": int(self.vocab)}
+        if self.kind == "marginal":
+            out["prior"] = [float(v) for v in self.prior]
+        return out
+
+
+def process_of(config: dict) -> Optional[Process]:
+    """The categorical process a model config names (``config["process"]``), or None for sigma-space data."""
+    spec = (config or {}).get("process")
+    if not spec:
+        return None
+    return Process(spec.get("kind", "absorbing"), int(spec["vocab"]), spec.get("prior"))
+
+
+def _draw(shape, generator, device) -> torch.Tensor:
+    """Uniform [0, 1) numbers from ``generator`` (on its own device), moved to ``device``."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=gdev).to(device)
+
+
+def _gumbel_argmax(logp: torch.Tensor, generator, temperature: float = 1.0) -> torch.Tensor:
+    """One category per row of ``logp`` (log-probabilities, last dim), drawn with the Gumbel-max trick."""
+    if temperature <= 0:
+        return logp.argmax(-1)
+    u = _draw(logp.shape, generator, logp.device).clamp_(1e-20, 1.0)
+    return (logp / temperature - torch.log(-torch.log(u))).argmax(-1)
+
+
+def _expand_level(level: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return level.reshape((-1,) + (1,) * (like.ndim - 1)).to(like.device, torch.float32)
+
+
+def prior_sample(proc: Process, shape, generator=None, device="cpu") -> torch.Tensor:
+    """Tokens at level 1: all masks (absorbing), else draws from the prior."""
+    if proc.kind == "absorbing":
+        return torch.full(tuple(shape), proc.mask_id, dtype=torch.long, device=device)
+    logp = proc.pi(device).log().expand(tuple(shape) + (int(proc.vocab),))
+    return _gumbel_argmax(logp, generator)
+
+
+def corrupt(proc: Process, x0: torch.Tensor, level: torch.Tensor, generator=None) -> torch.Tensor:
+    """Replace each token of ``x0`` with probability ``level`` (one level per item, [batch])."""
+    replace = _draw(x0.shape, generator, x0.device) < _expand_level(level, x0)
+    return torch.where(replace, prior_sample(proc, x0.shape, generator, x0.device), x0)
+
+
+class CategoricalDenoiser(nn.Module):
+    """``D(x, level, **cond) -> log p(x0 | x)`` around a network returning class logits ``net(x, level, **cond)``
+    of shape ``x.shape + (vocab,)``. For absorbing data a revealed token keeps its value (log-probability 0
+    for it, :data:`NEG` for the others) and the mask is never predicted. ``level_free``: the network does not
+    read the level (MDLM's finding for masked text), so a sampler may reuse an evaluation while the tokens
+    do not change."""
+
+    def __init__(self, net: nn.Module, process: Process, level_free: bool = False):
+        super().__init__()
+        self.net = net
+        self.process = process
+        self.level_free = bool(level_free)
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, **cond) -> torch.Tensor:
+        logits = self.net(x, level, **cond)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        if self.process.kind == "absorbing":
+            revealed = x != self.process.mask_id
+            carry = torch.full_like(logp, NEG).scatter_(-1, x.clamp(max=self.process.vocab - 1).unsqueeze(-1), 0.0)
+            logp = torch.where(revealed.unsqueeze(-1), carry, logp)
+        return logp
+
+
+def posterior(proc: Process, logp: torch.Tensor, x: torch.Tensor, t: float, s: float) -> torch.Tensor:
+    """Log-probabilities of the tokens at level ``s`` given those at level ``t > s`` and the denoiser's
+    ``log p(x0 | x_t)``: sum over x0 of p(x0 | x_t) q(x_s | x_t, x0). Shape ``x.shape + (states,)``."""
+    p0 = logp.float().exp()
+    if proc.kind == "absorbing":
+        masked = (x == proc.mask_id).unsqueeze(-1)
+        stay = s / t if t > 0 else 0.0
+        moved = torch.cat([p0 * (1.0 - stay), torch.full_like(p0[..., :1], stay)], dim=-1)
+        keep = torch.zeros_like(moved).scatter_(-1, x.unsqueeze(-1), 1.0)
+        return torch.where(masked, moved, keep).clamp_min(1e-30).log()
+    pi = proc.pi(x.device)
+    a_t, a_s = 1.0 - t, 1.0 - s
+    r = a_t / a_s if a_s > 0 else 0.0
+    pi_k = pi[x].unsqueeze(-1)                                   # prior weight of the current token
+    same = torch.zeros_like(p0).scatter_(-1, x.unsqueeze(-1), 1.0)  # delta(j, k)
+    c_same = a_t + (1 - a_t) * pi_k                              # q(x_t = k | x0 = k)
+    c_other = (1 - a_t) * pi_k                                   # q(x_t = k | x0 != k)
+    p_k = (p0 * same).sum(-1, keepdim=True)
+    ratio_sum = p_k / c_same + (1 - p_k) / c_other.clamp_min(1e-30)
+    c_jk = torch.where(same.bool(), c_same, c_other).clamp_min(1e-30)
+    inner = a_s * p0 / c_jk + (1 - a_s) * pi * ratio_sum
+    trans = r * same + (1 - r) * pi_k                            # q(x_t = k | x_s = j)
+    probs = (trans * inner).clamp_min(0)
+    return (probs / probs.sum(-1, keepdim=True).clamp_min(1e-30)).clamp_min(1e-30).log()
+
+
+def _valid(cond: Optional[dict], x: torch.Tensor) -> Optional[torch.Tensor]:
+    mask = (cond or {}).get("mask")
+    if mask is None:
+        return None
+    mask = mask.reshape(mask.shape[: x.ndim]) if mask.ndim > x.ndim else mask
+    return mask.to(x.device).bool().expand_as(x)
+
+
+def sample_levels(n: int, generator=None, eps: float = 1e-3) -> torch.Tensor:
+    """Training levels in [eps, 1): one uniform offset and n evenly spaced points after it (MDLM's
+    low-discrepancy draw, which lowers the variance of the loss across a batch)."""
+    u0 = torch.rand(1, generator=generator)
+    return eps + (1 - eps) * ((u0 + torch.arange(n, dtype=torch.float32) / n) % 1.0)
+
+
+def categorical_loss(D: Callable, proc: Process, x0: torch.Tensor, level: torch.Tensor, cond: Optional[dict] = None,
+                     generator=None) -> torch.Tensor:
+    """Per-item training loss ([batch]), averaged over the item's valid positions (``cond["mask"]``).
+
+    Absorbing: MDLM's continuous-time bound, the masked positions' cross-entropy weighted by 1 / level
+    (for alpha = 1 - level); its expectation over level ~ U(0, 1) is the negative ELBO in nats per token.
+    Uniform and marginal: the cross-entropy of x0 at every position (the x0-prediction loss of D3PM)."""
+    cond = cond or {}
+    xt = corrupt(proc, x0, level, generator)
+    logp = D(xt, level, **cond)
+    nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    if proc.kind == "absorbing":
+        nll = nll * (xt == proc.mask_id) / _expand_level(level, x0)
+    valid = _valid(cond, x0)
+    dims = tuple(range(1, x0.ndim))
+    if valid is None:
+        return nll.mean(dim=dims) if dims else nll
+    v = valid.to(nll.dtype)
+    return (nll * v).sum(dim=dims) / v.sum(dim=dims).clamp_min(1)
+
+
+@torch.no_grad()
+def elbo(D: Callable, proc: Process, x0: torch.Tensor, cond: Optional[dict] = None, *, n_levels: int = 32,
+         seed: int = 0, reduce: str = "mean") -> torch.Tensor:
+    """Negative ELBO of each item in nats: per valid token (``reduce="mean"``) or in all (``"sum"``); higher
+    means less likely under the model. The corruptions are drawn from ``seed``, so scores repeat.
+
+    Absorbing: MDLM's continuous-time bound by the midpoint rule over ``n_levels`` levels. Uniform and
+    marginal: the discrete-time bound of ``n_levels`` steps (the KL of each step's posterior plus the
+    reconstruction term; the prior term is 0 because level 1 is the prior itself)."""
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    cond = cond or {}
+    g = torch.Generator().manual_seed(int(seed))
+    b = x0.shape[0]
+    dims = tuple(range(1, x0.ndim))
+    valid = _valid(cond, x0)
+    v = valid.float() if valid is not None else torch.ones(x0.shape, device=x0.device)
+    total = torch.zeros(b, device=x0.device)
+    n = int(n_levels)
+    if proc.kind == "absorbing":
+        for j in range(n):
+            lvl = torch.full((b,), (j + 0.5) / n, device=x0.device)
+            total += (categorical_loss(D, proc, x0, lvl, cond, g) * v.sum(dim=dims)) / n
+    else:
+        grid = torch.linspace(1.0, 0.0, n + 1).tolist()
+        onehot = torch.nn.functional.one_hot(x0, int(proc.vocab)).float()
+        for i in range(n):
+            t, s = grid[i], grid[i + 1]
+            xt = corrupt(proc, x0, torch.full((b,), t, device=x0.device), g)
+            logp = D(xt, torch.full((b,), t, device=x0.device), **cond)
+            if s == 0:
+                nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+            else:
+                q = posterior(proc, onehot.clamp_min(1e-30).log(), xt, t, s)
+                p = posterior(proc, logp, xt, t, s)
+                nll = (q.exp() * (q - p)).sum(-1)
+            total += (nll * v).sum(dim=dims)
+    return total / v.sum(dim=dims).clamp_min(1) if reduce == "mean" else total
+
+
+# ------------------------------------------------------------------------------------------------------
+# samplers
+# ------------------------------------------------------------------------------------------------------
+def _process(D: Callable) -> Process:
+    proc = getattr(D, "process", None)
+    if proc is None:
+        raise ValueError("a categorical sampler needs a categorical denoiser (one with a .process)")
+    return proc
+
+
+def _levels(levels: torch.Tensor) -> list:
+    lv = [float(v) for v in levels.tolist()]
+    if any(b >= a for a, b in zip(lv, lv[1:])) or lv[0] > 1 or lv[-1] < 0:
+        raise ValueError("a categorical ladder must decrease strictly within [0, 1]")
+    return lv
+
+
+def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optional[dict] = None, generator=None,
+              callback: Optional[Callable] = None, keep: Optional[torch.Tensor] = None, temperature: float = 1.0,
+              cache: bool = False, process: Optional[Process] = None) -> torch.Tensor:
+    """Ancestral sampling down the ladder: each step draws every token from the posterior
+    :func:`posterior` (for absorbing data: each masked token is revealed with probability (t - s) / t,
+    as a category drawn from the denoiser). ``keep`` positions never change; ``temperature`` scales the
+    denoiser's log-probabilities (1: exact). ``cache``: reuse the last evaluation while no token has
+    changed (exact only for a denoiser that ignores the level, MDLM's caching).
+
+    Known tokens (``keep``) are exact evidence for absorbing data: a revealed token is what the forward
+    process leaves clean, so infilling samples the exact conditional for an exact denoiser. For uniform and
+    marginal data the denoiser reads a kept token as an observation at the current level, which conditions
+    only approximately (measured on the closed-form check in tests/test_discrete.py; re-corrupting the kept
+    tokens at each level, the replacement method, was further off there)."""
+    proc = process or _process(D)
+    lv = _levels(levels)
+    cond = cond or {}
+    b = x.shape[0]
+    logp, dirty = None, True
+    for i in range(len(lv) - 1):
+        t, s = lv[i], lv[i + 1]
+        if dirty or not cache:
+            logp = D(x, torch.full((b,), t, device=x.device), **cond)
+            if temperature != 1.0:
+                logp = torch.log_softmax(logp / temperature, dim=-1)
+        post = posterior(proc, logp, x, t, s)
+        x_new = _gumbel_argmax(post, generator)
+        if keep is not None:
+            x_new = torch.where(keep, x, x_new)
+        dirty = bool((x_new != x).any())
+        x = x_new
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": t, "sigma_next": s, "denoised": logp.argmax(-1)})
+    return x
+
+
+def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optional[dict] = None, generator=None,
+               callback: Optional[Callable] = None, keep: Optional[torch.Tensor] = None, temperature: float = 1.0,
+               cache: bool = False, process: Optional[Process] = None) -> torch.Tensor:
+    """Confidence-ordered unmasking (absorbing data only): at each step the ladder fixes how many masked
+    tokens stay masked (``round(masked_at_start * s)``); the others are revealed, the positions whose
+    predicted distribution is most certain (highest top probability) first, each as a category drawn from
+    the denoiser. The order depends on the predictions, never on the drawn values, so with exact
+    predictions and one token per step it samples the exact distribution (chain rule in a data-dependent
+    order); with several per step it trades that for speed like ancestral sampling does."""
+    proc = process or _process(D)
+    if proc.kind != "absorbing":
+        raise ValueError("the confidence sampler needs absorbing (masked) data; use ancestral")
+    lv = _levels(levels)
+    cond = cond or {}
+    b = x.shape[0]
+    masked0 = (x == proc.mask_id)
+    if keep is not None:
+        masked0 = masked0 & ~keep
+    start = masked0.reshape(b, -1).sum(1).float()
+    logp, dirty = None, True
+    for i in range(len(lv) - 1):
+        t, s = lv[i], lv[i + 1]
+        if dirty or not cache:
+            logp = D(x, torch.full((b,), t, device=x.device), **cond)
+            if temperature != 1.0:
+                logp = torch.log_softmax(logp / temperature, dim=-1)
+        masked = (x == proc.mask_id)
+        if keep is not None:
+            masked = masked & ~keep
+        flat_m = masked.reshape(b, -1)
+        remain = torch.round(start * (s / lv[0])).long() if lv[0] > 0 else torch.zeros_like(start).long()
+        k = (flat_m.sum(1) - remain).clamp_min(0)                       # tokens to reveal per item
+        certainty = logp.max(-1).values.reshape(b, -1).masked_fill(~flat_m, -math.inf)
+        order = certainty.argsort(dim=1, descending=True, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=x.device).expand_as(order))
+        reveal = (rank < k.unsqueeze(1)) & flat_m
+        drawn = _gumbel_argmax(logp[..., : proc.vocab], generator).reshape(b, -1)
+        x_new = torch.where(reveal, drawn, x.reshape(b, -1)).reshape(x.shape)
+        dirty = bool(reveal.any())
+        x = x_new
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": t, "sigma_next": s, "denoised": logp.argmax(-1)})
+    return x
+
+
+ancestral.space = "categorical"
+confidence.space = "categorical"
+SAMPLERS = {"ancestral": ancestral, "confidence": confidence}
+
+
+def linear(n: int, start: float = 1.0, end: float = 0.0, device="cpu") -> torch.Tensor:
+    """The categorical ladder: ``n`` steps of equal size from level ``start`` (1: the prior) to ``end`` (0:
+    the data); with alpha = 1 - level every step reveals the same expected number of tokens."""
+    if int(n) < 1:
+        raise ValueError(f"a ladder needs at least 1 step, got {n}")
+    if not 0 <= end < start <= 1:
+        raise ValueError(f"a categorical ladder runs from a start in (0, 1] to an end in [0, start), got {start}, {end}")
+    return torch.linspace(float(start), float(end), int(n) + 1, device=device)

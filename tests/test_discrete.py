@@ -1,0 +1,179 @@
+"""Categorical diffusion against a closed form: an exact denoiser for a small joint distribution of short
+token sequences, and every categorical sampler converging to that distribution.
+
+The distribution: sequences of L = 3 tokens over V = 3 categories, 27 outcomes with correlated,
+unequal probabilities. The exact ``p(x0_i | x_t)`` is Bayes' rule over the 27 outcomes. With N draws the
+total variation between the empirical and the true distribution has a sampling floor of about
+0.5 * sum_x sqrt(2 p(x) / (pi N)), 0.014 for N = 20,000; the bound each test states leaves room for that
+floor and the sampler's own error, and the one-step check shows the bound can fail.
+"""
+import itertools
+import math
+
+import pytest
+import torch
+
+from polydiff import discrete, get_sampler
+from polydiff.discrete import Process
+
+L, V = 3, 3
+OUTCOMES = torch.tensor(list(itertools.product(range(V), repeat=L)))  # [27, 3]
+
+
+def joint() -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    w = torch.rand(len(OUTCOMES), generator=g) ** 3  # unequal weights
+    w[(OUTCOMES[:, 0] == OUTCOMES[:, 2])] *= 6.0      # correlation between the first and last token
+    return w / w.sum()
+
+
+P = joint()
+
+
+class ExactNet(torch.nn.Module):
+    """log p(x0_i | x_t) for the joint P under ``process``: the 'network' of an exact model."""
+
+    def __init__(self, proc: Process, prob: torch.Tensor = P):
+        super().__init__()
+        self.proc, self.prob = proc, prob
+
+    def forward(self, x, level, **cond):
+        x = x.long()
+        if self.proc.kind == "absorbing":
+            seen = x != self.proc.mask_id                                   # [B, L]
+            agree = (OUTCOMES[None] == x[:, None]) | ~seen[:, None]         # [B, 27, L]
+            w = self.prob[None] * agree.all(-1)                              # [B, 27]
+        else:
+            pi = self.proc.pi()
+            a = (1 - level.float()).reshape(-1, 1, 1)
+            like = a * (OUTCOMES[None] == x[:, None]) + (1 - a) * pi[x][:, None]   # q(x_t | x0) per position
+            w = self.prob[None] * like.prod(-1)
+        w = w / w.sum(-1, keepdim=True)
+        onehot = torch.nn.functional.one_hot(OUTCOMES, V).float()               # [27, L, V]
+        marg = torch.einsum("bo,olv->blv", w, onehot)
+        return marg.clamp_min(1e-30).log()
+
+
+def denoiser(kind: str, prior=None) -> discrete.CategoricalDenoiser:
+    proc = Process(kind, V, prior)
+    return discrete.CategoricalDenoiser(ExactNet(proc), proc, level_free=(kind == "absorbing"))
+
+
+def tv(samples: torch.Tensor, target: torch.Tensor = P) -> float:
+    idx = (samples * torch.tensor([V * V, V, 1])).sum(-1)
+    emp = torch.bincount(idx, minlength=len(OUTCOMES)).float() / len(samples)
+    return 0.5 * float((emp - target).abs().sum())
+
+
+def draw(sampler: str, D, steps: int, n: int = 20000, seed: int = 0, keep=None, start=None, **options):
+    g = torch.Generator().manual_seed(seed)
+    x = discrete.prior_sample(D.process, (n, L), g) if start is None else start
+    return get_sampler(sampler)(D, x, discrete.linear(steps), generator=g, keep=keep, **options)
+
+
+@pytest.mark.parametrize("kind, sampler, steps, bound", [
+    ("absorbing", "ancestral", 200, 0.03),
+    ("absorbing", "confidence", 3, 0.03),      # one token per step: exact
+    ("uniform", "ancestral", 200, 0.035),
+    ("marginal", "ancestral", 200, 0.035),
+])
+def test_samplers_converge_to_the_exact_distribution(kind, sampler, steps, bound):
+    D = denoiser(kind, prior=[0.6, 0.3, 0.1] if kind == "marginal" else None)
+    assert tv(draw(sampler, D, steps)) < bound
+
+
+def test_one_step_misses_the_correlation_so_the_bound_can_fail():
+    # one step reveals every token at once, independently: the product of the marginals, not P
+    D = denoiser("absorbing")
+    assert tv(draw("ancestral", D, 1)) > 0.08
+
+
+def test_cache_reuses_evaluations_and_changes_nothing():
+    D = denoiser("absorbing")
+    calls = []
+    counted = discrete.CategoricalDenoiser(ExactNet(D.process), D.process, level_free=True)
+    counted.register_forward_hook(lambda *a: calls.append(1))
+    a = draw("ancestral", counted, 100, n=4, seed=4, cache=True)
+    used = len(calls)
+    b = draw("ancestral", D, 100, n=4, seed=4, cache=False)
+    assert torch.equal(a, b)
+    assert used < 30  # most steps reveal nothing and reuse the last evaluation
+
+
+@pytest.mark.parametrize("kind", ["absorbing", "uniform"])
+def test_known_tokens_are_kept_and_the_rest_follows_the_conditional(kind):
+    # absorbing: the exact conditional (a revealed token is exact evidence). uniform: kept exactly, and
+    # conditioned only approximately (the denoiser reads the kept token as a noisy observation): the
+    # samples are far closer to the conditional than unconditional samples are, but not on it
+    D = denoiser(kind)
+    n = 20000
+    g = torch.Generator().manual_seed(1)
+    x = discrete.prior_sample(D.process, (n, L), g)
+    keep = torch.zeros(n, L, dtype=torch.bool)
+    keep[:, 0] = True
+    x[:, 0] = 2
+    out = get_sampler("ancestral")(D, x, discrete.linear(200), generator=g, keep=keep)
+    assert bool((out[:, 0] == 2).all())
+    cond = P * (OUTCOMES[:, 0] == 2)
+    cond = cond / cond.sum()
+    if kind == "absorbing":
+        assert tv(out, cond) < 0.035
+    else:
+        assert tv(out, cond) < 0.5 * 0.5 * float((P - cond).abs().sum())
+
+
+def test_masked_loss_is_the_elbo_and_matches_the_exact_entropy():
+    # for the exact denoiser, E[loss] = the negative ELBO, which for absorbing data equals the entropy
+    # of P (the bound is tight for the exact model): per token, H(P) / L
+    D = denoiser("absorbing")
+    x0 = OUTCOMES[torch.multinomial(P, 20000, replacement=True, generator=torch.Generator().manual_seed(2))]
+    nelbo = discrete.elbo(D, D.process, x0, n_levels=64, seed=0).mean()
+    entropy = float(-(P * P.log()).sum()) / L
+    assert abs(float(nelbo) - entropy) < 0.02 * entropy
+
+
+def test_uniform_elbo_bounds_the_entropy_and_tightens_with_steps():
+    D = denoiser("uniform")
+    x0 = OUTCOMES[torch.multinomial(P, 8000, replacement=True, generator=torch.Generator().manual_seed(2))]
+    entropy = float(-(P * P.log()).sum()) / L
+    coarse = float(discrete.elbo(D, D.process, x0, n_levels=4).mean())
+    fine = float(discrete.elbo(D, D.process, x0, n_levels=64).mean())
+    assert fine >= entropy - 0.02 and coarse >= fine - 0.02
+    assert fine < entropy * 1.1
+
+
+def test_posterior_is_a_distribution_and_reveals_at_the_ladder_rate():
+    proc = Process("absorbing", V)
+    x = torch.full((1, L), proc.mask_id)
+    logp = torch.log(torch.tensor([0.5, 0.3, 0.2])).expand(1, L, V)
+    post = discrete.posterior(proc, logp, x, 0.8, 0.6).exp()
+    assert torch.allclose(post.sum(-1), torch.ones(1, L))
+    assert math.isclose(float(post[0, 0, proc.mask_id]), 0.6 / 0.8, rel_tol=1e-6)
+    u = Process("uniform", V)
+    post = discrete.posterior(u, logp, torch.zeros(1, L, dtype=torch.long), 0.7, 0.2).exp()
+    assert torch.allclose(post.sum(-1), torch.ones(1, L), atol=1e-6)
+
+
+def test_corruption_rate_and_prior():
+    proc = Process("absorbing", 5)
+    x0 = torch.zeros(200, 100, dtype=torch.long)
+    xt = discrete.corrupt(proc, x0, torch.full((200,), 0.3), torch.Generator().manual_seed(0))
+    assert abs(float((xt == proc.mask_id).float().mean()) - 0.3) < 0.01
+    m = Process("marginal", 3, [0.7, 0.2, 0.1])
+    xt = discrete.corrupt(m, torch.zeros(400, 100, dtype=torch.long), torch.full((400,), 1.0), torch.Generator().manual_seed(0))
+    freq = torch.bincount(xt.flatten(), minlength=3).float() / xt.numel()
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.01)
+
+
+def test_bad_processes_and_ladders_are_refused():
+    with pytest.raises(ValueError, match="unknown categorical process"):
+        Process("gaussian", 4)
+    with pytest.raises(ValueError, match="prior"):
+        Process("marginal", 3, [1.0, 2.0])
+    with pytest.raises(ValueError, match="decrease strictly"):
+        get_sampler("ancestral")(denoiser("absorbing"), torch.zeros(2, L, dtype=torch.long), torch.tensor([0.5, 0.7, 0.0]))
+    with pytest.raises(ValueError, match="absorbing"):
+        draw("confidence", denoiser("uniform"), 3, n=4)
+    with pytest.raises(ValueError, match="categorical ladder"):
+        discrete.linear(4, start=1.5)
+    assert get_sampler("ancestral").space == "categorical"
