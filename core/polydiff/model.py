@@ -37,12 +37,17 @@ def default_sample_config() -> dict:
             "sampler_args": {}, "precision": "fp32"}
 
 
-def default_config() -> dict:
-    """The core's defaults; a modality's ``default_config`` and a recipe are merged on top."""
+def default_config(modality_config: Optional[dict] = None) -> dict:
+    """The core's defaults; a modality's ``default_config`` and a recipe are merged on top. For a modality
+    whose config names a categorical ``process``, the sampling defaults are the categorical ones (the
+    ancestral sampler on the linear level ladder)."""
     from .training import default_train_config
 
+    sample = default_sample_config()
+    if (modality_config or {}).get("process"):
+        sample.update(sampler="ancestral", schedule="linear", schedule_args={})
     return {"parameterisation": "edm", "sigma_data": 0.5, "network": {},
-            "train": default_train_config(), "sample": default_sample_config()}
+            "train": default_train_config(), "sample": sample}
 
 
 def merge_config(base: dict, *overrides: Optional[dict]) -> dict:
@@ -367,7 +372,7 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
             raise UnknownName(f"modality {modality.name!r} has no recipe {recipe!r}; recipes: "
                               f"{', '.join(sorted(modality.recipes)) or 'none'}")
         rec = modality.recipes[recipe]
-    config = merge_config(default_config(), modality.default_config, rec.get("config"), overrides)
+    config = merge_config(default_config(modality.default_config), modality.default_config, rec.get("config"), overrides)
     if steps is not None:
         config["train"]["steps"] = int(steps)
     start = _init_model(modality, init) if init is not None else None

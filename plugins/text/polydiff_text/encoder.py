@@ -1,0 +1,322 @@
+"""Sentences <-> token tensors: :class:`TextEncoder`, the ``text`` modality's encoder.
+
+An item is a :class:`Sentence`: its text and, for data-to-text, its E2E meaning representation. Encoding
+delexicalises the MR's ``name`` and ``near`` values (:mod:`polydiff_text.mr`), tokenizes
+(:mod:`polydiff_text.tokenizer`) and pads to the model's ``max_len``:
+
+* ``x``: token ids [N, max_len] (``<pad>`` = 0 after the sentence);
+* ``cond["mask"]``: 1 on the sentence's tokens, 0 on padding [N, max_len];
+* ``cond["mr"]``: one value index per E2E attribute [N, 8]: 0 absent, 1.. the attribute's values (``name``
+  and ``near``: 1 = present); -1 everywhere for a sentence without an MR (the null condition that
+  classifier-free guidance drops to);
+* ``cond["lex"]``: indices into the encoder's table of names (``name``, ``near``; -1 none) that decoding
+  writes back in place of the placeholders.
+
+Lengths for generation are drawn from the training sentences' lengths for the same number of MR
+attributes (stored in the bundle), unless given.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from polydiff.errors import InputError
+
+from . import mr as mrs
+from .tokenizer import SPACE, Tokenizer, split
+
+__all__ = ["Sentence", "TextEncoder", "make_cond", "configure", "read_lines"]
+
+N_ATTR = len(mrs.ATTRIBUTES)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence and the meaning representation it realises ("" when it has none)."""
+
+    text: str
+    mr: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}): convert it, e.g. iconv -t UTF-8") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def read_lines(path) -> List[Sentence]:
+    """Sentences from a file: ``.csv`` with a ``ref`` (or ``text``) column and optionally ``mr`` (E2E's
+    format), a ``.csv`` with an ``mr`` column only (meaning representations to realise: empty texts), or
+    plain text with one sentence per line (blank lines skipped)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: a folder; give a .txt or .csv file")
+    raw = _read_text(p)
+    if p.suffix.lower() == ".csv":
+        rows = list(csv.reader(io.StringIO(raw)))
+        if not rows:
+            raise InputError(f"{p}: empty file")
+        head = [h.strip().lower() for h in rows[0]]
+        col_t = next((head.index(h) for h in ("ref", "text") if h in head), None)
+        col_m = head.index("mr") if "mr" in head else None
+        if col_t is None and col_m is None:
+            raise InputError(f"{p}: a CSV needs a 'ref' (or 'text') column, an 'mr' column, or both")
+        out = []
+        for i, r in enumerate(rows[1:], start=2):
+            if not any(c.strip() for c in r):
+                continue
+            if len(r) < len(head):
+                raise InputError(f"{p}, line {i}: {len(r)} fields, the header has {len(head)}")
+            out.append(Sentence(r[col_t].strip() if col_t is not None else "", r[col_m].strip() if col_m is not None else ""))
+    else:
+        out = [Sentence(line.strip()) for line in raw.splitlines() if line.strip()]
+    if not out:
+        raise InputError(f"{p}: no sentences")
+    return out
+
+
+class TextEncoder:
+    """See the module docstring. ``max_len``: tokens per sentence [the longest training sentence's];
+    ``min_count``: a word seen fewer times in the training text becomes ``<unk>``."""
+
+    def __init__(self, max_len: Optional[int] = None, min_count: int = 2):
+        self.max_len = int(max_len) if max_len else None  # None: the longest training sentence
+        self.min_count = int(min_count)
+        self.tokenizer: Optional[Tokenizer] = None
+        self.values: Dict[str, List[str]] = {}      # attribute -> its closed set of values
+        self.lengths: Dict[str, List[int]] = {}     # number of MR attributes ("none": no MR) -> length counts
+        self.names: Dict[str, List[str]] = {}       # name / near -> the training values (for sentences without MR)
+        self.table: List[str] = []                  # names decoding writes back (runtime, see make_cond)
+        self.strict = False
+
+    # ------------------------------------------------------------------ files
+    def read(self, path, strict: bool = False) -> List[Sentence]:
+        return read_lines(path)
+
+    def write(self, items: Sequence, path, **options) -> List[Path]:
+        """``.csv`` (columns mr, ref) or one sentence per line; written to a temporary file, then moved."""
+        p = Path(path)
+        if p.exists() and p.is_dir():
+            raise InputError(f"{p}: a folder; give a file name")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        items = [s if isinstance(s, Sentence) else Sentence(str(s)) for s in items]
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name + ".", suffix=".part")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                if p.suffix.lower() == ".csv":
+                    w = csv.writer(f)
+                    w.writerow(["mr", "ref"])
+                    for s in items:
+                        w.writerow([s.mr, s.text])
+                else:
+                    for s in items:
+                        f.write(s.text.replace("\n", " ") + "\n")
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return [p]
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, items: Sequence) -> "TextEncoder":
+        items = [s if isinstance(s, Sentence) else Sentence(str(s)) for s in items]
+        if not items:
+            raise InputError("no training sentences")
+        parsed = [mrs.parse(s.mr) if s.mr else None for s in items]
+        texts = [mrs.delexicalise(s.text, m) if m else s.text for s, m in zip(items, parsed)]
+        self.tokenizer = Tokenizer.fit(texts, self.min_count)
+        if self.max_len is None:
+            self.max_len = max(len(split(t)) for t in texts)
+        values: Dict[str, set] = {a: set() for a in mrs.ATTRIBUTES if a not in mrs.OPEN}
+        names: Dict[str, Dict[str, int]] = {a: {} for a in mrs.OPEN}
+        lengths: Dict[str, Dict[int, int]] = {}
+        for t, m in zip(texts, parsed):
+            n = len(split(t))
+            if n > self.max_len:
+                continue
+            key = str(len(m)) if m else "none"
+            lengths.setdefault(key, {})
+            lengths[key][n] = lengths[key].get(n, 0) + 1
+            for a, v in (m or {}).items():
+                if a in mrs.OPEN:
+                    names[a][v] = names[a].get(v, 0) + 1
+                else:
+                    values[a].add(v)
+        self.values = {a: sorted(v) for a, v in values.items()}
+        self.names = {a: sorted(v, key=lambda k: (-v[k], k)) for a, v in names.items()}
+        self.lengths = {k: [c.get(i, 0) for i in range(self.max_len + 1)] for k, c in sorted(lengths.items())}
+        if not self.lengths:
+            raise InputError(f"every training sentence is longer than max_len = {self.max_len} tokens")
+        return self
+
+    def _need_fit(self):
+        if self.tokenizer is None:
+            raise InputError("the text encoder has not been fitted")
+
+    # ------------------------------------------------------------------ tensors
+    def mr_index(self, mr: Optional[Dict[str, str]]) -> List[int]:
+        """One value index per attribute (see the module docstring); unknown values are refused."""
+        if mr is None:
+            return [-1] * N_ATTR
+        out = []
+        for a in mrs.ATTRIBUTES:
+            if a not in mr:
+                out.append(0)
+            elif a in mrs.OPEN:
+                out.append(1)
+            else:
+                known = self.values.get(a, [])
+                if mr[a] not in known:
+                    raise InputError(f"{a}[{mr[a]}]: a value the model never saw; it knows {a} "
+                                     f"{', '.join(known) or 'no values'}")
+                out.append(1 + known.index(mr[a]))
+        return out
+
+    def lex_index(self, mr: Optional[Dict[str, str]]) -> List[int]:
+        out = []
+        for a in mrs.OPEN:
+            v = (mr or {}).get(a)
+            if v is None:
+                out.append(-1)
+            else:
+                if v not in self.table:
+                    self.table.append(v)
+                out.append(self.table.index(v))
+        return out
+
+    def tokens(self, text: str, mr: Optional[Dict[str, str]] = None, what: str = "sentence") -> List[int]:
+        """Token ids of one text (delexicalised for ``mr``); unknown words are ``<unk>`` (refused when
+        :attr:`strict`), a text longer than ``max_len`` tokens is refused."""
+        self._need_fit()
+        ids, unknown = self.tokenizer.encode(mrs.delexicalise(text, mr) if mr else text)
+        if unknown and self.strict:
+            raise InputError(f"{what} {text[:40]!r}: words outside the vocabulary: {', '.join(sorted(set(unknown))[:8])}")
+        if len(ids) > self.max_len:
+            raise InputError(f"{what} {text[:40]!r}: {len(ids)} tokens, the model's maximum is {self.max_len}")
+        return ids
+
+    def unknown_words(self, items: Sequence) -> List[str]:
+        self._need_fit()
+        out = set()
+        for s in items:
+            s = s if isinstance(s, Sentence) else Sentence(str(s))
+            m = mrs.parse(s.mr) if s.mr else None
+            out |= set(self.tokenizer.encode(mrs.delexicalise(s.text, m) if m else s.text)[1])
+        return sorted(out)
+
+    def encode(self, items: Sequence) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        self._need_fit()
+        items = [s if isinstance(s, Sentence) else Sentence(str(s)) for s in items]
+        x = torch.zeros(len(items), self.max_len, dtype=torch.long)
+        mask = torch.zeros(len(items), self.max_len)
+        mr_t = torch.zeros(len(items), N_ATTR, dtype=torch.long)
+        lex = torch.full((len(items), len(mrs.OPEN)), -1, dtype=torch.long)
+        for i, s in enumerate(items):
+            if not s.text.strip():
+                raise InputError(f"sentence {i + 1} is empty")
+            m = mrs.parse(s.mr) if s.mr else None
+            ids = self.tokens(s.text, m, what=f"sentence {i + 1}")
+            x[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, : len(ids)] = 1
+            mr_t[i] = torch.tensor(self.mr_index(m))
+            lex[i] = torch.tensor(self.lex_index(m))
+        return x, {"mask": mask, "mr": mr_t, "lex": lex}
+
+    def decode(self, x: torch.Tensor, cond: Dict[str, torch.Tensor], **options) -> List[Sentence]:
+        self._need_fit()
+        mask = cond.get("mask")
+        lex = cond.get("lex")
+        mr_t = cond.get("mr")
+        out = []
+        for i in range(x.shape[0]):
+            ids = x[i] if mask is None else x[i][mask[i].bool()]
+            text = self.tokenizer.decode(ids.tolist())
+            fill = {}
+            if lex is not None:
+                for j, a in enumerate(mrs.OPEN):
+                    k = int(lex[i, j])
+                    if 0 <= k < len(self.table):
+                        fill[a] = self.table[k]
+            text = mrs.lexicalise(text, fill)
+            out.append(Sentence(text, self.mr_text(mr_t[i].tolist(), fill) if mr_t is not None else ""))
+        return out
+
+    def mr_text(self, index: Sequence[int], fill: Dict[str, str]) -> str:
+        """The MR string of a value-index row (with the names of ``fill``); "" for the null row."""
+        if all(int(v) < 0 for v in index):
+            return ""
+        mr = {}
+        for a, v in zip(mrs.ATTRIBUTES, index):
+            v = int(v)
+            if v <= 0:
+                continue
+            mr[a] = fill.get(a, mrs.PLACEHOLDER.get(a, "")) if a in mrs.OPEN else self.values[a][v - 1]
+        return mrs.format_mr(mr)
+
+    def sample_shape(self) -> Tuple[int, ...]:
+        return (self.max_len,)
+
+    @property
+    def vocab_size(self) -> int:
+        self._need_fit()
+        return len(self.tokenizer)
+
+    # ------------------------------------------------------------------ bundle state
+    def metadata(self) -> dict:
+        self._need_fit()
+        return {"max_len": self.max_len, "min_count": self.min_count, "vocab": self.tokenizer.vocab,
+                "values": self.values, "names": self.names, "lengths": self.lengths}
+
+    @classmethod
+    def from_metadata(cls, meta: Optional[dict]) -> "TextEncoder":
+        if meta is None:
+            return cls()
+        enc = cls(meta.get("max_len"), meta.get("min_count", 2))
+        enc.tokenizer = Tokenizer(meta["vocab"])
+        enc.values = {k: list(v) for k, v in meta.get("values", {}).items()}
+        enc.names = {k: list(v) for k, v in meta.get("names", {}).items()}
+        enc.lengths = {k: list(v) for k, v in meta.get("lengths", {}).items()}
+        return enc
+
+    # ------------------------------------------------------------------ generation
+    def draw_length(self, n_attr: Optional[int], generator) -> int:
+        key = "none" if n_attr is None else str(n_attr)
+        counts = self.lengths.get(key)
+        if counts is None or not sum(counts):  # an MR size never seen: all training lengths
+            counts = [sum(c[i] for c in self.lengths.values()) for i in range(self.max_len + 1)]
+        w = torch.tensor(counts, dtype=torch.float64)
+        return int(torch.multinomial(w, 1, generator=generator))
+
+
+def configure(config: dict, encoder: TextEncoder) -> dict:
+    """Fill the vocabulary and value counts into the network config and the categorical process."""
+    net = dict(config.get("network", {}))
+    net["vocab"] = encoder.vocab_size
+    net["max_len"] = encoder.max_len
+    net["mr_values"] = [1 + (1 if a in mrs.OPEN else len(encoder.values.get(a, []))) for a in mrs.ATTRIBUTES]
+    out = dict(config, network=net)
+    if "process" in out:
+        out["process"] = dict(out["process"], vocab=encoder.vocab_size)
+    return out
+
+
+def make_cond(encoder: TextEncoder, n: int, generator=None, mr=None, length=None, contains=None, template=None):
+    """Conditions and known tokens for ``n`` generated sentences (see :mod:`polydiff_text.tasks`)."""
+    from .tasks import conditions
+
+    return conditions(encoder, n, generator=generator, mr=mr, length=length, contains=contains, template=template)

@@ -1,0 +1,120 @@
+"""The text denoiser: a bidirectional transformer over the sentence's tokens and the MR's attributes.
+
+One file, one dataclass config. The meaning representation enters as eight prefix tokens (one per E2E
+attribute, its value embedded; -1, the dropped condition of classifier-free guidance, has an embedding of
+its own per attribute) that every sentence position attends to; padding positions are masked out of the
+attention. Two heads, by method:
+
+* ``masked`` (MDLM): tokens (the mask id = ``vocab`` included) in, class logits out; the network reads no
+  noise level (``level_free``), as MDLM found unnecessary for masked text;
+* ``embedding`` (Diffusion-LM): noisy word embeddings in (``x`` of shape [B, L, dim], with the noise level
+  through a Fourier embedding), clean-embedding estimates out; the word embedding table is the
+  network's own (:attr:`TextTransformer.embed`), trained with the denoiser, and its rounding logits are
+  ``x0_hat @ embed.T`` (:meth:`TextTransformer.round_logits`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+__all__ = ["TextConfig", "TextTransformer"]
+
+
+@dataclass
+class TextConfig:
+    vocab: int = 1000
+    max_len: int = 48
+    mr_values: List[int] = field(default_factory=lambda: [2] * 8)  # values per attribute, 0 (absent) included
+    dim: int = 256
+    depth: int = 6
+    heads: int = 4
+    mlp: int = 4
+    dropout: float = 0.1
+    method: str = "masked"       # masked | embedding
+    embed_dim: int = 16          # embedding method: the diffused word-embedding size (Diffusion-LM: 16)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TextConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown text network settings: {', '.join(unknown)}")
+        return cls(**d)
+
+
+class TextTransformer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        if cfg.method not in ("masked", "embedding"):
+            raise ValueError(f"unknown text method {cfg.method!r}; known: masked, embedding")
+        self.cfg = cfg
+        d = cfg.dim
+        self.mr_embed = nn.ModuleList(nn.Embedding(n + 1, d) for n in cfg.mr_values)  # index 0: dropped (-1)
+        self.mr_pos = nn.Parameter(torch.zeros(len(cfg.mr_values), d))
+        self.pos = nn.Parameter(torch.zeros(cfg.max_len, d))
+        if cfg.method == "masked":
+            self.tokens = nn.Embedding(cfg.vocab + 1, d)  # + the mask id
+        else:
+            self.embed = nn.Embedding(cfg.vocab, cfg.embed_dim)
+            nn.init.normal_(self.embed.weight, std=1.0)
+            self.inp = nn.Linear(cfg.embed_dim, d)
+            self.level = nn.Sequential(nn.Linear(64, d), nn.SiLU(), nn.Linear(d, d))
+            self.register_buffer("freqs", torch.randn(32) * 4.0, persistent=True)
+        layer = nn.TransformerEncoderLayer(d, cfg.heads, cfg.mlp * d, cfg.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, cfg.vocab if cfg.method == "masked" else cfg.embed_dim)
+        nn.init.normal_(self.pos, std=0.02)
+        nn.init.normal_(self.mr_pos, std=0.02)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TextTransformer":
+        return cls(TextConfig.from_dict(dict(config or {})))
+
+    def _mr(self, mr: Optional[torch.Tensor], b: int, device) -> torch.Tensor:
+        if mr is None:
+            mr = torch.full((b, len(self.mr_embed)), -1, dtype=torch.long, device=device)
+        mr = mr.long().expand(b, -1)
+        parts = [emb((mr[:, j] + 1).clamp(0, emb.num_embeddings - 1)) for j, emb in enumerate(self.mr_embed)]
+        return torch.stack(parts, 1) + self.mr_pos
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                mr: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
+        b, n = x.shape[0], x.shape[1]
+        if mask is not None:  # positions after the batch's longest sentence are padding: leave them out
+            m = mask.reshape(b, -1)[:, :n]
+            used = int(m.sum(1).max().item()) if b else n
+            if 0 < used < n:
+                out = self.forward(x[:, :used], level, mask=m[:, :used], mr=mr)
+                return torch.cat([out, out.new_zeros((b, n - used) + tuple(out.shape[2:]))], 1)
+        if self.cfg.method == "masked":
+            h = self.tokens(x.long())
+        else:
+            h = self.inp(x)
+            f = level.float().reshape(-1, 1).log().mul(0.25) * self.freqs[None] * 2 * math.pi
+            h = h + self.level(torch.cat([f.sin(), f.cos()], -1)).unsqueeze(1)
+        h = h + self.pos[:n]
+        h = torch.cat([self._mr(mr, b, x.device), h], 1)
+        pad = None
+        if mask is not None:
+            m = mask.reshape(b, -1)[:, :n].bool()
+            pad = torch.cat([torch.zeros(b, len(self.mr_embed), dtype=torch.bool, device=x.device), ~m], 1)
+        h = self.blocks(h, src_key_padding_mask=pad)
+        out = self.out(self.norm(h[:, len(self.mr_embed):]))
+        if self.cfg.method == "masked":  # <pad> (id 0) only ever follows the sentence: never predicted
+            out = torch.cat([torch.full_like(out[..., :1], -1e4), out[..., 1:]], -1)
+        return out
+
+    def round_logits(self, x0: torch.Tensor) -> torch.Tensor:
+        """Embedding method: logits of each word for clean-embedding estimates ``x0`` [..., embed_dim]
+        (negative squared distance to each word's embedding)."""
+        w = self.embed.weight
+        return -(x0.pow(2).sum(-1, keepdim=True) - 2 * x0 @ w.T + w.pow(2).sum(-1))
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)

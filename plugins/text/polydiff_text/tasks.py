@@ -1,0 +1,181 @@
+"""What the text model is asked to write: meaning representations, lengths, words it must contain, templates.
+
+:func:`conditions` turns those requests into the sampling run's conditions (``mask``, ``mr``, ``lex``) and a
+:class:`polydiff.sampling.Known` control: padding after the drawn (or given) length, and every given word
+(a template's words, ``contains`` phrases) as known tokens, which categorical sampling keeps exactly.
+"""
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from polydiff.errors import InputError
+from polydiff.sampling import Known
+
+from . import mr as mrs
+from .tokenizer import SPACE, split
+
+__all__ = ["BLANK", "conditions", "parse_template", "contains_phrases"]
+
+BLANK = "___"
+
+
+def _as_list(value, n: int, what: str) -> List:
+    if value is None or isinstance(value, (str, int)):
+        return [value] * n
+    value = list(value)
+    if len(value) == 1:
+        return value * n
+    if len(value) != n:
+        raise InputError(f"{len(value)} {what} for {n} sentences; give one, or one per sentence")
+    return value
+
+
+def parse_template(text: str) -> List[Union[str, None]]:
+    """A template as pieces: token strings (with their space marks) and None for each ``___`` (one or more
+    words to write)."""
+    if text is None or not str(text).strip():
+        raise InputError("empty template; write e.g. 'The ___ is a ___ coffee shop near ___ .'")
+    if BLANK not in text:
+        raise InputError(f"the template {text[:40]!r} has no {BLANK}: mark each gap to fill with {BLANK}")
+    out: List[Union[str, None]] = []
+    for k, part in enumerate(re.split(r"_{3,}", str(text))):
+        if k:
+            out.append(None)
+        out.extend(split(part) if part.strip() else [])
+    return out
+
+
+def contains_phrases(contains) -> List[str]:
+    """``"Italian, coffee shop"`` or a list -> the phrases a sentence must contain."""
+    if contains is None:
+        return []
+    items = contains.split(",") if isinstance(contains, str) else list(contains)
+    out = [str(p).strip() for p in items if str(p).strip()]
+    if not out:
+        raise InputError("--contains needs at least one word")
+    return out
+
+
+def _ids(encoder, pieces: Sequence[str], what: str) -> List[int]:
+    ids = []
+    unknown = []
+    for p in pieces:
+        i = encoder.tokenizer.index.get(p)
+        if i is None:  # the same piece with the other spacing ("near ___ ." for "near ___.")
+            i = encoder.tokenizer.index.get(p[1:] if p.startswith(SPACE) else SPACE + p)
+        if i is None:
+            unknown.append(p.lstrip(SPACE))
+            i = 2 if p.startswith(SPACE) else 1
+        ids.append(i)
+    if unknown:
+        if encoder.strict:
+            raise InputError(f"{what}: words outside the vocabulary: {', '.join(unknown[:8])}")
+        import warnings
+
+        warnings.warn(f"{what}: words outside the vocabulary written as <unk>: {', '.join(unknown[:8])}", stacklevel=4)
+    return ids
+
+
+def _phrase_ids(encoder, phrase: str, first: bool) -> List[int]:
+    pieces = split(phrase)
+    if not first:
+        pieces[0] = SPACE + pieces[0].lstrip(SPACE)
+    return _ids(encoder, pieces, f"--contains {phrase!r}")
+
+
+def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contains=None, template=None):
+    """(cond, Known) for ``n`` sentences. ``mr``: an MR string (or one per sentence); ``length``: tokens per
+    sentence [drawn from the training lengths for the MR's size]; ``contains``: phrases that must appear
+    (placed at drawn positions, kept exactly); ``template``: a text with ``___`` gaps (every given word kept,
+    each gap one or more drawn words). See the module docstring."""
+    encoder._need_fit()
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    L = encoder.max_len
+    mrs_in = _as_list(mr, n, "meaning representations")
+    lengths_in = _as_list(length, n, "lengths")
+    templates = _as_list(template, n, "templates")
+    phrases = contains_phrases(contains)
+    x = torch.zeros(n, L, dtype=torch.long)
+    keep = torch.zeros(n, L, dtype=torch.bool)
+    mask = torch.zeros(n, L)
+    mr_t = torch.zeros(n, len(mrs.ATTRIBUTES), dtype=torch.long)
+    lex = torch.full((n, len(mrs.OPEN)), -1, dtype=torch.long)
+    for i in range(n):
+        m = mrs.parse(mrs_in[i]) if mrs_in[i] else None
+        mr_t[i] = torch.tensor(encoder.mr_index(m))
+        fill = dict(m or {})
+        for a in mrs.OPEN:  # a sentence without an MR names restaurants drawn from the training ones
+            if a not in fill and m is None and encoder.names.get(a):
+                fill[a] = encoder.names[a][int(torch.randint(len(encoder.names[a]), (1,), generator=g))]
+        lex[i] = torch.tensor(encoder.lex_index(fill))
+        ln = lengths_in[i]
+        if ln is not None:
+            ln = int(ln)
+            if not 1 <= ln <= L:
+                raise InputError(f"length {ln}: the model writes 1 to {L} tokens")
+        if templates[i] is not None:
+            ln = _template(encoder, templates[i], ln, m, x[i], keep[i], g)
+        else:
+            if ln is None:
+                ln = max(encoder.draw_length(len(m) if m else None, g), 1)
+            need = sum(len(split(p)) for p in phrases)
+            if need > ln:
+                if lengths_in[i] is not None:
+                    raise InputError(f"--contains needs {need} tokens, more than the length {ln}")
+                ln = min(L, need + 2)
+            if phrases:
+                _place(encoder, phrases, ln, x[i], keep[i], g)
+        mask[i, :ln] = 1
+        keep[i, ln:] = True  # padding: <pad> (id 0), kept
+    return {"mask": mask, "mr": mr_t, "lex": lex}, Known(x, keep)
+
+
+def _template(encoder, text, ln, m, x_row, keep_row, g) -> int:
+    pieces = parse_template(mrs.delexicalise(text, m) if m else text)
+    words = [p for p in pieces if p is not None]
+    blanks = pieces.count(None)
+    L = encoder.max_len
+    given = len(words)
+    if given + blanks > L:
+        raise InputError(f"the template needs at least {given + blanks} tokens, the model's maximum is {L}")
+    if ln is None:
+        ln = max(encoder.draw_length(len(m) if m else None, g), given + 2 * blanks)
+        ln = min(ln, L)
+    if ln < given + blanks:
+        raise InputError(f"length {ln} is shorter than the template's {given} words and {blanks} gaps")
+    # share the free tokens among the gaps: each gets one, the rest spread at random
+    extra = torch.multinomial(torch.ones(blanks), ln - given - blanks, replacement=True, generator=g) \
+        if ln - given - blanks > 0 else torch.zeros(0, dtype=torch.long)
+    sizes = (1 + torch.bincount(extra, minlength=blanks)).tolist()
+    ids = _ids(encoder, words, "template")
+    pos, w, b = 0, 0, 0
+    for p in pieces:
+        if p is None:
+            pos += sizes[b]
+            b += 1
+        else:
+            x_row[pos] = ids[w]
+            keep_row[pos] = True
+            pos += 1
+            w += 1
+    return ln
+
+
+def _place(encoder, phrases, ln, x_row, keep_row, g):
+    for phrase in phrases:
+        for _ in range(100):
+            ids = _phrase_ids(encoder, phrase, first=False)
+            hi = ln - len(ids)  # leave the last token (usually the full stop) free
+            start = int(torch.randint(1, max(hi, 1) + 1, (1,), generator=g)) if hi >= 1 else 0
+            if start == 0:
+                ids = _phrase_ids(encoder, phrase, first=True)
+            span = slice(start, start + len(ids))
+            if start + len(ids) <= ln and not bool(keep_row[span].any()):
+                x_row[span] = torch.tensor(ids)
+                keep_row[span] = True
+                break
+        else:
+            raise InputError(f"cannot place {phrase!r} in a sentence of {ln} tokens with the other phrases")

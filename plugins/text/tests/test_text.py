@@ -1,0 +1,152 @@
+"""The text plugin: tokenizer, meaning representations, templates, the conformance kit, infilling, the CLI."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from polydiff import get_modality
+from polydiff.cli import cli
+from polydiff.errors import InputError
+from polydiff.model import Model
+from polydiff.testing import check_modality
+from polydiff_text import datasets, mr as mrs
+from polydiff_text.encoder import Sentence, TextEncoder, read_lines
+from polydiff_text.tasks import parse_template
+from polydiff_text.tokenizer import Tokenizer, split
+
+TINY = {"network": {"dim": 32, "depth": 1, "heads": 2, "mlp": 2, "dropout": 0.0}}
+
+
+def test_tokenizer_round_trip_on_the_e2e_training_text():
+    rows = datasets.e2e() if datasets.e2e_dir() else datasets.e2e_sample()
+    texts = [r.text for r in rows]
+    tok = Tokenizer.fit(texts, min_count=2)
+    checked = 0
+    for t in texts:
+        ids, unknown = tok.encode(t)
+        if unknown:
+            continue
+        assert tok.decode(ids) == " ".join(t.split()), t
+        checked += 1
+    assert checked > 0.9 * len(texts)
+
+
+def test_tokenizer_keeps_prices_numbers_and_marks_spaces():
+    assert split("Prices £20-25, rated 5 out of 5.") == ["Prices", "▁£20-25", ",", "▁rated", "▁5", "▁out", "▁of", "▁5", "."]
+    assert split("family-friendly (Italian)") == ["family", "-", "friendly", "▁(", "Italian", ")"]
+    tok = Tokenizer.fit(["It's a pub."])
+    ids, unknown = tok.encode("It's a bar.")
+    assert unknown == ["bar"] and tok.decode(ids) == "It's a <unk>."
+
+
+def test_mr_parsing_and_its_errors():
+    mr = mrs.parse("name[The Eagle], eatType[coffee shop], food[Italian], customer rating[5 out of 5]")
+    assert mr == {"name": "The Eagle", "eatType": "coffee shop", "food": "Italian", "customer rating": "5 out of 5"}
+    for bad, words in [("", "empty"), ("name[The Eagle] eatType[pub]", "expected ','"),
+                       ("colour[red]", "unknown attribute"), ("name[A], name[B]", "twice"), ("name[]", "empty value"),
+                       ("name[A],", "ends with a comma"), ("name The Eagle", "cannot read")]:
+        with pytest.raises(InputError, match=words):
+            mrs.parse(bad)
+
+
+def test_delexicalisation_round_trip():
+    mr = {"name": "The Eagle", "near": "Burger King"}
+    text = "The Eagle is near Burger King."
+    d = mrs.delexicalise(text, mr)
+    assert d == "<name> is near <near>." and mrs.lexicalise(d, mr) == text
+
+
+def test_templates_and_their_errors():
+    assert parse_template("The ___ is a ___ pub.") == ["The", None, "▁is", "▁a", None, "▁pub", "."]
+    with pytest.raises(InputError, match="no ___"):
+        parse_template("The Eagle is a pub.")
+    with pytest.raises(InputError, match="empty template"):
+        parse_template("  ")
+
+
+def test_reading_files(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("One sentence.\n\nAnother one.\n", encoding="utf-8")
+    assert [s.text for s in read_lines(p)] == ["One sentence.", "Another one."]
+    latin = tmp_path / "b.txt"
+    latin.write_bytes("Caf\xe9 near the river.".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_lines(latin)
+    empty = tmp_path / "c.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no sentences"):
+        read_lines(empty)
+
+
+def test_encoder_refuses_unknown_values_long_text_and_strict_unknown_words():
+    enc = TextEncoder().fit(datasets.e2e_sample())
+    with pytest.raises(InputError, match="never saw"):
+        enc.encode([Sentence("A Thai place.", "name[X], food[Thai]")])
+    with pytest.raises(InputError, match="maximum"):
+        enc.encode([Sentence(" ".join(["pub"] * (enc.max_len + 1)))])
+    enc.strict = True
+    with pytest.raises(InputError, match="outside the vocabulary"):
+        enc.encode([Sentence("A zyzzyva pub.")])
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("text")
+    items = datasets.e2e_sample()[:64]
+    return check_modality(get_modality("text"), items, tmp, config=TINY, write_suffix=".csv")
+
+
+def test_conformance(tiny_model):
+    assert tiny_model.categorical
+
+
+def test_infilling_keeps_every_given_word(tiny_model):
+    template = "The ___ is a ___ coffee shop near ___ ."
+    cond, known = tiny_model.conditions(6, template=template, generator=torch.Generator().manual_seed(0))
+    x, _ = tiny_model.sample(6, template=template, seed=0)
+    keep = known.mask.bool()
+    assert bool(keep.any()) and torch.equal(x[keep], known.values[keep])
+    for s in tiny_model.generate(6, template=template, seed=0):
+        pos = 0
+        for w in ["The", "is", "a", "coffee", "shop", "near", "."]:  # the given words, in order
+            pos = s.text.index(w, pos) + len(w)
+
+
+def test_contains_and_length_hold(tiny_model):
+    opts = dict(contains="Italian", length=12, mr="name[The Eagle], food[Italian]")
+    x, cond = tiny_model.sample(8, seed=1, **opts)
+    assert bool((cond["mask"].sum(1) == 12).all())
+    assert bool((x[:, 12:] == 0).all()) and bool((x[:, :12] != 0).all())  # 12 tokens, then padding
+    italian = tiny_model.encoder.tokenizer.index["▁Italian"]
+    assert bool(((x == italian).sum(1) >= 1).all())
+    for s in tiny_model.generate(8, seed=1, **opts):
+        assert "Italian" in s.text
+
+
+def test_same_seed_same_sentences(tiny_model):
+    a = tiny_model.generate(4, seed=3, mr="name[The Eagle], eatType[pub]")
+    b = tiny_model.generate(4, seed=3, mr="name[The Eagle], eatType[pub]")
+    assert a == b
+
+
+def test_elbo_scores_are_per_sentence_and_repeat(tiny_model):
+    items = [Sentence("The Eagle is a pub."), Sentence("The pub is near the river.")]
+    a = tiny_model.score(items)
+    assert a.shape == (2,) and torch.isfinite(a).all()
+    assert torch.equal(a, tiny_model.score(items))
+
+
+def test_cli_sample_and_errors(tiny_model, tmp_path):
+    path = tiny_model.save(tmp_path / "tiny.safetensors")
+    r = CliRunner().invoke(cli, ["sample", "text", "--model", str(path), "-n", "3", "--out", str(tmp_path / "s.txt"),
+                                 "--mr", "name[The Eagle], eatType[pub]", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["n"] == 3
+    assert len((tmp_path / "s.txt").read_text(encoding="utf-8").splitlines()) == 3
+    r = CliRunner().invoke(cli, ["sample", "text", "--model", str(path), "-n", "3", "--out", str(tmp_path / "t.txt"),
+                                 "--mr", "name[The Eagle] food[Thai]"])
+    assert r.exit_code != 0 and "expected ','" in r.output and not (tmp_path / "t.txt").exists()
+    r = CliRunner().invoke(cli, ["sample", "text", "--help"])
+    assert r.exit_code == 0 and "--contains" in r.output and "--mr" in r.output
