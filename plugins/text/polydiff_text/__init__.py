@@ -76,3 +76,11 @@ def register_modalities(register):
         configure=_configure,
         demo_order=50,
     ))
+
+
+@polydiff.hookimpl
+def register_commands(cli):
+    """``polydiff inpaint text`` and ``polydiff evaluate text`` (see :mod:`polydiff_text.commands`)."""
+    from .commands import add_commands
+
+    add_commands(cli)
