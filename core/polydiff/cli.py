@@ -363,7 +363,7 @@ def _option_owners(mods) -> dict:
 
 
 @cli.command("score", cls=_ScoreCommand)
-@click.argument("data", type=click.Path())
+@click.argument("args", nargs=-1, required=True, metavar="[MODALITY] DATA")
 @click.option("--model", "model_name", help="Pretrained name or .safetensors bundle (a model or a saved detector).")
 @click.option("--train", "train_data", type=click.Path(), help="Fit a detector on these clean rows first.")
 @click.option("--modality", default=None, help="Modality of a new detector [the installed modality that has one].")
@@ -386,13 +386,16 @@ def _option_owners(mods) -> dict:
 @click.option("--workers", type=int, default=None, help="Ray actors scoring at once [every CPU of the cluster].")
 @click.option("--resume", is_flag=True, help="Finish an interrupted --engine ray run from its finished parts.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def score_cmd(data, model_name, train_data, modality, method, contamination, out, plot, save_model, steps,
+def score_cmd(args, model_name, train_data, modality, method, contamination, out, plot, save_model, steps,
               batch_size, seed, device, engine, address, workers, resume, as_json, **options):
     """Score how anomalous each item of DATA is (higher = more anomalous).
 
     With --model, score with a trained model or a saved detector. Without it, fit a new detector on
     --train (or on DATA itself, unsupervised) and score DATA in chunks. The output has one row per item,
     in input order: a score column (and is_anomaly where a detector sets a threshold).
+
+    `polydiff score MODALITY DATA` names the modality first (as --modality does); for a modality without a
+    detector of its own (text, say) it scores with that modality's default pretrained model.
 
     --engine ray scores on Ray workers (DATA: a CSV/Parquet file or a folder of them; OUT: a CSV or
     Parquet file, or a folder given with a trailing slash), with the same bytes as local scoring.
@@ -402,6 +405,20 @@ def score_cmd(data, model_name, train_data, modality, method, contamination, out
     from .model import Model, resolve_model_path
     from .plugins import registry
 
+    if len(args) > 2:
+        raise PolydiffError(f"polydiff score takes [MODALITY] DATA, got {len(args)} arguments")
+    data = args[-1]
+    if len(args) == 2:
+        if modality is not None and modality != args[0]:
+            raise PolydiffError(f"the modality is given twice: {args[0]!r} and --modality {modality!r}")
+        modality = args[0]
+        from .plugins import registry as _registry
+
+        named = _registry().modality(modality)
+        if model_name is None and named.score is None:
+            if not named.pretrained:
+                raise PolydiffError(f"modality {modality!r} has no detector and no pretrained model; pass --model")
+            model_name = str(next(iter(named.pretrained.values())))
     if batch_size is not None and batch_size < 1:
         raise PolydiffError(f"--batch-size must be at least 1, got {batch_size}")
     if contamination is not None and not 0 < contamination <= 0.5:
