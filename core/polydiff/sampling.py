@@ -102,6 +102,25 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
     if proc is not None or getattr(fn, "space", "continuous") == "categorical":
         return _run_categorical(model, proc, fn, name, sargs, shape, sigmas, start, sigma_start, cond, known,
                                 cfg_scale, cfg_interval, prec, wrap, gen, callback)
+    from .embedding import spec_of
+
+    spec = spec_of(model.config)
+    tokens_known = None
+    if spec is not None:  # tokens embedded in sigma-space: sample embeddings, round them to tokens at the end
+        from .embedding import clamping, embed, lift_cond
+
+        net = model.net
+        shape = shape + (int(spec["dim"]),)
+        cond = lift_cond(cond, len(shape) - 1)
+        if start is not None:
+            start = embed(net, start.to(model.device)).detach()
+        if known is not None:
+            tokens_known = known
+            keep = known.mask.to(model.device).bool()
+            values = embed(net, known.values.to(model.device).long()).detach()
+            known = Known(values, keep.unsqueeze(-1).expand(values.shape).to(values.dtype), known.resample)
+        if spec.get("clamp", True):
+            wrap = _compose(clamping(net), wrap)
     if start is None:
         x = torch.randn(shape, generator=gen).to(model.device) * sigmas[0]
         if cond.get("mask") is not None:
@@ -122,7 +141,24 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
                           generator=dev_gen, callback=callback, resample=int(known.resample), **sargs)
     else:
         x = fn(D, x, sigmas, cond=cond, generator=dev_gen, callback=callback, **sargs)
+    if spec is not None:
+        from .embedding import round_tokens
+
+        x = round_tokens(model.net, x)
+        if tokens_known is not None:
+            keep = tokens_known.mask.to(x.device).bool()
+            x = torch.where(keep, tokens_known.values.to(x.device).long(), x)
+        if cond.get("mask") is not None and cond["mask"].ndim == x.ndim + 1:
+            cond["mask"] = cond["mask"].squeeze(-1)
+            x = x * cond["mask"].long()  # padding: token 0
     return x, cond
+
+
+def _compose(inner: Callable, outer: Optional[Callable]) -> Callable:
+    """wrap(D) = outer(inner(D)): the run's own operator first, a task's ``wrap`` around it."""
+    if outer is None:
+        return inner
+    return lambda D: outer(inner(D))
 
 
 def _run_categorical(model, proc, fn, name, sargs, shape, levels, start, level_start, cond, known, cfg_scale,

@@ -71,6 +71,11 @@ def elbo(model, x: torch.Tensor, cond: Optional[dict] = None, *, n_sigmas: int =
         from .discrete import elbo as categorical_elbo
 
         return categorical_elbo(model.denoiser, model.denoiser.process, x, cond, n_levels=n_sigmas, seed=seed)
+    from .embedding import embed, lift_cond, spec_of
+
+    if spec_of(model.config) is not None:  # tokens: score their embeddings
+        cond = lift_cond(cond, x.ndim)
+        x = embed(model.net, x)
     mask = cond.get("mask")
     D = model.denoiser
     total = torch.zeros(x.shape[0], device=x.device)

@@ -63,9 +63,13 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
     if modality.configure is not None:
         cfg = modality.configure(cfg, enc)
     from .discrete import corrupt, process_of
+    from .embedding import embed, lift_cond, spec_of
 
     proc = process_of(cfg)
-    if proc is None:
+    emb = spec_of(cfg)
+    if emb is not None:
+        assert isinstance(x, torch.Tensor) and x.dtype == torch.long, "encode: an embedding model's x must be tokens"
+    elif proc is None:
         assert isinstance(x, torch.Tensor) and x.is_floating_point(), "encode: x must be a float tensor"
     else:
         assert isinstance(x, torch.Tensor) and x.dtype == torch.long, "encode: categorical x must be a long tensor"
@@ -100,16 +104,19 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
     b = min(4, x.shape[0])
     sig = torch.full((b,), 0.7)
 
+    dcond = lift_cond(cond, x.ndim) if emb is not None else cond  # the denoiser's conditions
+    ex = embed(net, x).detach() if emb is not None else x  # and its data: the tokens' embeddings
+
     def noisy(level):
         if proc is None:
-            return x[:b] + level * torch.randn_like(x[:b])
+            return ex[:b] + level * torch.randn_like(ex[:b])
         return corrupt(proc, x[:b], torch.full((b,), level), torch.Generator().manual_seed(0))
 
     with torch.no_grad():
-        out = D(noisy(0.7), sig, **_take(cond, b))
+        out = D(noisy(0.7), sig, **_take(dcond, b))
     if proc is None:
-        assert out.shape == x[:b].shape, f"denoiser: output shape {tuple(out.shape)} != input shape {tuple(x[:b].shape)}"
-        assert out.dtype == x.dtype, f"denoiser: output dtype {out.dtype} != input dtype {x.dtype}"
+        assert out.shape == ex[:b].shape, f"denoiser: output shape {tuple(out.shape)} != input shape {tuple(ex[:b].shape)}"
+        assert out.dtype == ex.dtype, f"denoiser: output dtype {out.dtype} != input dtype {ex.dtype}"
     else:
         want = tuple(x[:b].shape) + (proc.vocab,)
         assert tuple(out.shape) == want, f"denoiser: output shape {tuple(out.shape)} != {want} (log-probabilities)"
@@ -131,8 +138,8 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
             assert k == k2 and torch.equal(v, v2), f"checkpoint: parameter {k} differs after save/load"
         xb = noisy(0.3)
         with torch.no_grad():
-            o1 = model.denoiser(xb, torch.full((b,), 0.3), **_take(cond, b))
-            o2 = reloaded.denoiser(xb, torch.full((b,), 0.3), **_take(cond, b))
+            o1 = model.denoiser(xb, torch.full((b,), 0.3), **_take(dcond, b))
+            o2 = reloaded.denoiser(xb, torch.full((b,), 0.3), **_take(dcond, b))
         assert torch.equal(o1, o2), "checkpoint: outputs differ after save/load"
     else:
         model = Model.load(summary["model_path"], modality=modality, device="cpu")

@@ -55,6 +55,7 @@ from .errors import PolydiffError
 from .guidance import drop_conditions
 from .noising import WEIGHTINGS, denoising_loss
 from .discrete import categorical_loss, process_of, sample_levels
+from .embedding import embedding_loss, spec_of
 from .precond import denoiser_for
 from .schedules import get_training_distribution
 
@@ -400,8 +401,11 @@ class Trainer:
             self.process = process_of(self.config)
         except (ValueError, KeyError, TypeError) as e:
             raise PolydiffError(f"the model config's process: {e}") from None
-        if self.process is None and not x.is_floating_point():
+        self.embedding = spec_of(self.config)
+        if self.process is None and self.embedding is None and not x.is_floating_point():
             raise PolydiffError(f"training data must be a float tensor, got {x.dtype}")
+        if self.embedding is not None and x.is_floating_point():
+            raise PolydiffError(f"an embedding model trains on integer tokens, got {x.dtype}")
         if self.process is not None:
             if x.is_floating_point() or x.is_complex():
                 raise PolydiffError(f"categorical training data must be an integer tensor of tokens, got {x.dtype}")
@@ -593,7 +597,8 @@ class Trainer:
                 idx = torch.randint(n_local, (local_batch,), generator=g)
                 if self.process is None:
                     sigma = sample_sigma(local_batch, generator=g, **sigma_args)
-                    noise = torch.randn((local_batch,) + tuple(x_local.shape[1:]), generator=g)
+                    extra = (int(self.embedding["dim"]),) if self.embedding is not None else ()
+                    noise = torch.randn((local_batch,) + tuple(x_local.shape[1:]) + extra, generator=g)
                 else:  # categorical: the level now, the corruption itself drawn from g inside the loss
                     sigma, noise = sample_levels(local_batch, generator=g), None
                 idx_d = idx.to(dev)
@@ -603,9 +608,9 @@ class Trainer:
                     cb = self.augment(x0, cb, self.config, g)
                 if cond_drop > 0 and self.guidance:
                     cb = drop_conditions(cb, cond_drop, self.guidance, generator=g)
-                sigma = sigma.to(dev, x0.dtype if self.process is None else torch.float32)
+                sigma = sigma.to(dev, x0.dtype if x0.is_floating_point() else torch.float32)
                 if noise is not None:
-                    noise = noise.to(dev, x0.dtype)
+                    noise = noise.to(dev, x0.dtype if x0.is_floating_point() else torch.float32)
 
                 # --- one update ---------------------------------------------------------------
                 lr = self.lr_at(step)
@@ -613,7 +618,11 @@ class Trainer:
                     group["lr"] = lr
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    if self.process is None:
+                    if self.embedding is not None:
+                        loss = embedding_loss(D, model, x0, sigma, noise, cb, weighting=weighting,
+                                              sigma_data=sigma_data, gamma=gamma,
+                                              rounding=float(self.embedding.get("rounding", 1.0))).mean()
+                    elif self.process is None:
                         loss = denoising_loss(D, x0, sigma, noise, cb, weighting=weighting, sigma_data=sigma_data,
                                               gamma=gamma).mean()
                     else:

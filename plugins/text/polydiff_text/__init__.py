@@ -24,8 +24,18 @@ DEFAULT_CONFIG = {
     "sample": {"sampler": "ancestral", "schedule": "linear", "steps": 32, "cfg_scale": 1.0},
 }
 
+# Diffusion-LM: learned 16-dimensional word embeddings diffused in sigma-space, x0 prediction, a rounding loss,
+# clamping to the nearest word while sampling
+EMBEDDING = {"process": None, "parameterisation": "x0", "sigma_data": 1.0,
+             "embedding": {"dim": 16, "rounding": 1.0, "clamp": True},
+             "network": {"method": "embedding", "embed_dim": 16},
+             "sample": {"sampler": "euler", "steps": 64, "schedule": "karras",
+                        "schedule_args": {"sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0}}}
+
 RECIPES = {
     "e2e_masked": {"data": "e2e", "config": {"train": {"steps": 12000, "batch_size": 64, "lr": 5e-4, "warmup": 500}}},
+    "e2e_embedding": {"data": "e2e", "config": dict(EMBEDDING, train={"steps": 12000, "batch_size": 64, "lr": 5e-4,
+                                                                      "warmup": 500})},
     "e2e_sample": {"data": "e2e_sample", "config": {"network": {"dim": 64, "depth": 2},
                                                     "train": {"steps": 300, "batch_size": 32, "lr": 1e-3,
                                                               "warmup": 20, "ckpt_every": 100, "log_every": 20}}},

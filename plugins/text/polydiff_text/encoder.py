@@ -309,8 +309,10 @@ def configure(config: dict, encoder: TextEncoder) -> dict:
     net["vocab"] = encoder.vocab_size
     net["max_len"] = encoder.max_len
     net["mr_values"] = [1 + (1 if a in mrs.OPEN else len(encoder.values.get(a, []))) for a in mrs.ATTRIBUTES]
+    if (config.get("embedding") or {}).get("dim"):
+        net["embed_dim"] = int(config["embedding"]["dim"])
     out = dict(config, network=net)
-    if "process" in out:
+    if out.get("process"):
         out["process"] = dict(out["process"], vocab=encoder.vocab_size)
     return out
 

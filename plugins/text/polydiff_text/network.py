@@ -8,7 +8,7 @@ attention. Two heads, by method:
 * ``masked`` (MDLM): tokens (the mask id = ``vocab`` included) in, class logits out; the network reads no
   noise level (``level_free``), as MDLM found unnecessary for masked text;
 * ``embedding`` (Diffusion-LM): noisy word embeddings in (``x`` of shape [B, L, dim], with the noise level
-  through a Fourier embedding), clean-embedding estimates out; the word embedding table is the
+  ``c_noise = log(sigma) / 4`` through a Fourier embedding), clean-embedding estimates out; the word embedding table is the
   network's own (:attr:`TextTransformer.embed`), trained with the denoiser, and its rounding logits are
   ``x0_hat @ embed.T`` (:meth:`TextTransformer.round_logits`).
 """
@@ -96,7 +96,7 @@ class TextTransformer(nn.Module):
             h = self.tokens(x.long())
         else:
             h = self.inp(x)
-            f = level.float().reshape(-1, 1).log().mul(0.25) * self.freqs[None] * 2 * math.pi
+            f = level.float().reshape(-1, 1) * self.freqs[None] * 2 * math.pi  # level: c_noise = log(sigma) / 4
             h = h + self.level(torch.cat([f.sin(), f.cos()], -1)).unsqueeze(1)
         h = h + self.pos[:n]
         h = torch.cat([self._mr(mr, b, x.device), h], 1)

@@ -91,15 +91,22 @@ def test_encoder_refuses_unknown_values_long_text_and_strict_unknown_words():
         enc.encode([Sentence("A zyzzyva pub.")])
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+@pytest.fixture(scope="module", params=["masked", "embedding"])
+def tiny_model(request, tmp_path_factory):
+    """A two-step model of each method, through the conformance kit."""
+    from polydiff.model import merge_config
+    from polydiff_text import EMBEDDING
+
     tmp = tmp_path_factory.mktemp("text")
     items = datasets.e2e_sample()[:64]
-    return check_modality(get_modality("text"), items, tmp, config=TINY, write_suffix=".csv")
+    config = TINY if request.param == "masked" else merge_config(EMBEDDING, TINY)
+    return check_modality(get_modality("text"), items, tmp, config=config, write_suffix=".csv")
 
 
 def test_conformance(tiny_model):
-    assert tiny_model.categorical
+    method = tiny_model.config["network"]["method"]
+    assert tiny_model.categorical == (method == "masked")
+    assert (tiny_model.config.get("embedding") is not None) == (method == "embedding")
 
 
 def test_infilling_keeps_every_given_word(tiny_model):
@@ -120,6 +127,7 @@ def test_contains_and_length_hold(tiny_model):
     assert bool((cond["mask"].sum(1) == 12).all())
     assert bool((x[:, 12:] == 0).all()) and bool((x[:, :12] != 0).all())  # 12 tokens, then padding
     italian = tiny_model.encoder.tokenizer.index["▁Italian"]
+    assert x.dtype == torch.long
     assert bool(((x == italian).sum(1) >= 1).all())
     for s in tiny_model.generate(8, seed=1, **opts):
         assert "Italian" in s.text
