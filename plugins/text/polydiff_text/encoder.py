@@ -106,7 +106,19 @@ class TextEncoder:
 
     # ------------------------------------------------------------------ files
     def read(self, path, strict: bool = False) -> List[Sentence]:
-        return read_lines(path)
+        """Sentences of a file (:func:`read_lines`). A fitted encoder reports the words its vocabulary lacks
+        (they are read as ``<unk>``); with ``strict`` it refuses them."""
+        items = read_lines(path)
+        if self.tokenizer is not None:
+            unknown = self.unknown_words(items)
+            if unknown and (strict or self.strict):
+                raise InputError(f"{path}: {len(unknown)} words outside the vocabulary: {', '.join(unknown[:8])}")
+            if unknown:
+                import warnings
+
+                warnings.warn(f"{path}: {len(unknown)} words outside the vocabulary read as <unk>: "
+                              f"{', '.join(unknown[:8])}", stacklevel=2)
+        return items
 
     def write(self, items: Sequence, path, **options) -> List[Path]:
         """``.csv`` (columns mr, ref) or one sentence per line; written to a temporary file, then moved."""

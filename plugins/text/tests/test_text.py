@@ -158,3 +158,13 @@ def test_cli_sample_and_errors(tiny_model, tmp_path):
     assert r.exit_code != 0 and "expected ','" in r.output and not (tmp_path / "t.txt").exists()
     r = CliRunner().invoke(cli, ["sample", "text", "--help"])
     assert r.exit_code == 0 and "--contains" in r.output and "--mr" in r.output
+
+
+def test_reading_reports_and_strict_refuses_unknown_words(tmp_path):
+    enc = TextEncoder().fit(datasets.e2e_sample())
+    p = tmp_path / "s.txt"
+    p.write_text("The zyzzyva pub is near the river.\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="zyzzyva"):
+        assert len(enc.read(p)) == 1
+    with pytest.raises(InputError, match="outside the vocabulary: zyzzyva"):
+        enc.read(p, strict=True)
