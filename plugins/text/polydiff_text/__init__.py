@@ -84,8 +84,15 @@ def register_modalities(register):
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,
         configure=_configure,
+        demo=_demo if any(PRETRAINED.glob("*.safetensors")) else None,  # the act needs a bundled model
         demo_order=50,
     ))
+
+
+def _demo(out, echo=print, device=None):
+    from .demo import run
+
+    return run(out, echo=echo, device=device)
 
 
 @polydiff.hookimpl
