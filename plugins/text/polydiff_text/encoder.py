@@ -185,6 +185,9 @@ class TextEncoder:
         """One value index per attribute (see the module docstring); unknown values are refused."""
         if mr is None:
             return [-1] * N_ATTR
+        if not any(self.values.values()) and not any(self.names.values()):
+            raise InputError("this model was trained on sentences without meaning representations: "
+                             "it cannot realise one")
         out = []
         for a in mrs.ATTRIBUTES:
             if a not in mr:
