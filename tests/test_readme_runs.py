@@ -93,6 +93,8 @@ def _inputs(folder: Path):
     mask = np.zeros((28, 28), np.uint8)
     mask[8:20, 8:20] = 255
     Image.fromarray(mask).save(folder / "mask.png")
+    (folder / "sentences.txt").write_text("The Eagle is a pub near the river.\nThe vote was postponed.\n",
+                                          encoding="utf-8")
 
 
 def _small_image(folder: Path, factor: int):
