@@ -262,6 +262,12 @@ def _levels(levels: torch.Tensor) -> list:
     return lv
 
 
+def _evaluate(D: Callable, x: torch.Tensor, t: float, cond: dict, temperature: float) -> torch.Tensor:
+    """The denoiser's log-probabilities at level ``t`` (every item the same level), at ``temperature``."""
+    logp = D(x, torch.full((x.shape[0],), t, device=x.device), **cond)
+    return torch.log_softmax(logp / temperature, dim=-1) if temperature != 1.0 else logp
+
+
 def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optional[dict] = None, generator=None,
               callback: Optional[Callable] = None, keep: Optional[torch.Tensor] = None, temperature: float = 1.0,
               cache: bool = False, process: Optional[Process] = None) -> torch.Tensor:
@@ -279,14 +285,11 @@ def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optio
     proc = process or _process(D)
     lv = _levels(levels)
     cond = cond or {}
-    b = x.shape[0]
     logp, dirty = None, True
     for i in range(len(lv) - 1):
         t, s = lv[i], lv[i + 1]
         if dirty or not cache:
-            logp = D(x, torch.full((b,), t, device=x.device), **cond)
-            if temperature != 1.0:
-                logp = torch.log_softmax(logp / temperature, dim=-1)
+            logp = _evaluate(D, x, t, cond, temperature)
         post = posterior(proc, logp, x, t, s)
         x_new = _gumbel_argmax(post, generator)
         if keep is not None:
@@ -321,9 +324,7 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
     for i in range(len(lv) - 1):
         t, s = lv[i], lv[i + 1]
         if dirty or not cache:
-            logp = D(x, torch.full((b,), t, device=x.device), **cond)
-            if temperature != 1.0:
-                logp = torch.log_softmax(logp / temperature, dim=-1)
+            logp = _evaluate(D, x, t, cond, temperature)
         masked = (x == proc.mask_id)
         if keep is not None:
             masked = masked & ~keep

@@ -30,7 +30,7 @@ import torch
 from polydiff.errors import InputError
 
 from . import mr as mrs
-from .tokenizer import SPACE, Tokenizer, split
+from .tokenizer import Tokenizer, split
 
 __all__ = ["Sentence", "TextEncoder", "make_cond", "configure", "read_lines"]
 

@@ -9,7 +9,7 @@ restaurants it never saw. The other six attributes take the values the model was
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict
 
 from polydiff.errors import InputError
 

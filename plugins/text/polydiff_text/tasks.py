@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 import torch
 

@@ -1,7 +1,5 @@
 """The text plugin: tokenizer, meaning representations, templates, the conformance kit, infilling, the CLI."""
 import json
-from pathlib import Path
-
 import pytest
 import torch
 from click.testing import CliRunner
@@ -9,7 +7,6 @@ from click.testing import CliRunner
 from polydiff import get_modality
 from polydiff.cli import cli
 from polydiff.errors import InputError
-from polydiff.model import Model
 from polydiff.testing import check_modality
 from polydiff_text import datasets, mr as mrs
 from polydiff_text.encoder import Sentence, TextEncoder, read_lines
