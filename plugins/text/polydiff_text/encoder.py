@@ -9,8 +9,9 @@ delexicalises the MR's ``name`` and ``near`` values (:mod:`polydiff_text.mr`), t
 * ``cond["mr"]``: one value index per E2E attribute [N, 8]: 0 absent, 1.. the attribute's values (``name``
   and ``near``: 1 = present); -1 everywhere for a sentence without an MR (the null condition that
   classifier-free guidance drops to);
-* ``cond["lex"]``: indices into the encoder's table of names (``name``, ``near``; -1 none) that decoding
-  writes back in place of the placeholders.
+* ``cond["lex"]``: the ``name`` and ``near`` values as UTF-8 bytes, zero-padded, [N, 2, NAME_BYTES] (uint8),
+  which decoding writes back in place of the placeholders. They travel with the tensors (through Ray or
+  torchrun workers and the parts files of a chunked job), so any process decodes them the same.
 
 Lengths for generation are drawn from the training sentences' lengths for the same number of MR
 attributes (stored in the bundle), unless given.
@@ -35,6 +36,20 @@ from .tokenizer import Tokenizer, split
 __all__ = ["Sentence", "TextEncoder", "make_cond", "configure", "read_lines"]
 
 N_ATTR = len(mrs.ATTRIBUTES)
+NAME_BYTES = 64
+
+
+def name_bytes(value: Optional[str]) -> List[int]:
+    """A name as NAME_BYTES UTF-8 bytes, zero-padded (all zeros: no name)."""
+    raw = (value or "").encode("utf-8")
+    if len(raw) > NAME_BYTES:
+        raise InputError(f"the name {value[:30]!r} is longer than {NAME_BYTES} bytes")
+    return list(raw) + [0] * (NAME_BYTES - len(raw))
+
+
+def bytes_name(row) -> Optional[str]:
+    raw = bytes(int(v) for v in row).rstrip(b"\0")
+    return raw.decode("utf-8", errors="replace") if raw else None
 
 
 @dataclass(frozen=True)
@@ -101,7 +116,6 @@ class TextEncoder:
         self.values: Dict[str, List[str]] = {}      # attribute -> its closed set of values
         self.lengths: Dict[str, List[int]] = {}     # number of MR attributes ("none": no MR) -> length counts
         self.names: Dict[str, List[str]] = {}       # name / near -> the training values (for sentences without MR)
-        self.table: List[str] = []                  # names decoding writes back (runtime, see make_cond)
         self.strict = False
 
     # ------------------------------------------------------------------ files
@@ -202,17 +216,9 @@ class TextEncoder:
                 out.append(1 + known.index(mr[a]))
         return out
 
-    def lex_index(self, mr: Optional[Dict[str, str]]) -> List[int]:
-        out = []
-        for a in mrs.OPEN:
-            v = (mr or {}).get(a)
-            if v is None:
-                out.append(-1)
-            else:
-                if v not in self.table:
-                    self.table.append(v)
-                out.append(self.table.index(v))
-        return out
+    def lex_row(self, mr: Optional[Dict[str, str]]) -> torch.Tensor:
+        """The ``lex`` row of one sentence: its name and near values as bytes [2, NAME_BYTES]."""
+        return torch.tensor([name_bytes((mr or {}).get(a)) for a in mrs.OPEN], dtype=torch.uint8)
 
     def tokens(self, text: str, mr: Optional[Dict[str, str]] = None, what: str = "sentence") -> List[int]:
         """Token ids of one text (delexicalised for ``mr``); unknown words are ``<unk>`` (refused when
@@ -240,7 +246,7 @@ class TextEncoder:
         x = torch.zeros(len(items), self.max_len, dtype=torch.long)
         mask = torch.zeros(len(items), self.max_len)
         mr_t = torch.zeros(len(items), N_ATTR, dtype=torch.long)
-        lex = torch.full((len(items), len(mrs.OPEN)), -1, dtype=torch.long)
+        lex = torch.zeros(len(items), len(mrs.OPEN), NAME_BYTES, dtype=torch.uint8)
         for i, s in enumerate(items):
             if not s.text.strip():
                 raise InputError(f"sentence {i + 1} is empty")
@@ -249,7 +255,7 @@ class TextEncoder:
             x[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[i, : len(ids)] = 1
             mr_t[i] = torch.tensor(self.mr_index(m))
-            lex[i] = torch.tensor(self.lex_index(m))
+            lex[i] = self.lex_row(m)
         return x, {"mask": mask, "mr": mr_t, "lex": lex}
 
     def decode(self, x: torch.Tensor, cond: Dict[str, torch.Tensor], **options) -> List[Sentence]:
@@ -264,9 +270,9 @@ class TextEncoder:
             fill = {}
             if lex is not None:
                 for j, a in enumerate(mrs.OPEN):
-                    k = int(lex[i, j])
-                    if 0 <= k < len(self.table):
-                        fill[a] = self.table[k]
+                    v = bytes_name(lex[i, j].tolist())
+                    if v is not None:
+                        fill[a] = v
             text = mrs.lexicalise(text, fill)
             out.append(Sentence(text, self.mr_text(mr_t[i].tolist(), fill) if mr_t is not None else ""))
         return out

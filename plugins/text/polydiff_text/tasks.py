@@ -14,6 +14,7 @@ import torch
 from polydiff.errors import InputError
 from polydiff.sampling import Known
 
+from . import encoder as encoder_module
 from . import mr as mrs
 from .tokenizer import SPACE, split
 
@@ -102,7 +103,7 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
     keep = torch.zeros(n, L, dtype=torch.bool)
     mask = torch.zeros(n, L)
     mr_t = torch.zeros(n, len(mrs.ATTRIBUTES), dtype=torch.long)
-    lex = torch.full((n, len(mrs.OPEN)), -1, dtype=torch.long)
+    lex = torch.zeros(n, len(mrs.OPEN), encoder_module.NAME_BYTES, dtype=torch.uint8)
     for i in range(n):
         m = mrs.parse(mrs_in[i]) if mrs_in[i] else None
         mr_t[i] = torch.tensor(encoder.mr_index(m))
@@ -110,7 +111,7 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
         for a in mrs.OPEN:  # a sentence without an MR names restaurants drawn from the training ones
             if a not in fill and m is None and encoder.names.get(a):
                 fill[a] = encoder.names[a][int(torch.randint(len(encoder.names[a]), (1,), generator=g))]
-        lex[i] = torch.tensor(encoder.lex_index(fill))
+        lex[i] = encoder.lex_row(fill)
         ln = lengths_in[i]
         if ln is not None:
             ln = int(ln)

@@ -165,3 +165,14 @@ def test_reading_reports_and_strict_refuses_unknown_words(tmp_path):
         assert len(enc.read(p)) == 1
     with pytest.raises(InputError, match="outside the vocabulary: zyzzyva"):
         enc.read(p, strict=True)
+
+
+def test_names_travel_with_the_tensors_to_any_process():
+    # decoding in another process (a Ray worker's chunk decoded by the driver) has only the tensors and
+    # the bundle's metadata: the names written back must come from the tensors themselves
+    enc = TextEncoder().fit(datasets.e2e_sample())
+    items = [Sentence("The Golden Fork is a pub near Café Sicilia.", "name[The Golden Fork], eatType[pub], near[Café Sicilia]")]
+    x, cond = enc.encode(items)
+    fresh = TextEncoder.from_metadata(json.loads(json.dumps(enc.metadata())))
+    assert fresh.decode(x, cond)[0].text == items[0].text
+    assert "<name>" in enc.tokenizer.decode(x[0].tolist())
