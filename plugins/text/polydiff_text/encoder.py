@@ -330,6 +330,9 @@ def configure(config: dict, encoder: TextEncoder) -> dict:
     net["vocab"] = encoder.vocab_size
     net["max_len"] = encoder.max_len
     net["mr_values"] = [1 + (1 if a in mrs.OPEN else len(encoder.values.get(a, []))) for a in mrs.ATTRIBUTES]
+    index = encoder.tokenizer.index
+    net["placeholders"] = [[index[v] for v in (p, "\u2581" + p) if v in index]
+                           for p in (mrs.PLACEHOLDER["name"], mrs.PLACEHOLDER["near"])]
     if (config.get("embedding") or {}).get("dim"):
         net["embed_dim"] = int(config["embedding"]["dim"])
     out = dict(config, network=net)

@@ -36,6 +36,7 @@ class TextConfig:
     dropout: float = 0.1
     method: str = "masked"       # masked | embedding
     embed_dim: int = 16          # embedding method: the diffused word-embedding size (Diffusion-LM: 16)
+    placeholders: List[List[int]] = field(default_factory=list)  # token ids of <name> and of <near>, each spacing
 
     @classmethod
     def from_dict(cls, d: dict) -> "TextConfig":
@@ -108,6 +109,19 @@ class TextTransformer(nn.Module):
         out = self.out(self.norm(h[:, len(self.mr_embed):]))
         if self.cfg.method == "masked":  # <pad> (id 0) only ever follows the sentence: never predicted
             out = torch.cat([torch.full_like(out[..., :1], -1e4), out[..., 1:]], -1)
+            out = self._ban_missing_names(out, mr, b)
+        return out
+
+    def _ban_missing_names(self, out: torch.Tensor, mr: Optional[torch.Tensor], b: int) -> torch.Tensor:
+        """A placeholder (<name>, <near>) is never predicted for an MR that lacks the attribute (value 0);
+        without an MR (-1) the names are drawn at decoding, so it may be."""
+        if mr is None or not self.cfg.placeholders:
+            return out
+        mr = mr.long().expand(b, -1)
+        for slot, toks in zip((0, len(self.mr_embed) - 1), self.cfg.placeholders):  # name, near
+            absent = (mr[:, slot] == 0).reshape(b, 1)
+            for tok in toks:
+                out[..., tok] = out[..., tok].masked_fill(absent, -1e4)
         return out
 
     def round_logits(self, x0: torch.Tensor) -> torch.Tensor:
