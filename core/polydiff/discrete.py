@@ -350,7 +350,7 @@ SAMPLERS = {"ancestral": ancestral, "confidence": confidence}
 
 
 def linear(n: int, start: float = 1.0, end: float = 0.0, device="cpu") -> torch.Tensor:
-    """The categorical ladder: ``n`` steps of equal size from level ``start`` (1: the prior) to ``end`` (0:
+    """The categorical ladder (registered as ``linear_levels``): ``n`` steps of equal size from level ``start`` (1: the prior) to ``end`` (0:
     the data); with alpha = 1 - level every step reveals the same expected number of tokens."""
     if int(n) < 1:
         raise ValueError(f"a ladder needs at least 1 step, got {n}")

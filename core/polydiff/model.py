@@ -40,12 +40,12 @@ def default_sample_config() -> dict:
 def default_config(modality_config: Optional[dict] = None) -> dict:
     """The core's defaults; a modality's ``default_config`` and a recipe are merged on top. For a modality
     whose config names a categorical ``process``, the sampling defaults are the categorical ones (the
-    ancestral sampler on the linear level ladder)."""
+    ancestral sampler on the `linear_levels` ladder)."""
     from .training import default_train_config
 
     sample = default_sample_config()
     if (modality_config or {}).get("process"):
-        sample.update(sampler="ancestral", schedule="linear", schedule_args={})
+        sample.update(sampler="ancestral", schedule="linear_levels", schedule_args={})
     return {"parameterisation": "edm", "sigma_data": 0.5, "network": {},
             "train": default_train_config(), "sample": sample}
 
@@ -167,7 +167,7 @@ class Model:
         from .schedules import get_ladder
 
         sc = self.config.get("sample", {})
-        default = "linear" if self.categorical else "karras"
+        default = "linear_levels" if self.categorical else "karras"
         name = schedule or sc.get("schedule", default)
         args = dict(sc.get("schedule_args", {})) if name == sc.get("schedule", default) else {}
         args.update(schedule_args)

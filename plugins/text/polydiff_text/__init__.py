@@ -21,7 +21,7 @@ DEFAULT_CONFIG = {
     "network": {"dim": 192, "depth": 4, "heads": 4, "mlp": 4, "dropout": 0.1, "method": "masked"},
     "train": {"steps": 20000, "batch_size": 64, "lr": 5e-4, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
               "weight_decay": 0.0, "log_every": 100, "ckpt_every": 500},
-    "sample": {"sampler": "ancestral", "schedule": "linear", "steps": 32, "cfg_scale": 1.0},
+    "sample": {"sampler": "ancestral", "schedule": "linear_levels", "steps": 32, "cfg_scale": 1.0},
 }
 
 # Diffusion-LM: learned 16-dimensional word embeddings diffused in sigma-space, x0 prediction, a rounding loss,
