@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 __all__ = ["KINDS", "Process", "process_of", "CategoricalDenoiser", "corrupt", "prior_sample", "posterior",
-           "categorical_loss", "sample_levels", "elbo", "ancestral", "confidence", "linear", "SAMPLERS"]
+           "categorical_loss", "sample_levels", "elbo", "ancestral", "confidence", "linear", "SAMPLERS",
+           "DEFAULT_SAMPLER", "LADDER_NAME"]
 
 KINDS = ("absorbing", "uniform", "marginal")
 NEG = -1e9  # the log-probability of an impossible category (finite, so guidance's lerp stays finite)
@@ -347,6 +348,8 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
 ancestral.space = "categorical"
 confidence.space = "categorical"
 SAMPLERS = {"ancestral": ancestral, "confidence": confidence}
+#: the sampling defaults of a categorical model (its sampler, and the name ``linear`` is registered under)
+DEFAULT_SAMPLER, LADDER_NAME = "ancestral", "linear_levels"
 
 
 def linear(n: int, start: float = 1.0, end: float = 0.0, device="cpu") -> torch.Tensor:

@@ -45,7 +45,9 @@ def default_config(modality_config: Optional[dict] = None) -> dict:
 
     sample = default_sample_config()
     if (modality_config or {}).get("process"):
-        sample.update(sampler="ancestral", schedule="linear_levels", schedule_args={})
+        from .discrete import DEFAULT_SAMPLER, LADDER_NAME
+
+        sample.update(sampler=DEFAULT_SAMPLER, schedule=LADDER_NAME, schedule_args={})
     return {"parameterisation": "edm", "sigma_data": 0.5, "network": {},
             "train": default_train_config(), "sample": sample}
 
@@ -167,7 +169,9 @@ class Model:
         from .schedules import get_ladder
 
         sc = self.config.get("sample", {})
-        default = "linear_levels" if self.categorical else "karras"
+        from .discrete import LADDER_NAME
+
+        default = LADDER_NAME if self.categorical else "karras"
         name = schedule or sc.get("schedule", default)
         args = dict(sc.get("schedule_args", {})) if name == sc.get("schedule", default) else {}
         args.update(schedule_args)

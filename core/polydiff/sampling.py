@@ -74,7 +74,9 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
     from . import get_sampler
 
     sc = model.config.get("sample", {})
-    name = sampler or sc.get("sampler", "ancestral" if getattr(model, "categorical", False) else "dpmpp_2m")
+    from .discrete import DEFAULT_SAMPLER
+
+    name = sampler or sc.get("sampler", DEFAULT_SAMPLER if getattr(model, "categorical", False) else "dpmpp_2m")
     fn = get_sampler(name)
     sargs = dict(sc.get("sampler_args", {})) if name == sc.get("sampler") else {}
     sargs.update(sampler_args or {})
