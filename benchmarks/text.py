@@ -91,6 +91,12 @@ def minilm():
     return SentenceTransformer(str(path), device="cpu")
 
 
+def _opts(args) -> dict:
+    """The sampling options given on the command line (the model's defaults for the others)."""
+    return {"sampler": args.sampler, "steps": args.steps,
+            "sampler_args": json.loads(args.sampler_args) if args.sampler_args else None}
+
+
 def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_sets):
     from polydiff_text import metrics
     from polydiff_text.encoder import Sentence
@@ -104,7 +110,7 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
     gen = []
     for i in range(0, len(mrs_list), args.batch):
         chunk = mrs_list[i:i + args.batch]
-        gen += model.generate(len(chunk), mr=chunk, seed=seed * 100003 + i, sampler=args.sampler, steps=args.steps,
+        gen += model.generate(len(chunk), mr=chunk, seed=seed * 100003 + i, **_opts(args),
                               cfg_scale=args.cfg_scale)
     d2t_s = time.perf_counter() - t0
     hyps = [g.text for g in gen]
@@ -118,7 +124,7 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
     unc = []
     for i in range(0, args.uncond, args.batch):
         k = min(args.batch, args.uncond - i)
-        unc += model.generate(k, seed=seed * 100003 + 50000 + i, sampler=args.sampler, steps=args.steps)
+        unc += model.generate(k, seed=seed * 100003 + 50000 + i, **_opts(args))
     unc_s = time.perf_counter() - t0
     texts = [u.text for u in unc]
     u = {"n": len(texts), "copy_rate": metrics.copy_rate(texts, train_texts), "perplexity": lm.perplexity(texts),
@@ -132,7 +138,7 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
     ctrl = {}
     for w in CONTROL_WORDS:
         out = model.generate(args.control, contains=w, seed=seed * 100003 + 70000 + CONTROL_WORDS.index(w),
-                             sampler=args.sampler, steps=args.steps)
+                             **_opts(args))
         ctrl[w] = {"success": sum(w in o.text for o in out) / len(out), "texts": [o.text for o in out]}
     all_texts = [t for c in ctrl.values() for t in c["texts"]]
     res["control"] = {"success": statistics.mean(c["success"] for c in ctrl.values()),
@@ -151,8 +157,8 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
         a = rng.randrange(1, len(toks) - 3)
         b = min(len(toks) - 1, a + rng.randrange(1, 4))
         template = " ".join(toks[:a] + [BLANK] + toks[b:])
-        out = model.generate(1, template=template, mr=m, seed=seed * 100003 + 90000 + j, sampler=args.sampler,
-                             steps=args.steps)[0]
+        out = model.generate(1, template=template, mr=m, seed=seed * 100003 + 90000 + j,
+                             **_opts(args))[0]
         from polydiff_text import mr as mrs
 
         given = mrs.delexicalise(" ".join(toks[:a] + toks[b:]), mrs.parse(m))
@@ -187,6 +193,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=100, help="sentences per sampling batch [100]")
     ap.add_argument("--sampler", default=None)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--sampler-args", default=None, help='JSON, e.g. \'{"temperature": 0.7}\'')
     ap.add_argument("--cfg-scale", type=float, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")

@@ -88,6 +88,27 @@ def test_one_step_misses_the_correlation_so_the_bound_can_fail():
     assert tv(draw("ancestral", D, 1)) > 0.08
 
 
+def greedy_chain(prob: torch.Tensor = P) -> torch.Tensor:
+    """Most certain position first, its most likely value, given the tokens fixed so far (exact marginals)."""
+    x = torch.full((L,), -1)
+    for _ in range(L):
+        agree = ((OUTCOMES == x) | (x < 0)).all(-1)
+        w = prob * agree
+        marg = torch.stack([torch.bincount(OUTCOMES[:, j], weights=w, minlength=V) for j in range(L)]) / w.sum()
+        marg[x >= 0] = -1.0
+        j = int(marg.max(-1).values.argmax())
+        x[j] = int(marg[j].argmax())
+    return x
+
+
+def test_temperature_zero_decodes_greedily():
+    D = denoiser("absorbing")
+    out = draw("confidence", D, L, n=8, temperature=0.0)
+    assert torch.equal(out, greedy_chain().expand(8, L))
+    anc = draw("ancestral", D, 6, n=64, temperature=0.0)
+    assert not (anc == D.process.mask_id).any() and torch.isfinite(anc.float()).all()
+
+
 def test_cache_reuses_evaluations_and_changes_nothing():
     D = denoiser("absorbing")
     calls = []

@@ -263,10 +263,19 @@ def _levels(levels: torch.Tensor) -> list:
     return lv
 
 
-def _evaluate(D: Callable, x: torch.Tensor, t: float, cond: dict, temperature: float) -> torch.Tensor:
-    """The denoiser's log-probabilities at level ``t`` (every item the same level), at ``temperature``."""
-    logp = D(x, torch.full((x.shape[0],), t, device=x.device), **cond)
-    return torch.log_softmax(logp / temperature, dim=-1) if temperature != 1.0 else logp
+def _evaluate(D: Callable, x: torch.Tensor, t: float, cond: dict) -> torch.Tensor:
+    """The denoiser's log-probabilities at level ``t`` (every item the same level)."""
+    return D(x, torch.full((x.shape[0],), t, device=x.device), **cond)
+
+
+def _temper(logp: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probabilities at ``temperature``: 1 leaves them, 0 puts all mass on the most likely category."""
+    if temperature == 1.0:
+        return logp
+    if temperature <= 0:
+        top = logp.argmax(-1, keepdim=True)
+        return torch.full_like(logp, -1e30).scatter_(-1, top, 0.0)
+    return torch.log_softmax(logp / temperature, dim=-1)
 
 
 def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optional[dict] = None, generator=None,
@@ -290,7 +299,7 @@ def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optio
     for i in range(len(lv) - 1):
         t, s = lv[i], lv[i + 1]
         if dirty or not cache:
-            logp = _evaluate(D, x, t, cond, temperature)
+            logp = _temper(_evaluate(D, x, t, cond), temperature)
         post = posterior(proc, logp, x, t, s)
         x_new = _gumbel_argmax(post, generator)
         if keep is not None:
@@ -310,7 +319,9 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
     predicted distribution is most certain (highest top probability) first, each as a category drawn from
     the denoiser. The order depends on the predictions, never on the drawn values, so with exact
     predictions and one token per step it samples the exact distribution (chain rule in a data-dependent
-    order); with several per step it trades that for speed like ancestral sampling does."""
+    order); with several per step it trades that for speed like ancestral sampling does. ``temperature``
+    scales the draws only (0: the most likely category, greedy decoding); the order reads the untempered
+    predictions."""
     proc = process or _process(D)
     if proc.kind != "absorbing":
         raise ValueError("the confidence sampler needs absorbing (masked) data; use ancestral")
@@ -325,7 +336,7 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
     for i in range(len(lv) - 1):
         t, s = lv[i], lv[i + 1]
         if dirty or not cache:
-            logp = _evaluate(D, x, t, cond, temperature)
+            logp = _evaluate(D, x, t, cond)
         masked = (x == proc.mask_id)
         if keep is not None:
             masked = masked & ~keep
@@ -336,7 +347,7 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
         order = certainty.argsort(dim=1, descending=True, stable=True)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=x.device).expand_as(order))
         reveal = (rank < k.unsqueeze(1)) & flat_m
-        drawn = _gumbel_argmax(logp[..., : proc.vocab], generator).reshape(b, -1)
+        drawn = _gumbel_argmax(logp[..., : proc.vocab], generator, temperature).reshape(b, -1)
         x_new = torch.where(reveal, drawn, x.reshape(b, -1)).reshape(x.shape)
         dirty = bool(reveal.any())
         x = x_new
