@@ -284,7 +284,7 @@ def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optio
     """Ancestral sampling down the ladder: each step draws every token from the posterior
     :func:`posterior` (for absorbing data: each masked token is revealed with probability (t - s) / t,
     as a category drawn from the denoiser). ``keep`` positions never change; ``temperature`` scales the
-    denoiser's log-probabilities (1: exact). ``cache``: reuse the last evaluation while no token has
+    denoiser's log-probabilities (1: exact, 0: all mass on the most likely category). ``cache``: reuse the last evaluation while no token has
     changed (exact only for a denoiser that ignores the level, MDLM's caching).
 
     Known tokens (``keep``) are exact evidence for absorbing data: a revealed token is what the forward
