@@ -192,6 +192,9 @@ def _sample_command(modality):
     @click.option("--cfg-scale", type=float, help="Classifier-free guidance scale (1 = off) [the model's default].")
     @click.option("--cfg-interval", metavar="LO,HI",
                   help="Guide only at noise levels in (LO, HI]; 'none' for every level [the model's default].")
+    @click.option("--best-of", "best_of", type=int, default=None, metavar="K",
+                  help="Draw up to K times and keep each sample the modality ranks best (modalities with a "
+                       "ranking, such as text's slot check) [the model's default, else 1].")
     @click.option("--out", "out", type=click.Path(), required=True, help="Output file or folder.")
     @click.option("--trajectory", type=click.Path(), help="Save the x0 estimate of every step as a strip of frames (PNG).")
     @click.option("--device", help="cpu, cuda, ... [cuda when present, else cpu]")
@@ -207,8 +210,8 @@ def _sample_command(modality):
     @click.option("--threads", type=int, default=None, help="CPU threads per chunk with --engine [1].")
     @click.option("--resume", is_flag=True, help="Finish an interrupted --engine run from its finished chunks.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-    def cmd(model_name, n, sampler, steps, schedule, seed, cfg_scale, cfg_interval, out, trajectory, device, precision,
-            engine, workers, address, chunk, threads, resume, as_json, **options):
+    def cmd(model_name, n, sampler, steps, schedule, seed, cfg_scale, cfg_interval, best_of, out, trajectory, device,
+            precision, engine, workers, address, chunk, threads, resume, as_json, **options):
         from .model import Model, default_device, resolve_precision
 
         if n < 1:
@@ -219,6 +222,10 @@ def _sample_command(modality):
             raise PolydiffError(f"--cfg-scale must be 0 or more (1 = no guidance), got {cfg_scale}")
         if seed < 0:
             raise PolydiffError(f"--seed must be 0 or more, got {seed}")
+        if best_of is not None and best_of < 1:
+            raise PolydiffError(f"--best-of must be at least 1, got {best_of}")
+        if best_of is not None and best_of > 1 and modality.rank is None:
+            raise PolydiffError(f"modality {modality.name!r} has no ranking of its samples; --best-of does not apply")
         if precision is not None:
             resolve_precision(precision, default_device(device))  # a misspelt precision fails before loading
         if schedule is not None:
@@ -243,7 +250,7 @@ def _sample_command(modality):
             if device not in (None, "cpu"):
                 raise PolydiffError("--engine draws on the workers' CPUs; --device does not apply")
             kw = {"sampler": sampler, "steps": steps, "schedule": schedule, "cfg_scale": cfg_scale,
-                  "precision": precision,
+                  "precision": precision, "best_of": best_of,
                   "cfg_interval": None if cfg_interval is None else (interval if interval is not None else (0.0, 1e30))}
             cond_opts, output = split_output_options(modality, options)
             summary = generate(model_name, modality, n, out, seed=seed, engine=engine, workers=workers,
@@ -283,7 +290,8 @@ def _sample_command(modality):
         t0 = time.perf_counter()
         try:
             x, cond = model.sample(n, sampler=sampler, steps=steps, schedule=schedule, seed=seed, cfg_scale=cfg_scale,
-                                   cfg_interval=interval, callback=callback, precision=precision, **options)
+                                   cfg_interval=interval, callback=callback, precision=precision, best_of=best_of,
+                                   **options)
         finally:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -298,6 +306,7 @@ def _sample_command(modality):
                    "cfg_scale": float(cfg_scale if cfg_scale is not None else model.config.get("sample", {}).get("cfg_scale", 1.0)),
                    "cfg_interval": interval if interval is not None else model.config.get("sample", {}).get("cfg_interval"),
                    "precision": model.precision(precision),
+                   "best_of": int(best_of if best_of is not None else model.config.get("sample", {}).get("best_of", 1)),
                    "seconds": round(seconds, 4), "files": [str(f) for f in files]}
         if trajectory:
             frames.append(x.cpu())

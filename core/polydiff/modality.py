@@ -101,6 +101,7 @@ class Modality:
     demo: Optional[Callable[..., Any]] = None
     demo_order: int = 100
     draw: Optional[Callable[..., Any]] = None
+    rank: Optional[Callable[..., Optional[torch.Tensor]]] = None
     plugin: str = ""
 
     def __post_init__(self):

@@ -15,6 +15,7 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from . import checkpoint
@@ -118,6 +119,11 @@ def resolve_model_path(model: str, modality: Optional[str] = None) -> Tuple[Path
             return Path(next(iter(m.pretrained.values()))), m.name
     known = sorted(f"{m.name}:{k}" for m in candidates for k in m.pretrained)
     raise UnknownName(f"no model file or pretrained model named {model!r}; pretrained: {', '.join(known) or 'none'}")
+
+
+def _round_seed(seed: int, j: int) -> int:
+    """The seed of draw ``j`` > 0 of a best-of-k sample seeded ``seed`` (independent of other seeds' draws)."""
+    return int(np.random.SeedSequence([int(seed), 7919, int(j)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class Model:
@@ -245,9 +251,14 @@ class Model:
                cfg_scale: Optional[float] = None, cond: Optional[dict] = None, callback: Optional[Callable] = None,
                generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
                sampler_args: Optional[dict] = None, cfg_interval=None, precision: Optional[str] = None,
-               known=None, **options) -> Tuple[torch.Tensor, dict]:
+               known=None, best_of: Optional[int] = None, **options) -> Tuple[torch.Tensor, dict]:
         """Generate ``n`` encoded samples; returns (x, cond). ``options`` go to the modality's make_cond.
         A thin front of :func:`polydiff.sampling.run` (see it for every argument).
+
+        ``best_of`` k (default: the config's ``sample.best_of``, else 1), for a modality with a ``rank``
+        hook: up to k draws of the whole batch, keeping for each item the draw its ``rank`` scores highest
+        (the earliest among equals); it stops early once every item scores 0, the most a rank gives. Draw 1
+        is the plain sample; draw j > 1 is seeded from (seed, j), or continues ``generator``.
 
         ``cfg_interval`` (lo, hi): apply guidance only at noise levels in (lo, hi] (see
         :func:`polydiff.guidance.cfg_denoiser`); default: the config's ``sample.cfg_interval`` (none: every
@@ -265,9 +276,41 @@ class Model:
                 known = Known(cond.pop("known"), cond.pop("known_mask"), int(cond.pop("resample", 1)))
             for key in ("known", "known_mask", "resample"):
                 cond.pop(key, None)
-        return run(self, n=n, steps=steps, schedule=schedule, sampler=sampler, sampler_args=sampler_args,
-                   cond=cond, known=known, cfg_scale=cfg_scale, cfg_interval=cfg_interval, precision=precision,
-                   seed=seed, generator=generator, callback=callback, **options)
+        k = int(best_of if best_of is not None else self.config.get("sample", {}).get("best_of", 1))
+        if k < 1:
+            raise PolydiffError(f"best_of must be at least 1, got {k}")
+        if k > 1 and self.modality.rank is None:
+            raise PolydiffError(f"modality {self.modality.name!r} has no ranking of its samples; best_of does not "
+                                f"apply")
+
+        def draw(j: int):
+            s = seed if j == 0 or seed is None else _round_seed(seed, j)
+            return run(self, n=n, steps=steps, schedule=schedule, sampler=sampler, sampler_args=sampler_args,
+                       cond=cond, known=known, cfg_scale=cfg_scale, cfg_interval=cfg_interval, precision=precision,
+                       seed=s, generator=generator, callback=callback, **options)
+
+        x, c = draw(0)
+        if k == 1:
+            return x, c
+        score = self._rank(x, c)
+        for j in range(1, k):
+            if score is None or bool((score >= 0).all()):
+                break
+            x2, c2 = draw(j)
+            s2 = self._rank(x2, c2)
+            better = (s2 > score).to(x.device)
+            x = torch.where(better.reshape((-1,) + (1,) * (x.dim() - 1)), x2, x)
+            c = {key: (torch.where(better.to(v.device).reshape((-1,) + (1,) * (v.dim() - 1)), c2[key], v)
+                       if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n and key in c2 else v)
+                 for key, v in c.items()}
+            score = torch.maximum(score, s2)
+        return x, c
+
+    def _rank(self, x: torch.Tensor, cond: dict) -> Optional[torch.Tensor]:
+        """The modality's scores of a batch (higher is better, 0 the most), or None where it cannot rank it."""
+        score = self.modality.rank(self.encoder, x.cpu(), {k: (v.cpu() if isinstance(v, torch.Tensor) else v)
+                                                          for k, v in cond.items()})
+        return None if score is None else torch.as_tensor(score, dtype=torch.float64).reshape(-1)
 
     def precision(self, requested: Optional[str] = None) -> str:
         """The sampling precision this model runs with, ``fp32`` or ``bf16``: ``requested`` (fp32, bf16 or

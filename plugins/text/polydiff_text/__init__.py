@@ -83,6 +83,7 @@ def register_modalities(register):
         guidance={"mr": -1},
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,
+        rank=encoder.rank,
         configure=_configure,
         demo=_demo if any(PRETRAINED.glob("*.safetensors")) else None,  # the act needs a bundled model
         demo_order=50,

@@ -346,3 +346,23 @@ def make_cond(encoder: TextEncoder, n: int, generator=None, mr=None, length=None
     from .tasks import conditions
 
     return conditions(encoder, n, generator=generator, mr=mr, length=length, contains=contains, template=template)
+
+
+def rank(encoder: TextEncoder, x: torch.Tensor, cond: Dict[str, torch.Tensor]):
+    """Scores of generated sentences for best-of-k sampling (the ``rank`` hook): for a sentence with an MR,
+    minus its slot errors (values of the MR it leaves out, plus one if it names a value the MR does not
+    hold; :func:`polydiff_text.metrics.slot_errors`), so 0 is a sentence that says exactly its MR; 0 for a
+    sentence without one. None when no sentence of the batch has an MR: nothing to rank."""
+    from .metrics import slot_errors
+
+    mr_t = cond.get("mr")
+    if mr_t is None or not bool((mr_t >= 0).any()):
+        return None
+    out = []
+    for s in encoder.decode(x, cond):
+        if not s.mr:
+            out.append(0.0)
+            continue
+        e = slot_errors(s.text, s.mr)
+        out.append(-float(e["missing"] + e["hallucinated"]))
+    return out

@@ -22,7 +22,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from . import mr as mrs
 
-__all__ = ["tokenize_13a", "bleu", "slots", "diversity", "copy_rate", "KneserNey", "evaluate"]
+__all__ = ["tokenize_13a", "bleu", "slot_errors", "slots", "diversity", "copy_rate", "KneserNey", "evaluate"]
 
 
 def tokenize_13a(line: str) -> List[str]:
@@ -109,9 +109,30 @@ def _realised(attr: str, value: str, text: str, lowered: str) -> bool:
     return bool(re.search(pat, lowered)) if pat else value.lower() in lowered
 
 
+def slot_errors(text: str, mr, names: Optional[Dict[str, Sequence[str]]] = None) -> dict:
+    """One sentence against its MR (a string or a parsed dict): ``realised`` (attribute -> whether its value
+    is in the text), ``missing`` (values not realised) and ``hallucinated`` (whether the text names an
+    eatType, food or area the MR does not hold, or a restaurant from ``names`` other than its own)."""
+    m = mrs.parse(mr) if isinstance(mr, str) else dict(mr)
+    lowered = text.lower()
+    realised = {a: _realised(a, v, text, lowered) for a, v in m.items()}
+    bad = False
+    rest = mrs.delexicalise(text, m).lower()  # "Raja Indian Cuisine" names a place, not a food
+    for a in _HALLUCINATION_ATTRS:
+        for v, pat in _MENTION_PATTERNS[a].items():
+            if m.get(a) != v and re.search(pat, rest):
+                bad = True
+    for a in mrs.OPEN:
+        for other in (names or {}).get(a, []):
+            if other != m.get(a) and other not in m.values() and other in text:
+                bad = True
+    return {"realised": realised, "missing": sum(not ok for ok in realised.values()), "hallucinated": bad}
+
+
 def slots(items: Sequence, names: Optional[Dict[str, Sequence[str]]] = None) -> dict:
     """Slot recall (values realised / values in the MRs) and the hallucination rate (sentences that name
-    an eatType, food or area the MR does not hold, or a restaurant from ``names`` other than its own)."""
+    an eatType, food or area the MR does not hold, or a restaurant from ``names`` other than its own), over
+    the items with an MR (:func:`slot_errors` per sentence)."""
     realised = total = 0
     halluc = 0
     per_attr: Dict[str, List[int]] = defaultdict(lambda: [0, 0])
@@ -119,26 +140,14 @@ def slots(items: Sequence, names: Optional[Dict[str, Sequence[str]]] = None) -> 
     for s in items:
         if not getattr(s, "mr", ""):
             continue
-        m = mrs.parse(s.mr)
-        text, lowered = s.text, s.text.lower()
+        e = slot_errors(s.text, s.mr, names)
         counted += 1
-        for a, v in m.items():
-            ok = _realised(a, v, text, lowered)
+        for a, ok in e["realised"].items():
             realised += ok
             total += 1
             per_attr[a][0] += ok
             per_attr[a][1] += 1
-        bad = False
-        rest = mrs.delexicalise(text, m).lower()  # "Raja Indian Cuisine" names a place, not a food
-        for a in _HALLUCINATION_ATTRS:
-            for v, pat in _MENTION_PATTERNS[a].items():
-                if m.get(a) != v and re.search(pat, rest):
-                    bad = True
-        for a in mrs.OPEN:
-            for other in (names or {}).get(a, []):
-                if other != m.get(a) and other not in m.values() and other in text:
-                    bad = True
-        halluc += bad
+        halluc += e["hallucinated"]
     return {"sentences": counted, "slot_recall": realised / total if total else float("nan"),
             "hallucination_rate": halluc / counted if counted else float("nan"),
             "per_attribute": {a: c[0] / c[1] for a, c in sorted(per_attr.items())}}

@@ -184,3 +184,31 @@ def test_a_name_the_mr_lacks_is_never_written(tiny_model):
     assert ph[0] and ph[1]
     x, _ = tiny_model.sample(16, seed=2, mr="name[The Eagle], eatType[pub]")  # no near
     assert not any(bool((x == t).any()) for t in ph[1])
+
+
+@pytest.mark.parametrize("tiny_model", ["masked"], indirect=True)
+def test_best_of_keeps_the_draw_with_fewest_slot_errors(tiny_model):
+    from polydiff_text.encoder import rank
+
+    mr = ["name[The Eagle], eatType[pub], food[Italian], area[riverside]"] * 12
+    plain_x, plain_c = tiny_model.sample(12, seed=5, mr=mr)
+    one_x, _ = tiny_model.sample(12, seed=5, mr=mr, best_of=1)
+    assert torch.equal(plain_x, one_x)                       # best_of 1 is the plain sample
+    best_x, best_c = tiny_model.sample(12, seed=5, mr=mr, best_of=4)
+    again_x, _ = tiny_model.sample(12, seed=5, mr=mr, best_of=4)
+    assert torch.equal(best_x, again_x)                       # same seed, same sentences
+    before = torch.tensor(rank(tiny_model.encoder, plain_x, plain_c))
+    after = torch.tensor(rank(tiny_model.encoder, best_x, best_c))
+    assert bool((after >= before).all()) and bool((after <= 0).all())
+    # the kept sentences still hold their conditions: the mask matches the tokens written
+    assert torch.equal(best_c["mask"].bool(), best_x != 0)
+    # nothing to rank without an MR: the plain sample
+    u, _ = tiny_model.sample(4, seed=6)
+    assert torch.equal(u, tiny_model.sample(4, seed=6, best_of=4)[0])
+
+
+def test_best_of_errors(tmp_path):
+    r = CliRunner().invoke(cli, ["sample", "text", "-n", "2", "--best-of", "0", "--out", str(tmp_path / "a.txt")])
+    assert r.exit_code != 0 and "--best-of must be at least 1" in r.output
+    r = CliRunner().invoke(cli, ["sample", "points", "-n", "2", "--best-of", "2", "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code != 0 and "has no ranking of its samples" in r.output and not (tmp_path / "p.csv").exists()
