@@ -379,10 +379,14 @@ def test_export_ships_float16_ema_weights_with_sampling_defaults(bundle, tmp_pat
     assert all(torch.equal(v, src[k].half()) for k, v in tensors.items())
     sc = meta["config"]["sample"]
     assert (sc["sampler"], sc["steps"], sc["cfg_scale"]) == ("heun", 7, 2.0)
+    assert "best_of" not in sc and not sc.get("sampler_args")  # not given: left as the run had them
     assert sc["schedule"] == "karras" and meta["kind"] == "model" and meta["encoder"]
     # the shipped bundle samples with the stored defaults
     sampled = json.loads(invoke("sample", "toy", "--model", out, "-n", 3, "--out", tmp_path / "s.csv", "--json").stdout)
     assert sampled["sampler"] == "heun" and sampled["steps"] == 7
+    args = tmp_path / "args.safetensors"
+    assert invoke("export", bundle, args, "--sampler", "ddim", "--sampler-args", '{"eta": 0.5}').exit_code == 0
+    assert load_bundle(args)[1]["config"]["sample"]["sampler_args"] == {"eta": 0.5}
     full = tmp_path / "full.safetensors"
     assert invoke("export", bundle, full, "--full-precision").exit_code == 0
     assert all(v.dtype == torch.float32 for v in load_bundle(full)[0].values() if v.is_floating_point())
@@ -395,6 +399,9 @@ def test_export_bad_input_is_one_line(bundle, tmp_path):
     assert_user_error(invoke("export", tmp_path / "missing", out), "no such file")
     assert_user_error(invoke("export", bundle, out, "--sampler", "nope"), "unknown sampler")
     assert_user_error(invoke("export", bundle, out, "--steps", 0), "--steps")
+    assert_user_error(invoke("export", bundle, out, "--sampler-args", "{temperature"), "--sampler-args is not JSON")
+    assert_user_error(invoke("export", bundle, out, "--sampler-args", "[1]"), "must be a JSON object")
+    assert_user_error(invoke("export", bundle, out, "--best-of", 0), "--best-of must be at least 1")
     tensors, meta = load_bundle(bundle)
     only_model = save_bundle(tmp_path / "m.safetensors", {k: v for k, v in tensors.items() if k.startswith("model.")}, meta)
     assert_user_error(invoke("export", only_model, out), "no ema")

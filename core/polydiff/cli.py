@@ -584,12 +584,17 @@ def inspect_cmd(bundle):
 @click.option("--cfg-scale", type=float, default=None, help="Store this default guidance scale.")
 @click.option("--cfg-interval", default=None, metavar="LO,HI",
               help="Store this guidance interval: guide only at noise levels in (LO, HI]; 'none' for every level.")
+@click.option("--sampler-args", default=None, metavar="JSON",
+              help='Store these sampler arguments, e.g. \'{"temperature": 0.5}\' (replacing the stored ones).')
+@click.option("--best-of", "best_of", type=int, default=None, metavar="K",
+              help="Store this best-of-k default (modalities with a ranking of their samples).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cfg_interval, as_json):
+def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cfg_interval, sampler_args, best_of,
+               as_json):
     """Export the EMA weights of a training run (RUN_DIR or its model.safetensors) as a bundle to ship.
 
-    The bundle keeps the run's config and encoder; --sampler/--steps/--schedule/--cfg-scale set the sampling
-    defaults that `polydiff sample` uses with it."""
+    The bundle keeps the run's config and encoder; --sampler/--steps/--schedule/--cfg-scale/--sampler-args/
+    --best-of set the sampling defaults that `polydiff sample` uses with it."""
     from .checkpoint import export_bundle
 
     if steps is not None and steps < 1:
@@ -605,7 +610,18 @@ def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cf
         if schedule == "fitted":
             raise PolydiffError("--schedule fitted needs the fitted levels: export, then run "
                                 "`polydiff ladder BUNDLE --out BUNDLE`")
-    sample = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "schedule": schedule}
+    if best_of is not None and best_of < 1:
+        raise PolydiffError(f"--best-of must be at least 1, got {best_of}")
+    args = None
+    if sampler_args is not None:
+        try:
+            args = json.loads(sampler_args)
+        except ValueError as e:
+            raise PolydiffError(f"--sampler-args is not JSON: {e}") from None
+        if not isinstance(args, dict):
+            raise PolydiffError("--sampler-args must be a JSON object, e.g. '{\"temperature\": 0.5}'")
+    sample = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "schedule": schedule,
+              "sampler_args": args, "best_of": best_of}
     interval = _parse_interval(cfg_interval) if cfg_interval is not None else None
     if interval is not None:
         sample["cfg_interval"] = interval
