@@ -198,3 +198,18 @@ def test_bad_processes_and_ladders_are_refused():
     with pytest.raises(ValueError, match="categorical ladder"):
         discrete.linear(4, start=1.5)
     assert get_sampler("ancestral").space == "categorical"
+
+
+def test_sampling_fast_path_equals_the_general_one():
+    proc = Process("absorbing", 7)
+
+    class Net(torch.nn.Module):
+        def forward(self, x, level, **cond):
+            return torch.randn(x.shape + (7,), generator=torch.Generator().manual_seed(1))
+
+    D = discrete.CategoricalDenoiser(Net(), proc, level_free=True)
+    x = torch.randint(0, 8, (5, 9), generator=torch.Generator().manual_seed(2))  # tokens and masks (7)
+    general = D(x, torch.ones(5))
+    with torch.no_grad():
+        fast = D(x, torch.ones(5))
+    assert torch.equal(general, fast)

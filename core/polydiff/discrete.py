@@ -136,11 +136,29 @@ class CategoricalDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, level: torch.Tensor, **cond) -> torch.Tensor:
         logits = self.net(x, level, **cond)
+        if self.process.kind == "absorbing" and not torch.is_grad_enabled():
+            return self._absorbing_in_place(x, logits.float())
         logp = torch.log_softmax(logits.float(), dim=-1)
         if self.process.kind == "absorbing":
             revealed = x != self.process.mask_id
             carry = torch.full_like(logp, NEG).scatter_(-1, x.clamp(max=self.process.vocab - 1).unsqueeze(-1), 0.0)
             logp = torch.where(revealed.unsqueeze(-1), carry, logp)
+        return logp
+
+
+    def _absorbing_in_place(self, x: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+        """The absorbing result without autograd, written over the logits: the softmax runs on the masked
+        positions only and the revealed ones are set to carry their token (sampling's fast path; the same
+        numbers as the general one)."""
+        masked = x == self.process.mask_id
+        m_idx = masked.nonzero(as_tuple=True)
+        r_idx = (~masked).nonzero(as_tuple=True)
+        soft = torch.log_softmax(logp[m_idx], dim=-1)
+        if r_idx[0].numel():
+            carry = torch.full((r_idx[0].numel(), logp.shape[-1]), NEG, dtype=logp.dtype, device=logp.device)
+            carry.scatter_(-1, x[r_idx].clamp(max=self.process.vocab - 1).unsqueeze(-1), 0.0)
+            logp[r_idx] = carry
+        logp[m_idx] = soft
         return logp
 
 
@@ -335,11 +353,13 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
     logp, dirty = None, True
     for i in range(len(lv) - 1):
         t, s = lv[i], lv[i + 1]
-        if dirty or not cache:
-            logp = _evaluate(D, x, t, cond)
         masked = (x == proc.mask_id)
         if keep is not None:
             masked = masked & ~keep
+        if not bool(masked.any()):  # nothing left to reveal: the remaining steps would change nothing
+            break
+        if dirty or not cache:
+            logp = _evaluate(D, x, t, cond)
         flat_m = masked.reshape(b, -1)
         remain = torch.round(start * (s / lv[0])).long() if lv[0] > 0 else torch.zeros_like(start).long()
         k = (flat_m.sum(1) - remain).clamp_min(0)                       # tokens to reveal per item

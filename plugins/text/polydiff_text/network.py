@@ -23,6 +23,9 @@ from torch import nn
 
 __all__ = ["TextConfig", "TextTransformer"]
 
+#: sentences per group of similar length in a large batch (see :meth:`TextTransformer._by_length`)
+BUCKET = 32
+
 
 @dataclass
 class TextConfig:
@@ -87,10 +90,13 @@ class TextTransformer(nn.Module):
     def forward(self, x: torch.Tensor, level: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 mr: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
         b, n = x.shape[0], x.shape[1]
-        if mask is not None:  # positions after the batch's longest sentence are padding: leave them out
+        if mask is not None:
             m = mask.reshape(b, -1)[:, :n]
-            used = int(m.sum(1).max().item()) if b else n
-            if 0 < used < n:
+            lens = m.sum(1)
+            if b > 2 * BUCKET:  # sentences of similar length together, each group cut to its longest
+                return self._by_length(x, level, m, mr, lens)
+            used = int(lens.max().item()) if b else n
+            if 0 < used < n:  # positions after the batch's longest sentence are padding: leave them out
                 out = self.forward(x[:, :used], level, mask=m[:, :used], mr=mr)
                 return torch.cat([out, out.new_zeros((b, n - used) + tuple(out.shape[2:]))], 1)
         if self.cfg.method == "masked":
@@ -108,8 +114,25 @@ class TextTransformer(nn.Module):
         h = self.blocks(h, src_key_padding_mask=pad)
         out = self.out(self.norm(h[:, len(self.mr_embed):]))
         if self.cfg.method == "masked":  # <pad> (id 0) only ever follows the sentence: never predicted
-            out = torch.cat([torch.full_like(out[..., :1], -1e4), out[..., 1:]], -1)
+            out[..., 0] = -1e4  # (the head's output is not kept for its backward pass: safe in place)
             out = self._ban_missing_names(out, mr, b)
+        return out
+
+    def _by_length(self, x, level, m, mr, lens) -> torch.Tensor:
+        """The forward pass in groups of :data:`BUCKET` sentences sorted by length: a batch of mixed lengths
+        computes about its real tokens instead of every sentence padded to the longest (each row's result
+        is its own; only the float rounding of the grouping differs)."""
+        b, n = x.shape[0], x.shape[1]
+        order = torch.argsort(lens, stable=True)
+        out = None
+        for idx in order.split(BUCKET):
+            used = max(int(lens[idx].max().item()), 1)
+            lv = level[idx] if level.dim() and level.shape[0] == b else level
+            mr_i = mr[idx] if mr is not None and mr.dim() and mr.shape[0] == b else mr
+            part = self.forward(x[idx, :used], lv, mask=m[idx, :used], mr=mr_i)
+            if out is None:  # padding positions: zeros, as the trimmed pass gives them
+                out = part.new_zeros((b, n) + tuple(part.shape[2:]))
+            out[idx, :used] = part
         return out
 
     def _ban_missing_names(self, out: torch.Tensor, mr: Optional[torch.Tensor], b: int) -> torch.Tensor:
@@ -121,7 +144,7 @@ class TextTransformer(nn.Module):
         for slot, toks in zip((0, len(self.mr_embed) - 1), self.cfg.placeholders):  # name, near
             absent = (mr[:, slot] == 0).reshape(b, 1)
             for tok in toks:
-                out[..., tok] = out[..., tok].masked_fill(absent, -1e4)
+                out[..., tok].masked_fill_(absent, -1e4)  # a column view, filled in place
         return out
 
     def round_logits(self, x0: torch.Tensor) -> torch.Tensor:

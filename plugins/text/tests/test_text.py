@@ -212,3 +212,20 @@ def test_best_of_errors(tmp_path):
     assert r.exit_code != 0 and "--best-of must be at least 1" in r.output
     r = CliRunner().invoke(cli, ["sample", "points", "-n", "2", "--best-of", "2", "--out", str(tmp_path / "p.csv")])
     assert r.exit_code != 0 and "has no ranking of its samples" in r.output and not (tmp_path / "p.csv").exists()
+
+
+def test_length_groups_give_each_sentence_its_own_result(monkeypatch):
+    import polydiff_text.network as net
+
+    torch.manual_seed(0)
+    m = net.TextTransformer(net.TextConfig(vocab=50, max_len=20, dim=32, depth=2, heads=2, dropout=0.0)).eval()
+    x = torch.randint(0, 51, (80, 20))
+    lens = torch.randint(3, 20, (80,))
+    mask = (torch.arange(20)[None] < lens[:, None]).float()
+    mr = torch.randint(0, 2, (80, 8))
+    with torch.no_grad():
+        grouped = m(x, torch.ones(80), mask=mask, mr=mr)
+        monkeypatch.setattr(net, "BUCKET", 10 ** 6)
+        whole = m(x, torch.ones(80), mask=mask, mr=mr)
+    valid = mask.bool()
+    assert torch.allclose(grouped[valid], whole[valid], atol=1e-5)
