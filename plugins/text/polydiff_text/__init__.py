@@ -33,7 +33,7 @@ EMBEDDING = {"process": None, "parameterisation": "x0", "sigma_data": 1.0,
                         "schedule_args": {"sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0}}}
 
 RECIPES = {
-    "e2e_masked": {"data": "e2e", "config": {"train": {"steps": 8000, "batch_size": 64, "lr": 5e-4, "warmup": 500}}},
+    "e2e_masked": {"data": "e2e", "config": {"train": {"steps": 9000, "batch_size": 64, "lr": 5e-4, "warmup": 500}}},
     "e2e_embedding": {"data": "e2e", "config": dict(EMBEDDING, train={"steps": 8000, "batch_size": 64, "lr": 5e-4,
                                                                       "warmup": 500})},
     "e2e_sample": {"data": "e2e_sample", "config": {"network": {"dim": 64, "depth": 2},

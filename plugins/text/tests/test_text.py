@@ -4,11 +4,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import polydiff
 from polydiff import get_modality
 from polydiff.cli import cli
 from polydiff.errors import InputError
 from polydiff.testing import check_modality
-from polydiff_text import datasets, mr as mrs
+from polydiff_text import PRETRAINED, datasets, mr as mrs
 from polydiff_text.encoder import Sentence, TextEncoder, read_lines
 from polydiff_text.tasks import parse_template
 from polydiff_text.tokenizer import Tokenizer, split
@@ -229,3 +230,31 @@ def test_length_groups_give_each_sentence_its_own_result(monkeypatch):
         whole = m(x, torch.ones(80), mask=mask, mr=mr)
     valid = mask.bool()
     assert torch.allclose(grouped[valid], whole[valid], atol=1e-5)
+
+
+OTHER_DOMAIN = [
+    "The train to Leeds leaves from platform four at noon.",
+    "Heavy rain is expected in the north by the weekend.",
+    "She scored twice in the second half of the match.",
+    "Restart the router and wait for the light to turn green.",
+    "The committee will publish its report in March.",
+    "Add two cups of flour and stir until smooth.",
+    "The museum is closed on Mondays for repairs.",
+    "He bought a second hand bicycle from his neighbour.",
+    "The battery lasts about ten hours on a single charge.",
+    "Prices of oil fell sharply after the announcement.",
+    "The children built a snowman in the garden.",
+    "Please sign the form and return it by Friday.",
+]
+
+
+@pytest.mark.skipif(not any(PRETRAINED.glob("*.safetensors")), reason="needs the bundled text model")
+def test_the_bundled_model_scores_other_domains_higher(tmp_path):
+    # ELBO per sentence: sentences about other things are less likely under the restaurant model
+    model = polydiff.load("text")
+    rows = datasets.e2e_test()
+    e2e = [Sentence(r.text) for r in rows[::97][: len(OTHER_DOMAIN)]]
+    a = model.score(e2e)
+    b = model.score([Sentence(t) for t in OTHER_DOMAIN])
+    auroc = float((b[:, None] > a[None, :]).float().mean())
+    assert auroc > 0.9, auroc
