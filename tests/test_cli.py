@@ -387,6 +387,8 @@ def test_export_ships_float16_ema_weights_with_sampling_defaults(bundle, tmp_pat
     args = tmp_path / "args.safetensors"
     assert invoke("export", bundle, args, "--sampler", "ddim", "--sampler-args", '{"eta": 0.5}').exit_code == 0
     assert load_bundle(args)[1]["config"]["sample"]["sampler_args"] == {"eta": 0.5}
+    assert invoke("export", bundle, args, "--precision", "AUTO").exit_code == 0
+    assert load_bundle(args)[1]["config"]["sample"]["precision"] == "auto"
     full = tmp_path / "full.safetensors"
     assert invoke("export", bundle, full, "--full-precision").exit_code == 0
     assert all(v.dtype == torch.float32 for v in load_bundle(full)[0].values() if v.is_floating_point())
@@ -402,6 +404,7 @@ def test_export_bad_input_is_one_line(bundle, tmp_path):
     assert_user_error(invoke("export", bundle, out, "--sampler-args", "{temperature"), "--sampler-args is not JSON")
     assert_user_error(invoke("export", bundle, out, "--sampler-args", "[1]"), "must be a JSON object")
     assert_user_error(invoke("export", bundle, out, "--best-of", 0), "--best-of must be at least 1")
+    assert_user_error(invoke("export", bundle, out, "--precision", "fp8"), "unknown precision")
     tensors, meta = load_bundle(bundle)
     only_model = save_bundle(tmp_path / "m.safetensors", {k: v for k, v in tensors.items() if k.startswith("model.")}, meta)
     assert_user_error(invoke("export", only_model, out), "no ema")

@@ -588,13 +588,14 @@ def inspect_cmd(bundle):
               help='Store these sampler arguments, e.g. \'{"temperature": 0.5}\' (replacing the stored ones).')
 @click.option("--best-of", "best_of", type=int, default=None, metavar="K",
               help="Store this best-of-k default (modalities with a ranking of their samples).")
+@click.option("--precision", default=None, metavar="fp32|bf16|auto", help="Store this sampling precision.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cfg_interval, sampler_args, best_of,
-               as_json):
+               precision, as_json):
     """Export the EMA weights of a training run (RUN_DIR or its model.safetensors) as a bundle to ship.
 
     The bundle keeps the run's config and encoder; --sampler/--steps/--schedule/--cfg-scale/--sampler-args/
-    --best-of set the sampling defaults that `polydiff sample` uses with it."""
+    --best-of/--precision set the sampling defaults that `polydiff sample` uses with it."""
     from .checkpoint import export_bundle
 
     if steps is not None and steps < 1:
@@ -620,8 +621,14 @@ def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cf
             raise PolydiffError(f"--sampler-args is not JSON: {e}") from None
         if not isinstance(args, dict):
             raise PolydiffError("--sampler-args must be a JSON object, e.g. '{\"temperature\": 0.5}'")
+    if precision is not None:
+        from .model import PRECISIONS
+
+        if precision.lower() not in PRECISIONS:
+            raise PolydiffError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        precision = precision.lower()
     sample = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "schedule": schedule,
-              "sampler_args": args, "best_of": best_of}
+              "sampler_args": args, "best_of": best_of, "precision": precision}
     interval = _parse_interval(cfg_interval) if cfg_interval is not None else None
     if interval is not None:
         sample["cfg_interval"] = interval
