@@ -2,7 +2,7 @@
 and keeps a required word. The same sentences come from
 
     polydiff sample text --mr MR -n 3 --seed 0 --out DIR/from_mr.txt
-    polydiff inpaint text TEMPLATE -n 2 --seed 0 --out DIR/template.txt
+    polydiff inpaint text TEMPLATE --mr TEMPLATE_MR -n 2 --seed 0 --out DIR/template.txt
     polydiff sample text --contains WORD -n 2 --seed 0 --out DIR/contains.txt
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 MR = "name[The Eagle], eatType[coffee shop], food[Italian], priceRange[cheap], area[riverside], near[Burger King]"
-TEMPLATE = "The ___ is a ___ coffee shop near ___ ."
+TEMPLATE = "___ is a ___ coffee shop near ___."
+TEMPLATE_MR = "name[The Golden Curry], eatType[coffee shop], food[Indian], near[Café Rouge]"
 WORD = "Japanese"
 
 
@@ -23,7 +24,7 @@ def run(out, echo=print, device=None, model=None, seed: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     from_mr = m.generate(3, mr=MR, seed=seed)
-    filled = m.generate(2, template=TEMPLATE, seed=seed)
+    filled = m.generate(2, template=TEMPLATE, mr=TEMPLATE_MR, seed=seed)
     kept = m.generate(2, contains=WORD, seed=seed)
     seconds = time.perf_counter() - t0
     files = []
@@ -34,7 +35,7 @@ def run(out, echo=print, device=None, model=None, seed: int = 0) -> dict:
     echo(f"  from {MR}:")
     for s in from_mr:
         echo(f"    {s.text}")
-    echo(f"  filling '{TEMPLATE}':")
+    echo(f"  filling '{TEMPLATE}' with {TEMPLATE_MR}:")
     for s in filled:
         echo(f"    {s.text}")
     echo(f"  containing '{WORD}':")

@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import re
 from typing import List, Sequence, Union
 
@@ -142,15 +144,19 @@ def _template(encoder, text, ln, m, x_row, keep_row, g) -> int:
     given = len(words)
     if given + blanks > L:
         raise InputError(f"the template needs at least {given + blanks} tokens, the model's maximum is {L}")
-    if ln is None:
-        ln = max(encoder.draw_length(len(m) if m else None, g), given + 2 * blanks)
-        ln = min(ln, L)
-    if ln < given + blanks:
-        raise InputError(f"length {ln} is shorter than the template's {given} words and {blanks} gaps")
-    # share the free tokens among the gaps: each gets one, the rest spread at random
-    extra = torch.multinomial(torch.ones(blanks), ln - given - blanks, replacement=True, generator=g) \
-        if ln - given - blanks > 0 else torch.zeros(0, dtype=torch.long)
-    sizes = (1 + torch.bincount(extra, minlength=blanks)).tolist()
+    if ln is None:  # each gap a short phrase: 1 + a geometric number of tokens (mean 2; names are one token)
+        u = torch.rand(blanks, generator=g).clamp_min(1e-12)
+        sizes = (1 + torch.floor(torch.log(u) / math.log(0.5)).long()).clamp(max=8).tolist()
+        while given + sum(sizes) > L:  # the model's maximum: take tokens back from the longest gaps
+            sizes[sizes.index(max(sizes))] -= 1
+        ln = given + sum(sizes)
+    else:
+        if ln < given + blanks:
+            raise InputError(f"length {ln} is shorter than the template's {given} words and {blanks} gaps")
+        # a given length: each gap gets one token, the rest spread at random
+        extra = torch.multinomial(torch.ones(blanks), ln - given - blanks, replacement=True, generator=g) \
+            if ln - given - blanks > 0 else torch.zeros(0, dtype=torch.long)
+        sizes = (1 + torch.bincount(extra, minlength=blanks)).tolist()
     ids = _ids(encoder, words, "template")
     pos, w, b = 0, 0, 0
     for p in pieces:
