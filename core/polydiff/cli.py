@@ -179,6 +179,19 @@ def train_group():
 
 
 # --------------------------------------------------------------------------------------- sample
+def _json_object(text: Optional[str], option: str) -> Optional[dict]:
+    """A JSON object given on the command line (None when not given); anything else is a one-line error."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise PolydiffError(f"{option} is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise PolydiffError(f"{option} must be a JSON object, e.g. '{{\"temperature\": 0.5}}'")
+    return value
+
+
 def _sample_command(modality):
     @click.command(name=modality.name, help=f"Generate {modality.name} samples. {modality.description}")
     @click.option("--model", "model_name", default=None,
@@ -192,6 +205,8 @@ def _sample_command(modality):
     @click.option("--cfg-scale", type=float, help="Classifier-free guidance scale (1 = off) [the model's default].")
     @click.option("--cfg-interval", metavar="LO,HI",
                   help="Guide only at noise levels in (LO, HI]; 'none' for every level [the model's default].")
+    @click.option("--sampler-args", "sampler_args", default=None, metavar="JSON",
+                  help='Sampler arguments, e.g. \'{"temperature": 0.7}\' [the model\'s for its own sampler].')
     @click.option("--best-of", "best_of", type=int, default=None, metavar="K",
                   help="Draw up to K times and keep each sample the modality ranks best (modalities with a "
                        "ranking, such as text's slot check) [the model's default, else 1].")
@@ -210,8 +225,8 @@ def _sample_command(modality):
     @click.option("--threads", type=int, default=None, help="CPU threads per chunk with --engine [1].")
     @click.option("--resume", is_flag=True, help="Finish an interrupted --engine run from its finished chunks.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-    def cmd(model_name, n, sampler, steps, schedule, seed, cfg_scale, cfg_interval, best_of, out, trajectory, device,
-            precision, engine, workers, address, chunk, threads, resume, as_json, **options):
+    def cmd(model_name, n, sampler, steps, schedule, seed, cfg_scale, cfg_interval, sampler_args, best_of, out,
+            trajectory, device, precision, engine, workers, address, chunk, threads, resume, as_json, **options):
         from .model import Model, default_device, resolve_precision
 
         if n < 1:
@@ -222,6 +237,7 @@ def _sample_command(modality):
             raise PolydiffError(f"--cfg-scale must be 0 or more (1 = no guidance), got {cfg_scale}")
         if seed < 0:
             raise PolydiffError(f"--seed must be 0 or more, got {seed}")
+        sampler_args = _json_object(sampler_args, "--sampler-args")
         if best_of is not None and best_of < 1:
             raise PolydiffError(f"--best-of must be at least 1, got {best_of}")
         if best_of is not None and best_of > 1 and modality.rank is None:
@@ -250,7 +266,7 @@ def _sample_command(modality):
             if device not in (None, "cpu"):
                 raise PolydiffError("--engine draws on the workers' CPUs; --device does not apply")
             kw = {"sampler": sampler, "steps": steps, "schedule": schedule, "cfg_scale": cfg_scale,
-                  "precision": precision, "best_of": best_of,
+                  "precision": precision, "best_of": best_of, "sampler_args": sampler_args,
                   "cfg_interval": None if cfg_interval is None else (interval if interval is not None else (0.0, 1e30))}
             cond_opts, output = split_output_options(modality, options)
             summary = generate(model_name, modality, n, out, seed=seed, engine=engine, workers=workers,
@@ -291,7 +307,7 @@ def _sample_command(modality):
         try:
             x, cond = model.sample(n, sampler=sampler, steps=steps, schedule=schedule, seed=seed, cfg_scale=cfg_scale,
                                    cfg_interval=interval, callback=callback, precision=precision, best_of=best_of,
-                                   **options)
+                                   sampler_args=sampler_args, **options)
         finally:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -613,14 +629,7 @@ def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cf
                                 "`polydiff ladder BUNDLE --out BUNDLE`")
     if best_of is not None and best_of < 1:
         raise PolydiffError(f"--best-of must be at least 1, got {best_of}")
-    args = None
-    if sampler_args is not None:
-        try:
-            args = json.loads(sampler_args)
-        except ValueError as e:
-            raise PolydiffError(f"--sampler-args is not JSON: {e}") from None
-        if not isinstance(args, dict):
-            raise PolydiffError("--sampler-args must be a JSON object, e.g. '{\"temperature\": 0.5}'")
+    args = _json_object(sampler_args, "--sampler-args")
     if precision is not None:
         from .model import PRECISIONS
 

@@ -208,6 +208,24 @@ def test_best_of_keeps_the_draw_with_fewest_slot_errors(tiny_model):
     assert torch.equal(u, tiny_model.sample(4, seed=6, best_of=4)[0])
 
 
+@pytest.mark.parametrize("tiny_model", ["masked"], indirect=True)
+def test_cli_sampler_args_reach_the_sampler(tiny_model, tmp_path):
+    path = tiny_model.save(tmp_path / "tiny.safetensors")
+    outs = []
+    for i, args in enumerate(['{"temperature": 0.0}', '{"temperature": 0.0}', '{"temperature": 1.0}']):
+        out = tmp_path / f"s{i}.txt"
+        r = CliRunner().invoke(cli, ["sample", "text", "--model", str(path), "-n", "6", "--seed", str(i),
+                                     "--sampler", "confidence", "--sampler-args", args, "--length", "8",
+                                     "--mr", "name[The Eagle], eatType[pub]", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        outs.append(out.read_text(encoding="utf-8"))
+    # greedy with the length and the names given: nothing is left to chance, so two seeds agree; drawn, they differ
+    assert outs[0] == outs[1] != outs[2]
+    r = CliRunner().invoke(cli, ["sample", "text", "--model", str(path), "-n", "2", "--sampler-args", "[1]",
+                                 "--out", str(tmp_path / "bad.txt")])
+    assert r.exit_code != 0 and "--sampler-args must be a JSON object" in r.output
+
+
 def test_best_of_errors(tmp_path):
     r = CliRunner().invoke(cli, ["sample", "text", "-n", "2", "--best-of", "0", "--out", str(tmp_path / "a.txt")])
     assert r.exit_code != 0 and "--best-of must be at least 1" in r.output
