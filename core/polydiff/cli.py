@@ -209,7 +209,7 @@ def _sample_command(modality):
                   help='Sampler arguments, e.g. \'{"temperature": 0.7}\' [the model\'s for its own sampler].')
     @click.option("--best-of", "best_of", type=int, default=None, metavar="K",
                   help="Draw up to K times and keep each sample the modality ranks best (modalities with a "
-                       "ranking, such as text's slot check) [the model's default, else 1].")
+                       "ranking of their samples) [the model's default, else 1].")
     @click.option("--out", "out", type=click.Path(), required=True, help="Output file or folder.")
     @click.option("--trajectory", type=click.Path(), help="Save the x0 estimate of every step as a strip of frames (PNG).")
     @click.option("--device", help="cpu, cuda, ... [cuda when present, else cpu]")

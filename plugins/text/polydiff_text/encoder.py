@@ -135,10 +135,11 @@ class TextEncoder:
         return items
 
     def write(self, items: Sequence, path, **options) -> List[Path]:
-        """``.csv`` (columns mr, ref) or one sentence per line; written to a temporary file, then moved."""
+        """``.csv`` (columns mr, ref) or ``.txt`` (one sentence per line); any other path is a folder that
+        gets ``samples.csv``. Written to a temporary file, then moved."""
         p = Path(path)
-        if p.exists() and p.is_dir():
-            raise InputError(f"{p}: a folder; give a file name")
+        if p.suffix.lower() not in (".csv", ".txt") or p.is_dir():
+            p = p / "samples.csv"
         p.parent.mkdir(parents=True, exist_ok=True)
         items = [s if isinstance(s, Sentence) else Sentence(str(s)) for s in items]
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name + ".", suffix=".part")
@@ -336,6 +337,12 @@ def configure(config: dict, encoder: TextEncoder) -> dict:
     if (config.get("embedding") or {}).get("dim"):
         net["embed_dim"] = int(config["embedding"]["dim"])
     out = dict(config, network=net)
+    sample = dict(out.get("sample") or {})
+    if net.get("method", "masked") == "masked" and "sampler_args" not in sample:
+        # greedy confidence decoding, chosen on the E2E development split (an embedding model's
+        # sigma-space sampler takes no temperature, so this default is the masked method's alone)
+        sample["sampler_args"] = {"temperature": 0.0}
+        out["sample"] = sample
     if out.get("process"):
         out["process"] = dict(out["process"], vocab=encoder.vocab_size)
     return out

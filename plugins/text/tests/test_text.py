@@ -192,19 +192,20 @@ def test_best_of_keeps_the_draw_with_fewest_slot_errors(tiny_model):
     from polydiff_text.encoder import rank
 
     mr = ["name[The Eagle], eatType[pub], food[Italian], area[riverside]"] * 12
-    plain_x, plain_c = tiny_model.sample(12, seed=5, mr=mr)
-    one_x, _ = tiny_model.sample(12, seed=5, mr=mr, best_of=1)
-    assert torch.equal(plain_x, one_x)                       # best_of 1 is the plain sample
+    plain_x, plain_c = tiny_model.sample(12, seed=5, mr=mr, best_of=1)
     best_x, best_c = tiny_model.sample(12, seed=5, mr=mr, best_of=4)
-    again_x, _ = tiny_model.sample(12, seed=5, mr=mr, best_of=4)
+    again_x, _ = tiny_model.sample(12, seed=5, mr=mr)          # the text default is best of 4
     assert torch.equal(best_x, again_x)                       # same seed, same sentences
+    # draw 1 of best-of-k is the plain sample: an item kept from it is unchanged
+    kept = (best_x == plain_x).all(1)
+    assert bool(kept.any()) or bool((torch.tensor(rank(tiny_model.encoder, plain_x, plain_c)) < 0).all())
     before = torch.tensor(rank(tiny_model.encoder, plain_x, plain_c))
     after = torch.tensor(rank(tiny_model.encoder, best_x, best_c))
     assert bool((after >= before).all()) and bool((after <= 0).all())
     # the kept sentences still hold their conditions: the mask matches the tokens written
     assert torch.equal(best_c["mask"].bool(), best_x != 0)
     # nothing to rank without an MR: the plain sample
-    u, _ = tiny_model.sample(4, seed=6)
+    u, _ = tiny_model.sample(4, seed=6, best_of=1)
     assert torch.equal(u, tiny_model.sample(4, seed=6, best_of=4)[0])
 
 
