@@ -108,31 +108,24 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
     res = {"seed": seed}
     mrs_list = list(split_by)[: args.mrs] if args.mrs else list(split_by)
     # data-to-text
-    t0 = time.perf_counter()
-    gen = []
-    for i in range(0, len(mrs_list), args.batch):
-        chunk = mrs_list[i:i + args.batch]
-        gen += model.generate(len(chunk), mr=chunk, seed=seed * 100003 + i, **_opts(args), best_of=args.best_of,
-                              cfg_scale=args.cfg_scale)
-    d2t_s = time.perf_counter() - t0
-    hyps = [g.text for g in gen]
-    sl = metrics.slots([Sentence(h, m) for h, m in zip(hyps, mrs_list)])
-    res["data_to_text"] = {"mrs": len(mrs_list), "bleu": metrics.bleu(hyps, [split_by[m] for m in mrs_list]),
-                           "slot_recall": sl["slot_recall"], "hallucination_rate": sl["hallucination_rate"],
-                           "perplexity": lm.perplexity(hyps), "seconds": d2t_s,
+    def write(best_of):
+        t0 = time.perf_counter()
+        hyps = []
+        for i in range(0, len(mrs_list), args.batch):
+            chunk = mrs_list[i:i + args.batch]
+            hyps += [g.text for g in model.generate(len(chunk), mr=chunk, seed=seed * 100003 + i, **_opts(args),
+                                                    best_of=best_of, cfg_scale=args.cfg_scale)]
+        sl = metrics.slots([Sentence(h, m) for h, m in zip(hyps, mrs_list)])
+        return hyps, {"bleu": metrics.bleu(hyps, [split_by[m] for m in mrs_list]), "slot_recall": sl["slot_recall"],
+                      "hallucination_rate": sl["hallucination_rate"], "perplexity": lm.perplexity(hyps),
+                      "seconds": time.perf_counter() - t0}
+
+    hyps, scores = write(args.best_of)
+    res["data_to_text"] = {"mrs": len(mrs_list), **scores,
                            "examples": [{"mr": m, "text": h} for m, h in list(zip(mrs_list, hyps))[:8]]}
     k = args.best_of if args.best_of is not None else int(model.config.get("sample", {}).get("best_of", 1))
     if k > 1:  # the ranking reads the same slot patterns as the metric: report the first draws too
-        plain = []
-        for i in range(0, len(mrs_list), args.batch):
-            chunk = mrs_list[i:i + args.batch]
-            plain += [g.text for g in model.generate(len(chunk), mr=chunk, seed=seed * 100003 + i, **_opts(args),
-                                                     best_of=1, cfg_scale=args.cfg_scale)]
-        ps = metrics.slots([Sentence(h, m) for h, m in zip(plain, mrs_list)])
-        res["data_to_text"]["first_draw"] = {"bleu": metrics.bleu(plain, [split_by[m] for m in mrs_list]),
-                                             "slot_recall": ps["slot_recall"],
-                                             "hallucination_rate": ps["hallucination_rate"],
-                                             "perplexity": lm.perplexity(plain)}
+        res["data_to_text"]["first_draw"] = {key: v for key, v in write(1)[1].items() if key != "seconds"}
     res["data_to_text"]["best_of"] = k
     # unconditional
     t0 = time.perf_counter()

@@ -631,10 +631,11 @@ def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cf
         raise PolydiffError(f"--best-of must be at least 1, got {best_of}")
     args = _json_object(sampler_args, "--sampler-args")
     if precision is not None:
-        from .model import PRECISIONS
+        import torch
 
-        if precision.lower() not in PRECISIONS:
-            raise PolydiffError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        from .model import resolve_precision
+
+        resolve_precision(precision, torch.device("cpu"))  # an unknown name is a one-line error; "auto" is stored
         precision = precision.lower()
     sample = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "schedule": schedule,
               "sampler_args": args, "best_of": best_of, "precision": precision}
