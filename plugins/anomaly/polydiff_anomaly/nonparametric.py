@@ -156,8 +156,9 @@ class Gaussianizer:
 
 def sorted_columns(X: np.ndarray) -> np.ndarray:
     """The columns of ``X`` [n, d], each sorted, as the rows of a float64 array [d, n]; the columns are sorted
-    in their own precision (the same order) on the torch threads."""
-    Xt = np.ascontiguousarray(np.asarray(X).T)
+    in their own precision (the same order) on the torch threads. ``X`` is left as it is (a column-major
+    ``X`` has a contiguous transpose, so the sort works on a copy, never on the caller's rows)."""
+    Xt = np.array(np.asarray(X).T, order="C", copy=True)
     workers = max(1, min(torch.get_num_threads(), len(Xt)))
     if workers > 1 and Xt.size >= 65536:  # numpy's sort releases the GIL
         with ThreadPoolExecutor(workers) as pool:

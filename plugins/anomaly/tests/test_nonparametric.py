@@ -283,3 +283,14 @@ def test_binary_tables_size_k_as_a_share_of_the_rows():
     assert est.k == 6 and NP.EmpiricalDTE.fit(binary, novelty=True, seed=0, mode={**mode, "binary_fraction": None}).k == 3
     tensors, meta = est.bundle()
     assert meta["k"] == 6 and np.array_equal(NP.EmpiricalDTE.load(tensors, meta).score(binary[:300]), est.score(binary[:300]))
+
+
+@pytest.mark.parametrize("novelty", [False, True])
+def test_fitting_leaves_the_callers_rows_as_they_were(novelty):
+    """A column-major table (its transpose is contiguous) was sorted in place by the column statistics,
+    so scoring the same array after fitting scored scrambled rows."""
+    X = np.asfortranarray(_blobs(600, d=5, seed=1))
+    before = X.copy()
+    est = NP.EmpiricalDTE.fit(X, novelty=novelty, seed=0)
+    assert np.array_equal(X, before)
+    assert np.array_equal(est.score(X), est.score(np.ascontiguousarray(before)))
