@@ -29,15 +29,17 @@ protocol of ``benchmarks/anomaly.py`` (chosen on one half of the ADBench dataset
   more than a quarter of the table), a row's estimate is averaged over the bags (anomalies rarely land
   together in a small bag), on the robust view with k = 4, plus at half weight a marginal term: the
   closed-form diffusion time of the Gaussianized row under a standard normal data model, which grows with
-  the mean squared Gaussianized value (tails of every column).
+  the mean squared Gaussianized value (tails of every column). On a table of more than 32 features each bag
+  compares rows on its own random 32 of them (feature bagging).
 * **calibration.** Components are combined as z-scores whose location and scale come from out-of-bag
   scores of training rows, so the score of a row never depends on the other rows being scored; blocks of a
   fixed shape make that hold bit for bit.
 
 Scoring cost per row is independent of the training-set size: about 3 x 1,024 distance computations in
 novelty mode and 4,096 in outlier mode. Beyond 24 features the novelty budget shrinks as 4,096 x 24 / d
-rows per view, and beyond 32 features the outlier mode's 16 bags hold 4,096 x 32 / (16 d) rows each (no
-fewer than 1,024 reference rows in all), which keeps the cost per scored row about constant.
+rows per view, which keeps the cost per scored row about constant. Beyond 32 features each of the outlier
+mode's bags sees its own random 32 of the features (feature bagging) and keeps its 256 rows, at the same
+cost; without that option (``subspace``: None) the bags would shrink to 4,096 x 32 / (16 d) rows each.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["Gaussianizer", "RobustScale", "EmpiricalDTE", "knn_log_time"]
+__all__ = ["Gaussianizer", "RobustScale", "EmpiricalDTE", "knn_log_time", "subspace_log_time"]
 
 
 class Gaussianizer:
@@ -387,6 +389,50 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
     return out
 
 
+def subspace_log_time(refs: torch.Tensor, size: int, feats: torch.Tensor, q: torch.Tensor, k: int,
+                      exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 1024) -> torch.Tensor:
+    """:func:`knn_log_time` over bags that each see their own features (feature bagging): bag ``b`` holds rows
+    ``b * size`` to ``(b + 1) * size`` of ``refs`` [bags x size, f] and compares them with the columns
+    ``feats[b]`` [f] of the queries ``q`` [n, d]; the result is the mean over bags of each bag's log-time.
+
+    One batched product per chunk of queries (every bag's columns gathered at once), with the chunk shape
+    fixed as in :func:`knn_log_time`, so a row's value does not depend on the rows scored with it."""
+    nb, f = feats.shape
+    n = len(q)
+    kk = min(k, size)
+    out = torch.empty(n, dtype=torch.float64)
+    R = refs.reshape(nb, size, f)
+    r2 = (R * R).sum(2, keepdim=True)  # [bags, size, 1]
+    flat = feats.reshape(-1)
+    ids = None if exclude is None else exclude[0].reshape(nb, size, 1)
+    block = torch.empty((nb, size, chunk), dtype=refs.dtype)
+    pad = torch.zeros(chunk, q.shape[1], dtype=q.dtype) if n % chunk else None
+    for i in range(0, n, chunk):
+        m = min(chunk, n - i)
+        qq = q[i:i + chunk]
+        if m < chunk:
+            pad[:m] = qq
+            qq = pad
+        qs = qq.t().contiguous().index_select(0, flat).view(nb, f, chunk)  # every bag's columns: [bags, f, chunk]
+        part = torch.baddbmm(r2, R, qs, alpha=-2, out=block)  # -2 q.r + |r|^2: [bags, size, chunk]
+        if ids is not None:
+            qid = exclude[1][i:i + chunk]
+            if m < chunk:
+                qid = torch.cat([qid, torch.full((chunk - m,), -1, dtype=qid.dtype)])
+            part.masked_fill_(ids == qid[None, None, :], float("inf"))
+        if _lanes_fit(size, kk):
+            v = smallest_k_columns(part, kk)  # [bags, kk, chunk]
+        else:
+            v = torch.topk(part, kk, 1, largest=False).values
+        q2 = (qs * qs).sum(1).double()  # [bags, chunk]
+        v = (v.double() + q2[:, None, :]).clamp_min_(0)
+        s = torch.log(v.mean(1) + 1e-12)  # [bags, chunk]
+        ok = torch.isfinite(v).all(1)
+        tot = torch.where(ok, s, torch.zeros_like(s)).sum(0)
+        out[i:i + m] = (tot / ok.double().sum(0).clamp_min(1))[:m]
+    return out
+
+
 class ClusterIndex:
     """Every reference row of one view, grouped by k-means, so that a query compares itself with the rows
     near it instead of a random sample of the table.
@@ -625,7 +671,7 @@ class RobustScale:
 NOVELTY = {"views": {"std": 1.0, "robust": 1.0, "gauss": 0.25}, "k": 3, "bags": ((1, 4096),), "marginal": 0.0,
            "ref_budget": 4096 * 24, "min_refs": 1024, "index": True, "index_fraction": 0.25, "binary_fraction": 0.8}
 OUTLIER = {"views": {"robust": 1.0}, "k": 4, "bags": ((16, 256),), "marginal": 0.5, "bag_fraction": 0.25,
-           "ref_budget": 4096 * 32, "min_refs": 1024}
+           "ref_budget": 4096 * 32, "min_refs": 1024, "subspace": 32}
 VIEWS = ("std", "robust", "gauss")
 
 
@@ -647,6 +693,10 @@ class EmpiricalDTE:
         self.bag_spec = tuple(tuple(b) for b in mode["bags"])
         self.ref_budget, self.min_refs = mode.get("ref_budget"), int(mode.get("min_refs", 1))
         self.bag_fraction = mode.get("bag_fraction")
+        #: outlier mode on a table wider than this: each bag sees its own random subset of this many features
+        #: (feature bagging), and the reference budget counts that many features per row; None: every feature
+        self.subspace = int(mode["subspace"]) if mode.get("subspace") else None
+        self.feats: Optional[torch.Tensor] = None  # [bags, subspace] feature indices, when subspaces are used
         self.view_refs = {v: float(f) for v, f in dict(mode.get("view_refs") or {}).items() if v in self.weights}
         self.use_index = bool(mode.get("index", False))
         self.index_fraction = float(mode.get("index_fraction", 1.0))
@@ -664,6 +714,8 @@ class EmpiricalDTE:
         bags of several also hold at most that fraction of the rows (no fewer than 32), so that a small table's
         bags still leave most rows out."""
         out = []
+        if self._subspaces(d):
+            d = self.subspace
         for count, size in self.bag_spec:
             step = 128 if count == 1 else 32
             if self.ref_budget:
@@ -673,6 +725,12 @@ class EmpiricalDTE:
                 size = min(size, max(32, int(n * self.bag_fraction) // 32 * 32))
             out.append((count, size))
         return tuple(out)
+
+    def _subspaces(self, d: int) -> bool:
+        """Whether bags of a ``d``-feature table see subsets of the features: outlier mode, one group of
+        several bags, and more features than the subspace holds."""
+        return (not self.novelty and self.subspace is not None and d > self.subspace and not self.view_refs
+                and len(self.bag_spec) == 1 and self.bag_spec[0][0] > 1)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -703,11 +761,19 @@ class EmpiricalDTE:
                 bags.append((count, size))
         src = np.concatenate(idx)
         self.bags = tuple(bags)
+        if self._subspaces(X.shape[1]) and len(idx) > 1:
+            d = X.shape[1]
+            self.feats = torch.from_numpy(np.stack([np.sort(rng.choice(d, self.subspace, replace=False))
+                                                    for _ in idx]).astype(np.int64))
         self.refs, ids = {}, {}
         for v in self.views:
             keep = self._view_rows(v)
             ids[v] = torch.from_numpy(src[keep].astype(np.int64))
-            self.refs[v] = torch.from_numpy(np.ascontiguousarray(self._view(X[src[keep]], v)))
+            rows = self._view(X[src[keep]], v)
+            if self.feats is not None:  # each bag's rows keep that bag's features only
+                size = self.bags[0][1]
+                rows = np.concatenate([rows[b * size:(b + 1) * size][:, f] for b, f in enumerate(self.feats.numpy())])
+            self.refs[v] = torch.from_numpy(np.ascontiguousarray(rows))
         # calibration: out-of-bag log-times of training rows (a row never counts as its own neighbour)
         cal = np.sort(rng.choice(n, min(self.n_calib, n), replace=False))
         if self.novelty:  # every training row left out of its own reference: its score as a new row's
@@ -778,6 +844,9 @@ class EmpiricalDTE:
             q = torch.from_numpy(np.ascontiguousarray(self._view(X, v, g)))
             if v in self.index:
                 out[v] = self.index[v].log_time(q, self.k, exclude=None if exclude is None else exclude[1]).numpy()
+            elif self.feats is not None:
+                ex = None if exclude is None else (exclude[0][v], exclude[1])
+                out[v] = subspace_log_time(self.refs[v], self.bags[0][1], self.feats, q, self.k, exclude=ex).numpy()
             else:
                 ex = None if exclude is None else (exclude[0][v], exclude[1])
                 out[v] = knn_log_time(self.refs[v], self._view_bags(v), q, self.k, exclude=ex).numpy()
@@ -809,9 +878,11 @@ class EmpiricalDTE:
             tensors.update(self.gauss.tensors("gauss"))
         if self.robust is not None:
             tensors.update(self.robust.tensors("robust"))
+        if self.feats is not None:
+            tensors["feats"] = self.feats.contiguous()
         meta = {"novelty": self.novelty, "k": self.k, "n_calib": self.n_calib, "bags": [list(b) for b in self.bags],
                 "views": self.weights, "view_refs": self.view_refs, "marginal": self.marginal,
-                "index": sorted(self.index),
+                "index": sorted(self.index), "subspace": self.subspace,
                 "stats": {k: list(v) for k, v in self.stats.items()}}
         return tensors, meta
 
@@ -822,11 +893,13 @@ class EmpiricalDTE:
             mode = {"views": meta["views"], "marginal": meta.get("marginal", 0.0), "view_refs": meta.get("view_refs")}
         else:  # written before views had weights: every component it calibrated counts once
             mode = {"views": {v: 1.0 for v in stats if v in VIEWS}, "marginal": 1.0 if "marginal" in stats else 0.0}
-        self = cls(novelty=meta["novelty"], k=meta["k"], n_calib=meta["n_calib"], mode={**mode, "bags": meta["bags"]})
+        self = cls(novelty=meta["novelty"], k=meta["k"], n_calib=meta["n_calib"],
+                   mode={**mode, "bags": meta["bags"], "subspace": meta.get("subspace")})
         self.bags = tuple(tuple(int(v) for v in b) for b in meta["bags"])
         self.index = {v: ClusterIndex.from_tensors(tensors, f"index.{v}") for v in meta.get("index", [])}
         self.refs = {v: tensors[f"refs.{v}"].float().contiguous() for v in self.views if v not in self.index}
         self.gauss = Gaussianizer.from_tensors(tensors, "gauss") if "gauss.knots" in tensors else None
         self.robust = RobustScale.from_tensors(tensors, "robust") if "robust.median" in tensors else None
         self.stats = {k: (float(v[0]), float(v[1])) for k, v in stats.items()}
+        self.feats = tensors["feats"].long() if "feats" in tensors else None
         return self

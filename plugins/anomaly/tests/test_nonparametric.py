@@ -86,12 +86,22 @@ def test_novelty_neighbourhoods_follow_the_reference_budget(d, refs):
         assert min(len(r) for r in index.rows) >= refs // 4 and max(len(r) for r in index.rows) <= refs // 4 + 640
 
 
-@pytest.mark.parametrize("d,size", [(8, 256), (32, 256), (40, 192), (64, 128), (100, 64), (1000, 64)])
-def test_outlier_bags_shrink_beyond_32_features(d, size):
-    """16 bags of 256 rows up to 32 features; then 4,096 x 32 / (16 d) rows per bag in steps of 32, at least
-    1,024 reference rows in all."""
+@pytest.mark.parametrize("d", [8, 32, 40, 64, 100, 1000])
+def test_outlier_bags_keep_256_rows_and_at_most_32_features(d):
+    """16 bags of 256 rows at every width: up to 32 features each bag compares all of them, beyond that its
+    own 32 (the reference budget, rows x features, stays 4,096 x 32)."""
     X = np.random.default_rng(0).normal(size=(3000, d)).astype(np.float32)
     est = NP.EmpiricalDTE.fit(X, novelty=False)
+    assert est.bags == ((16, 256),) and est.refs["robust"].shape == (16 * 256, min(d, 32))
+    assert (est.feats is None) == (d <= 32)
+
+
+@pytest.mark.parametrize("d,size", [(8, 256), (32, 256), (40, 192), (64, 128), (100, 64), (1000, 64)])
+def test_outlier_bags_without_subspaces_shrink_beyond_32_features(d, size):
+    """Without feature bagging: 16 bags of 256 rows up to 32 features; then 4,096 x 32 / (16 d) rows per bag
+    in steps of 32, at least 1,024 reference rows in all."""
+    X = np.random.default_rng(0).normal(size=(3000, d)).astype(np.float32)
+    est = NP.EmpiricalDTE.fit(X, novelty=False, mode={**NP.OUTLIER, "subspace": None})
     assert est.bags == ((16, size),) and est.refs["robust"].shape == (16 * size, d)
 
 
@@ -294,3 +304,30 @@ def test_fitting_leaves_the_callers_rows_as_they_were(novelty):
     est = NP.EmpiricalDTE.fit(X, novelty=novelty, seed=0)
     assert np.array_equal(X, before)
     assert np.array_equal(est.score(X), est.score(np.ascontiguousarray(before)))
+
+
+def test_outlier_bags_see_their_own_features_beyond_the_subspace_width():
+    """Feature bagging: on a table wider than ``subspace`` each outlier bag keeps 256 rows and sees its own
+    random subset of that many features; the log-time is each bag's exact one in its subspace, averaged."""
+    X = np.hstack([_blobs(3000, d=40, seed=2), _blobs(3000, d=40, seed=3)])  # 80 features
+    mode = {**NP.OUTLIER, "subspace": 32}
+    est = NP.EmpiricalDTE.fit(X, seed=0, mode=mode)
+    assert est.bags == ((16, 256),) and tuple(est.feats.shape) == (16, 32)
+    assert all(len(set(f.tolist())) == 32 and f.tolist() == sorted(f.tolist()) for f in est.feats)
+    assert tuple(est.refs["robust"].shape) == (16 * 256, 32)
+    assert NP.EmpiricalDTE.fit(X, seed=0, mode={**mode, "subspace": None}).bags == ((16, 96),)  # 32 x 4096 / 80 / 16
+
+    q = torch.from_numpy(est.robust.transform(X[:50]))
+    refs = est.refs["robust"]
+    want = torch.stack([_exact_log_time(refs[b * 256:(b + 1) * 256], q[:, f], est.k) for b, f in enumerate(est.feats)]).mean(0)
+    got = NP.subspace_log_time(refs, 256, est.feats, q, est.k)
+    assert torch.allclose(got, want.to(got.dtype), rtol=1e-4, atol=1e-4)
+
+    s = est.score(X[:700])
+    assert np.array_equal(est.score(X[100:700]), s[100:]) and np.array_equal(est.score(X[:700][::-1])[::-1], s)
+    tensors, meta = est.bundle()
+    assert np.array_equal(NP.EmpiricalDTE.load(tensors, meta).score(X[:700]), s)
+    # a table no wider than the subspace: every bag sees every feature, exactly as without the option
+    narrow = X[:, :32]
+    a, b = NP.EmpiricalDTE.fit(narrow, seed=0, mode=mode), NP.EmpiricalDTE.fit(narrow, seed=0, mode={**mode, "subspace": None})
+    assert a.feats is None and np.array_equal(a.score(narrow[:300]), b.score(narrow[:300]))
