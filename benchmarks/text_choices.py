@@ -2,7 +2,8 @@
 
     python benchmarks/text_choices.py --model MODEL --grid '[{"T": 0, "steps": 32}, {"T": 0, "steps": 16}]'
 
-For each setting of the grid (keys: ``sampler`` [confidence], ``T`` temperature [1], ``steps``, ``cfg``
+For each setting of the grid (keys: ``sampler`` [the model's], ``schedule`` [the model's], ``T`` temperature
+of a categorical sampler [1], ``steps``, ``cfg``
 guidance scale [1], ``best`` best-of-k [1], ``prec`` precision, ``uncond`` also unconditional and
 content-control sentences): data-to-text on the first ``--mrs`` distinct development MRs (BLEU against all
 their references, slot recall, hallucination rate, fluency perplexity under the Kneser-Ney 4-gram LM of the
@@ -43,9 +44,10 @@ def main(argv=None) -> int:
     train_texts = [r.text for r in datasets.e2e()]
     lm = metrics.KneserNey(train_texts, order=4)
     for g in json.loads(args.grid):
-        sargs = {"temperature": g.get("T", 1.0)}
-        kw = dict(sampler=g.get("sampler", "confidence"), steps=g.get("steps"), sampler_args=sargs,
-                  best_of=g.get("best", 1))
+        sargs = {"temperature": g["T"]} if "T" in g else {}  # categorical samplers only; their default is 1
+        kw = dict(sampler=g.get("sampler"), steps=g.get("steps"), sampler_args=sargs, best_of=g.get("best", 1))
+        if "schedule" in g:
+            kw["schedule"] = g["schedule"]
         if "prec" in g:
             kw["precision"] = g["prec"]
         calls = []

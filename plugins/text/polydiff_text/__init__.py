@@ -81,9 +81,12 @@ def register_modalities(register):
         default_config=DEFAULT_CONFIG,
         datasets=dict(datasets.DATASETS),
         recipes=RECIPES,
-        pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"))},
+        # the masked model first: it is the modality's default
+        pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"), key=lambda p: (p.stem != "e2e_masked", p.stem))},
         model_info={"e2e_masked": "E2E NLG restaurant descriptions (train split, 42,061 sentences): masked "
-                                  "diffusion transformer, data-to-text from meaning representations"},
+                                  "diffusion transformer, data-to-text from meaning representations",
+                    "e2e_embedding": "E2E NLG restaurant descriptions (train split): Diffusion-LM-style "
+                                     "diffusion of learned 16-dimensional word embeddings, rounded to words"},
         guidance={"mr": -1},
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,
