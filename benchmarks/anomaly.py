@@ -483,6 +483,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--np-novelty-refs", type=int, help="dte-np ablation: reference rows per view in novelty mode, at every width [4096, capped beyond 24 features]")
     ap.add_argument("--np-outlier-bags", type=int, help="dte-np ablation: number of 256-row bags in outlier mode [16]")
+    ap.add_argument("--np-outlier-subspace", type=int, help="dte-np ablation: features per outlier bag beyond which "
+                                                              "bags see random subsets (0: every feature) [32]")
     ap.add_argument("--throughput-only", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -493,7 +495,7 @@ def main(argv=None):
         return
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    if args.np_novelty_refs or args.np_outlier_bags:  # ablations of the dte-np defaults (see docs/benchmarks.md)
+    if args.np_novelty_refs or args.np_outlier_bags or args.np_outlier_subspace is not None:  # ablations of the dte-np defaults (see docs/benchmarks.md)
         from polydiff_anomaly import nonparametric as NP
 
         if args.np_novelty_refs:
@@ -501,6 +503,8 @@ def main(argv=None):
             NP.NOVELTY["ref_budget"] = None  # the same count at every width
         if args.np_outlier_bags:
             NP.OUTLIER["bags"] = ((int(args.np_outlier_bags), 256),)
+        if args.np_outlier_subspace is not None:
+            NP.OUTLIER["subspace"] = int(args.np_outlier_subspace) or None
     t_start = time.perf_counter()
 
     doc = {"benchmark": "anomaly", "command": " ".join([os.path.basename(sys.executable), "benchmarks/anomaly.py"] + sys.argv[1:]),
