@@ -323,6 +323,25 @@ def smallest_k(d: torch.Tensor, k: int, block: int = 128) -> torch.Tensor:
     return torch.topk(cand.flatten(-2), k, -1, largest=False, sorted=False).values
 
 
+def _fixed_chunks(q: torch.Tensor, chunk: int, ids: Optional[torch.Tensor] = None):
+    """(start, rows, block, block ids) for the rows of ``q`` in chunks of ``chunk`` rows, every block of the same
+    shape: the last, short one is padded with zero rows (id -1), whose results the caller drops. A matrix
+    product then runs the same kernel for every query, so a row's value does not depend on the rows scored
+    with it."""
+    n = len(q)
+    pad = torch.zeros(chunk, q.shape[1], dtype=q.dtype) if n % chunk else None
+    for i in range(0, n, chunk):
+        m = min(chunk, n - i)
+        qq = q[i:i + chunk]
+        qid = None if ids is None else ids[i:i + chunk]
+        if m < chunk:
+            pad[:m] = qq
+            qq = pad
+            if qid is not None:
+                qid = torch.cat([qid, torch.full((chunk - m,), -1, dtype=qid.dtype)])
+        yield i, m, qq, qid
+
+
 def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch.Tensor, k: int,
                  exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: Optional[int] = None) -> torch.Tensor:
     """Mean over bags of log(mean of the k smallest squared distances from each row of ``q`` to the bag).
@@ -346,23 +365,14 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
     chunk = max(1, int(chunk or (1024 if columns else 1024)))
     # one distance block for every chunk: a fresh multi-megabyte tensor per chunk costs page faults
     block = torch.empty((len(refs), chunk) if columns else (chunk, len(refs)), dtype=refs.dtype)
-    pad = torch.zeros(chunk, q.shape[1], dtype=q.dtype) if n % chunk else None
-    for i in range(0, n, chunk):
-        m = min(chunk, n - i)
-        qq = q[i:i + chunk]
-        if m < chunk:  # the last, short chunk: padded to the common shape, the padding's results dropped
-            pad[:m] = qq
-            qq = pad
+    ids = None if exclude is None else exclude[0]
+    for i, m, qq, qid in _fixed_chunks(q, chunk, None if exclude is None else exclude[1]):
         # |q - r|^2 = |q|^2 + |r|^2 - 2 q.r; |q|^2 is constant for a query, so it is added after the top-k
         if columns:
             part = torch.addmm(r2, refs, qq.T, alpha=-2, out=block)
         else:
             part = torch.addmm(r2, qq, refs.T, alpha=-2, out=block)
-        if exclude is not None:
-            ids, qids = exclude
-            qid = qids[i:i + chunk]
-            if m < chunk:
-                qid = torch.cat([qid, torch.full((chunk - m,), -1, dtype=qid.dtype)])
+        if ids is not None:
             same = ids[:, None] == qid[None, :] if columns else ids[None, :] == qid[:, None]
             part.masked_fill_(same, float("inf"))
         q2 = (qq * qq).sum(1).double()
@@ -407,19 +417,10 @@ def subspace_log_time(refs: torch.Tensor, size: int, feats: torch.Tensor, q: tor
     flat = feats.reshape(-1)
     ids = None if exclude is None else exclude[0].reshape(nb, size, 1)
     block = torch.empty((nb, size, chunk), dtype=refs.dtype)
-    pad = torch.zeros(chunk, q.shape[1], dtype=q.dtype) if n % chunk else None
-    for i in range(0, n, chunk):
-        m = min(chunk, n - i)
-        qq = q[i:i + chunk]
-        if m < chunk:
-            pad[:m] = qq
-            qq = pad
+    for i, m, qq, qid in _fixed_chunks(q, chunk, None if exclude is None else exclude[1]):
         qs = qq.t().contiguous().index_select(0, flat).view(nb, f, chunk)  # every bag's columns: [bags, f, chunk]
         part = torch.baddbmm(r2, R, qs, alpha=-2, out=block)  # -2 q.r + |r|^2: [bags, size, chunk]
         if ids is not None:
-            qid = exclude[1][i:i + chunk]
-            if m < chunk:
-                qid = torch.cat([qid, torch.full((chunk - m,), -1, dtype=qid.dtype)])
             part.masked_fill_(ids == qid[None, None, :], float("inf"))
         if _lanes_fit(size, kk):
             v = smallest_k_columns(part, kk)  # [bags, kk, chunk]
@@ -521,14 +522,8 @@ class ClusterIndex:
         """Index of the nearest centroid of every row (padded fixed-shape blocks: independent of the batch)."""
         c2 = (cent * cent).sum(1)[None]
         out = torch.empty(len(X), dtype=torch.int64)
-        pad = torch.zeros(chunk, X.shape[1], dtype=X.dtype)
         d = torch.empty(chunk, len(cent), dtype=X.dtype)  # reused: see log_time
-        for i in range(0, len(X), chunk):
-            part = X[i:i + chunk]
-            m = len(part)
-            if m < chunk:
-                pad[:m] = part
-                part = pad
+        for i, m, part, _ in _fixed_chunks(X, chunk):
             # numpy's argmin: the same index (the first smallest) as torch's, about ten times faster on
             # these short rows
             out[i:i + m] = torch.from_numpy(torch.addmm(c2, part, cent.T, alpha=-2, out=d).numpy().argmin(1)[:m])
