@@ -37,10 +37,11 @@ protocol of ``benchmarks/anomaly.py`` (chosen on one half of the ADBench dataset
 
 Scoring cost per row is independent of the training-set size: about 3 x 1,024 distance computations in
 novelty mode and 4,096 in outlier mode. Beyond 24 features the novelty budget shrinks as 4,096 x 24 / d
-rows per view, which keeps the cost per scored row about constant. Beyond 32 features each of the outlier
-mode's bags sees its own random 32 of the features (feature bagging) and keeps its 256 rows: the same
-distance arithmetic as at 32 features (the k-smallest search sees more rows than before, about a third
-slower at d = 64); without that option (``subspace``: None) the bags shrink to 4,096 x 32 / (16 d) rows.
+rows per view, which keeps the cost per scored row about constant. Beyond 32 features the outlier mode's
+bags shrink to 4,096 x 32 / (16 d) rows (at least 64) and each bag sees its own random 32 of the features
+(feature bagging): half the distance arithmetic of comparing every feature at d = 64. With
+``subspace_budget`` True the budget counts a bag's 32 features instead, so the bags keep 256 rows at any
+width (the k-smallest search then sees twice the rows at d = 64, about a third slower to score).
 """
 from __future__ import annotations
 
@@ -667,7 +668,7 @@ class RobustScale:
 NOVELTY = {"views": {"std": 1.0, "robust": 1.0, "gauss": 0.25}, "k": 3, "bags": ((1, 4096),), "marginal": 0.0,
            "ref_budget": 4096 * 24, "min_refs": 1024, "index": True, "index_fraction": 0.25, "binary_fraction": 0.8}
 OUTLIER = {"views": {"robust": 1.0}, "k": 4, "bags": ((16, 256),), "marginal": 0.5, "bag_fraction": 0.25,
-           "ref_budget": 4096 * 32, "min_refs": 1024, "subspace": 32}
+           "ref_budget": 4096 * 32, "min_refs": 1024, "subspace": 32, "subspace_budget": False}
 VIEWS = ("std", "robust", "gauss")
 
 
@@ -693,6 +694,9 @@ class EmpiricalDTE:
         #: (feature bagging), and the reference budget counts that many features per row; None: every feature
         self.subspace = int(mode["subspace"]) if mode.get("subspace") else None
         self.feats: Optional[torch.Tensor] = None  # [bags, subspace] feature indices, when subspaces are used
+        #: with subspaces, whether the reference budget counts a bag's features (larger bags, more search per
+        #: row) or the table's (bags as without subspaces, half the distance arithmetic at twice the subspace)
+        self.subspace_budget = bool(mode.get("subspace_budget", True))
         self.view_refs = {v: float(f) for v, f in dict(mode.get("view_refs") or {}).items() if v in self.weights}
         self.use_index = bool(mode.get("index", False))
         self.index_fraction = float(mode.get("index_fraction", 1.0))
@@ -710,7 +714,7 @@ class EmpiricalDTE:
         bags of several also hold at most that fraction of the rows (no fewer than 32), so that a small table's
         bags still leave most rows out."""
         out = []
-        if self._subspaces(d):
+        if self._subspaces(d) and self.subspace_budget:
             d = self.subspace
         for count, size in self.bag_spec:
             step = 128 if count == 1 else 32

@@ -86,14 +86,17 @@ def test_novelty_neighbourhoods_follow_the_reference_budget(d, refs):
         assert min(len(r) for r in index.rows) >= refs // 4 and max(len(r) for r in index.rows) <= refs // 4 + 640
 
 
-@pytest.mark.parametrize("d", [8, 32, 40, 64, 100, 1000])
-def test_outlier_bags_keep_256_rows_and_at_most_32_features(d):
-    """16 bags of 256 rows at every width: up to 32 features each bag compares all of them, beyond that its
-    own 32 (the reference budget, rows x features, stays 4,096 x 32)."""
+@pytest.mark.parametrize("d,size", [(8, 256), (32, 256), (40, 192), (64, 128), (100, 64), (1000, 64)])
+def test_outlier_bags_see_at_most_32_features(d, size):
+    """The default outlier bags: 16 of 256 rows up to 32 features, then 4,096 x 32 / (16 d) rows (steps of
+    32, at least 64); beyond 32 features each bag compares its own 32 of them."""
     X = np.random.default_rng(0).normal(size=(3000, d)).astype(np.float32)
     est = NP.EmpiricalDTE.fit(X, novelty=False)
-    assert est.bags == ((16, 256),) and est.refs["robust"].shape == (16 * 256, min(d, 32))
+    assert est.bags == ((16, size),) and est.refs["robust"].shape == (16 * size, min(d, 32))
     assert (est.feats is None) == (d <= 32)
+    # the budget counted in a bag's features instead: 256 rows at every width
+    wide = NP.EmpiricalDTE.fit(X, novelty=False, mode={**NP.OUTLIER, "subspace_budget": True})
+    assert wide.bags == ((16, 256),) and wide.refs["robust"].shape == (16 * 256, min(d, 32))
 
 
 @pytest.mark.parametrize("d,size", [(8, 256), (32, 256), (40, 192), (64, 128), (100, 64), (1000, 64)])
@@ -306,21 +309,23 @@ def test_fitting_leaves_the_callers_rows_as_they_were(novelty):
     assert np.array_equal(est.score(X), est.score(np.ascontiguousarray(before)))
 
 
-def test_outlier_bags_see_their_own_features_beyond_the_subspace_width():
-    """Feature bagging: on a table wider than ``subspace`` each outlier bag keeps 256 rows and sees its own
-    random subset of that many features; the log-time is each bag's exact one in its subspace, averaged."""
+@pytest.mark.parametrize("budget,size", [(True, 256), (False, 96)])
+def test_outlier_bags_see_their_own_features_beyond_the_subspace_width(budget, size):
+    """Feature bagging: on a table wider than ``subspace`` each outlier bag sees its own random subset of
+    that many features and keeps 256 rows (the budget counts the bag's features) or the rows the table's
+    width allows (``subspace_budget`` False); the log-time is each bag's exact one in its subspace, averaged."""
     X = np.hstack([_blobs(3000, d=40, seed=2), _blobs(3000, d=40, seed=3)])  # 80 features
-    mode = {**NP.OUTLIER, "subspace": 32}
+    mode = {**NP.OUTLIER, "subspace": 32, "subspace_budget": budget}
     est = NP.EmpiricalDTE.fit(X, seed=0, mode=mode)
-    assert est.bags == ((16, 256),) and tuple(est.feats.shape) == (16, 32)
+    assert est.bags == ((16, size),) and tuple(est.feats.shape) == (16, 32)
     assert all(len(set(f.tolist())) == 32 and f.tolist() == sorted(f.tolist()) for f in est.feats)
-    assert tuple(est.refs["robust"].shape) == (16 * 256, 32)
+    assert tuple(est.refs["robust"].shape) == (16 * size, 32)
     assert NP.EmpiricalDTE.fit(X, seed=0, mode={**mode, "subspace": None}).bags == ((16, 96),)  # 32 x 4096 / 80 / 16
 
     q = torch.from_numpy(est.robust.transform(X[:50]))
     refs = est.refs["robust"]
-    want = torch.stack([_exact_log_time(refs[b * 256:(b + 1) * 256], q[:, f], est.k) for b, f in enumerate(est.feats)]).mean(0)
-    got = NP.subspace_log_time(refs, 256, est.feats, q, est.k)
+    want = torch.stack([_exact_log_time(refs[b * size:(b + 1) * size], q[:, f], est.k) for b, f in enumerate(est.feats)]).mean(0)
+    got = NP.subspace_log_time(refs, size, est.feats, q, est.k)
     assert torch.allclose(got, want.to(got.dtype), rtol=1e-4, atol=1e-4)
 
     s = est.score(X[:700])
