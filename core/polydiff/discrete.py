@@ -137,7 +137,7 @@ class CategoricalDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, level: torch.Tensor, **cond) -> torch.Tensor:
         logits = self.net(x, level, **cond)
         if self.process.kind == "absorbing" and not torch.is_grad_enabled():
-            return self._absorbing_in_place(x, logits.float())
+            return self._absorbing_in_place(x, logits)
         logp = torch.log_softmax(logits.float(), dim=-1)
         if self.process.kind == "absorbing":
             revealed = x != self.process.mask_id
@@ -146,18 +146,21 @@ class CategoricalDenoiser(nn.Module):
         return logp
 
 
-    def _absorbing_in_place(self, x: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-        """The absorbing result without autograd, written over the logits: the softmax runs on the masked
-        positions only and the revealed ones are set to carry their token (sampling's fast path; the same
-        numbers as the general one)."""
+    def _absorbing_in_place(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The absorbing result without autograd (sampling's fast path; the same numbers as the general one):
+        the softmax runs in float32 on the masked positions only, and the revealed ones carry their token."""
         masked = x == self.process.mask_id
         m_idx = masked.nonzero(as_tuple=True)
         r_idx = (~masked).nonzero(as_tuple=True)
-        soft = torch.log_softmax(logp[m_idx], dim=-1)
-        if r_idx[0].numel():
-            carry = torch.full((r_idx[0].numel(), logp.shape[-1]), NEG, dtype=logp.dtype, device=logp.device)
-            carry.scatter_(-1, x[r_idx].clamp(max=self.process.vocab - 1).unsqueeze(-1), 0.0)
-            logp[r_idx] = carry
+        if logits.dtype != torch.float32:  # only the masked positions' logits are read: convert those alone
+            logp = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+            soft = torch.log_softmax(logits[m_idx].float(), dim=-1)
+        else:
+            logp = logits
+            soft = torch.log_softmax(logp[m_idx], dim=-1)
+        if r_idx[0].numel():  # written in place: no revealed-rows-by-vocabulary temporary
+            logp[r_idx] = NEG
+            logp[r_idx + (x[r_idx].clamp(max=self.process.vocab - 1),)] = 0.0
         logp[m_idx] = soft
         return logp
 
@@ -286,6 +289,25 @@ def _evaluate(D: Callable, x: torch.Tensor, t: float, cond: dict) -> torch.Tenso
     return D(x, torch.full((x.shape[0],), t, device=x.device), **cond)
 
 
+def _rows(cond: dict, idx: torch.Tensor, b: int) -> dict:
+    """``cond`` for the items ``idx`` of a batch of ``b``: every per-item tensor (first dimension ``b``) indexed."""
+    return {k: (v[idx.to(v.device)] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == b else v)
+            for k, v in cond.items()}
+
+
+def _refresh(D: Callable, logp: Optional[torch.Tensor], x: torch.Tensor, t: float, cond: dict,
+             stale: Optional[torch.Tensor]) -> torch.Tensor:
+    """The denoiser's log-probabilities for every item, evaluating only the items in ``stale`` (a bool per
+    item: its tokens changed since its last evaluation) and keeping the others' from ``logp``. Exact for a
+    denoiser that ignores the level; ``logp`` None or ``stale`` None: evaluate every item."""
+    if logp is None or stale is None or bool(stale.all()):
+        return _evaluate(D, x, t, cond)
+    idx = stale.nonzero().reshape(-1)
+    if len(idx):
+        logp[idx.to(logp.device)] = _evaluate(D, x[idx], t, _rows(cond, idx, x.shape[0])).to(logp.dtype)
+    return logp
+
+
 def _temper(logp: torch.Tensor, temperature: float) -> torch.Tensor:
     """Log-probabilities at ``temperature``: 1 leaves them, 0 puts all mass on the most likely category."""
     if temperature == 1.0:
@@ -350,7 +372,10 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
     if keep is not None:
         masked0 = masked0 & ~keep
     start = masked0.reshape(b, -1).sum(1).float()
-    logp, dirty = None, True
+    logp, stale, top_v, top_i = None, None, None, None
+    # temperature 0 draws each position's most likely category: the first maximum, as argmax, among the
+    # categories (the mask is never predicted: its log-probability is NEG)
+    greedy = temperature <= 0
     for i in range(len(lv) - 1):
         t, s = lv[i], lv[i + 1]
         masked = (x == proc.mask_id)
@@ -358,21 +383,35 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
             masked = masked & ~keep
         if not bool(masked.any()):  # nothing left to reveal: the remaining steps would change nothing
             break
-        if dirty or not cache:
-            logp = _evaluate(D, x, t, cond)
+        # with the cache, only the items revealed at the last step are evaluated again (a short sentence
+        # reveals nothing at some steps of a long ladder)
+        if greedy:  # only each position's top log-probability and category are kept (the first maximum, as argmax)
+            idx = None if top_v is None or stale is None or not cache else stale.nonzero().reshape(-1)
+            if idx is None or len(idx) == b:
+                top_v, top_i = _evaluate(D, x, t, cond).max(-1)
+            elif len(idx):
+                sub = _evaluate(D, x[idx], t, _rows(cond, idx, b)).max(-1)
+                top_v[idx.to(top_v.device)], top_i[idx.to(top_i.device)] = sub.values.to(top_v.dtype), sub.indices
+        else:
+            logp = _refresh(D, logp, x, t, cond, stale if cache else None)
+            top_v, top_i = logp.max(-1)
         flat_m = masked.reshape(b, -1)
         remain = torch.round(start * (s / lv[0])).long() if lv[0] > 0 else torch.zeros_like(start).long()
         k = (flat_m.sum(1) - remain).clamp_min(0)                       # tokens to reveal per item
-        certainty = logp.max(-1).values.reshape(b, -1).masked_fill(~flat_m, -math.inf)
+        certainty = top_v.reshape(b, -1).masked_fill(~flat_m, -math.inf)
         order = certainty.argsort(dim=1, descending=True, stable=True)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=x.device).expand_as(order))
         reveal = (rank < k.unsqueeze(1)) & flat_m
-        drawn = _gumbel_argmax(logp[..., : proc.vocab], generator, temperature).reshape(b, -1)
+        if greedy:
+            drawn = top_i.reshape(b, -1)
+        else:
+            drawn = _gumbel_argmax(logp[..., : proc.vocab], generator, temperature).reshape(b, -1)
         x_new = torch.where(reveal, drawn, x.reshape(b, -1)).reshape(x.shape)
-        dirty = bool(reveal.any())
+        stale = reveal.any(1)
         x = x_new
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": t, "sigma_next": s, "denoised": logp.argmax(-1)})
+            callback({"i": i, "x": x, "sigma": t, "sigma_next": s,
+                      "denoised": top_i.clone() if greedy else logp.argmax(-1)})
     return x
 
 
