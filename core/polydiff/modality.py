@@ -28,7 +28,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
 * **score_options**: extra ``polydiff score`` options (click options) passed to ``score`` by name;
 * **sample_options** / **make_cond**: extra ``polydiff sample`` options and how they become ``cond``
   (``make_cond`` returns the dict, or ``(dict, polydiff.sampling.Known)`` when an option asks for masked
-  conditioning: known values, their mask and resampling passes, kept out of ``cond``);
+  conditioning: known values, their mask and resampling passes, kept out of ``cond``; a ``make_cond`` that
+  takes ``generator`` draws its random choices from the run's generator, and one that takes ``draw`` gets
+  the 0-based index of a best-of-k draw);
   **output_options**: the names of those options that are decoding or writing choices instead (a decode
   mode, whether invalid items keep their line): they reach :meth:`Encoder.decode` and :meth:`Encoder.write`
   as keyword arguments, never ``cond``;
@@ -113,8 +115,9 @@ class Modality:
         ``cond`` dict, or ``(cond, Known)`` with masked conditioning."""
         if self.make_cond is None:
             return {}
-        if "generator" in options and not _accepts(self.make_cond, "generator"):
-            options = {k: v for k, v in options.items() if k != "generator"}
+        for key in ("generator", "draw"):  # passed only to a make_cond that takes them
+            if key in options and not _accepts(self.make_cond, key):
+                options = {k: v for k, v in options.items() if k != key}
         return self.make_cond(encoder, n, **options)
 
 

@@ -258,7 +258,8 @@ class Model:
         ``best_of`` k (default: the config's ``sample.best_of``, else 1), for a modality with a ``rank``
         hook: up to k draws of the whole batch, keeping for each item the draw its ``rank`` scores highest
         (the earliest among equals); it stops early once every item scores 0, the most a rank gives. Draw 1
-        is the plain sample; draw j > 1 is seeded from (seed, j), or continues ``generator``.
+        is the plain sample; draw j > 1 is seeded from (seed, j), or continues ``generator``. A ``make_cond``
+        that takes a ``draw`` argument gets the draw's 0-based index (e.g. to vary a choice it makes).
 
         ``cfg_interval`` (lo, hi): apply guidance only at noise levels in (lo, hi] (see
         :func:`polydiff.guidance.cfg_denoiser`); default: the config's ``sample.cfg_interval`` (none: every
@@ -285,9 +286,10 @@ class Model:
 
         def draw(j: int):
             s = seed if j == 0 or seed is None else _round_seed(seed, j)
+            extra = {"draw": j} if k > 1 and cond is None else {}  # a make_cond taking ``draw`` may vary its choices
             return run(self, n=n, steps=steps, schedule=schedule, sampler=sampler, sampler_args=sampler_args,
                        cond=cond, known=known, cfg_scale=cfg_scale, cfg_interval=cfg_interval, precision=precision,
-                       seed=s, generator=generator, callback=callback, **options)
+                       seed=s, generator=generator, callback=callback, **extra, **options)
 
         x, c = draw(0)
         if k == 1:

@@ -13,8 +13,9 @@ delexicalises the MR's ``name`` and ``near`` values (:mod:`polydiff_text.mr`), t
   which decoding writes back in place of the placeholders. They travel with the tensors (through Ray or
   torchrun workers and the parts files of a chunked job), so any process decodes them the same.
 
-Lengths for generation are drawn from the training sentences' lengths for the same number of MR
-attributes (stored in the bundle), unless given.
+Lengths for generation, unless given: with an MR, the median training length for the same number of MR
+attributes (moved by +1, -1, +2, ... in the further draws of best-of-k); without one, drawn from the
+training sentences' lengths (stored in the bundle).
 """
 from __future__ import annotations
 
@@ -316,12 +317,25 @@ class TextEncoder:
         return enc
 
     # ------------------------------------------------------------------ generation
-    def draw_length(self, n_attr: Optional[int], generator) -> int:
+    def typical_length(self, n_attr: Optional[int]) -> int:
+        """The median training length for ``n_attr`` MR attributes (all training lengths for a size never seen)."""
+        counts = self._length_counts(n_attr)
+        half, acc = sum(counts) / 2.0, 0
+        for i, c in enumerate(counts):
+            acc += c
+            if acc >= half:
+                return i
+        return self.max_len
+
+    def _length_counts(self, n_attr: Optional[int]) -> List[int]:
         key = "none" if n_attr is None else str(n_attr)
         counts = self.lengths.get(key)
         if counts is None or not sum(counts):  # an MR size never seen: all training lengths
             counts = [sum(c[i] for c in self.lengths.values()) for i in range(self.max_len + 1)]
-        w = torch.tensor(counts, dtype=torch.float64)
+        return counts
+
+    def draw_length(self, n_attr: Optional[int], generator) -> int:
+        w = torch.tensor(self._length_counts(n_attr), dtype=torch.float64)
         return int(torch.multinomial(w, 1, generator=generator))
 
 
@@ -348,11 +362,14 @@ def configure(config: dict, encoder: TextEncoder) -> dict:
     return out
 
 
-def make_cond(encoder: TextEncoder, n: int, generator=None, mr=None, length=None, contains=None, template=None):
-    """Conditions and known tokens for ``n`` generated sentences (see :mod:`polydiff_text.tasks`)."""
+def make_cond(encoder: TextEncoder, n: int, generator=None, mr=None, length=None, contains=None, template=None,
+              draw: int = 0):
+    """Conditions and known tokens for ``n`` generated sentences (see :mod:`polydiff_text.tasks`); ``draw``:
+    the index of a best-of-k draw (it moves the typical length of data-to-text sentences)."""
     from .tasks import conditions
 
-    return conditions(encoder, n, generator=generator, mr=mr, length=length, contains=contains, template=template)
+    return conditions(encoder, n, generator=generator, mr=mr, length=length, contains=contains, template=template,
+                      draw=draw)
 
 
 def rank(encoder: TextEncoder, x: torch.Tensor, cond: Dict[str, torch.Tensor]):

@@ -88,11 +88,18 @@ def _phrase_ids(encoder, phrase: str, first: bool) -> List[int]:
     return _ids(encoder, pieces, f"--contains {phrase!r}")
 
 
-def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contains=None, template=None):
+def draw_offset(draw: int) -> int:
+    """The length offset of best-of draw ``draw`` around the typical length: 0, +1, -1, +2, -2, ..."""
+    return (draw + 1) // 2 * (1 if draw % 2 else -1)
+
+
+def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contains=None, template=None,
+               draw: int = 0):
     """(cond, Known) for ``n`` sentences. ``mr``: an MR string (or one per sentence); ``length``: tokens per
-    sentence [drawn from the training lengths for the MR's size]; ``contains``: phrases that must appear
-    (placed at drawn positions, kept exactly); ``template``: a text with ``___`` gaps (every given word kept,
-    each gap one or more drawn words). See the module docstring."""
+    sentence [with an MR: the median training length for the MR's size, offset by :func:`draw_offset` in
+    best-of draw ``draw``; without one: drawn from the training lengths]; ``contains``: phrases that must
+    appear (placed at drawn positions, kept exactly); ``template``: a text with ``___`` gaps (every given
+    word kept, each gap one or more drawn words). See the module docstring."""
     encoder._need_fit()
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     L = encoder.max_len
@@ -121,8 +128,10 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
         if templates[i] is not None:
             ln = _template(encoder, templates[i], ln, m, x[i], keep[i], g)
         else:
-            if ln is None:
-                ln = max(encoder.draw_length(len(m) if m else None, g), 1)
+            if ln is None and m:  # data-to-text: a typical length (chosen on the development split)
+                ln = min(max(encoder.typical_length(len(m)) + draw_offset(int(draw)), 1), L)
+            elif ln is None:
+                ln = max(encoder.draw_length(None, g), 1)
             need = sum(len(split(p)) for p in phrases)
             if need > ln:
                 if lengths_in[i] is not None:
