@@ -210,6 +210,34 @@ def test_best_of_keeps_the_draw_with_fewest_slot_errors(tiny_model):
 
 
 @pytest.mark.parametrize("tiny_model", ["masked"], indirect=True)
+def test_data_to_text_takes_the_typical_length_and_best_of_draws_move_it(tiny_model):
+    """With an MR and no length, a sentence is the median training length for the MR's size; best-of draw j
+    gets that +0, +1, -1, +2 (the core passes the draw index to the text make_cond); without an MR the
+    length is drawn."""
+    from polydiff_text.tasks import conditions, draw_offset
+
+    enc = tiny_model.encoder
+    mr = "name[The Eagle], eatType[pub], food[Italian]"
+    counts = enc.lengths["3"]
+    typical = next(i for i in range(len(counts)) if sum(counts[: i + 1]) >= sum(counts) / 2)
+    assert enc.typical_length(3) == typical
+    assert [draw_offset(j) for j in range(5)] == [0, 1, -1, 2, -2]
+    for j in range(4):
+        cond, _ = conditions(enc, 3, mr=mr, draw=j)
+        assert cond["mask"].sum(1).tolist() == [typical + draw_offset(j)] * 3
+    seen = []
+    tiny_model.modality.make_cond, orig = (lambda *a, **k: seen.append(k.get("draw")) or orig(*a, **k)), \
+        tiny_model.modality.make_cond
+    try:
+        tiny_model.sample(2, seed=1, mr=[mr] * 2, best_of=3)
+    finally:
+        tiny_model.modality.make_cond = orig
+    assert seen[0] == 0 and seen == list(range(len(seen)))  # one call per draw taken, in order
+    free = conditions(enc, 64, generator=torch.Generator().manual_seed(0))[0]["mask"].sum(1)
+    assert len(set(free.tolist())) > 1  # unconditional lengths are drawn
+
+
+@pytest.mark.parametrize("tiny_model", ["masked"], indirect=True)
 def test_cli_sampler_args_reach_the_sampler(tiny_model, tmp_path):
     path = tiny_model.save(tmp_path / "tiny.safetensors")
     outs = []
