@@ -56,7 +56,8 @@ def _sample_options():
         click.Option(["--contains"], default=None,
                      help="Words each sentence must contain, comma-separated phrases (kept exactly)."),
         click.Option(["--length"], type=int, default=None,
-                     help="Tokens per sentence [drawn from the training sentences' lengths]."),
+                     help="Tokens per sentence [with --mr: the median training length for the MR's size; "
+                          "else drawn from the training sentences' lengths]."),
     ]
 
 
