@@ -295,17 +295,20 @@ def _rows(cond: dict, idx: torch.Tensor, b: int) -> dict:
             for k, v in cond.items()}
 
 
-def _refresh(D: Callable, logp: Optional[torch.Tensor], x: torch.Tensor, t: float, cond: dict,
-             stale: Optional[torch.Tensor]) -> torch.Tensor:
-    """The denoiser's log-probabilities for every item, evaluating only the items in ``stale`` (a bool per
-    item: its tokens changed since its last evaluation) and keeping the others' from ``logp``. Exact for a
-    denoiser that ignores the level; ``logp`` None or ``stale`` None: evaluate every item."""
-    if logp is None or stale is None or bool(stale.all()):
-        return _evaluate(D, x, t, cond)
+def _refresh(D: Callable, prev: Optional[tuple], x: torch.Tensor, t: float, cond: dict,
+             stale: Optional[torch.Tensor], reduce: Callable = lambda logp: (logp,)) -> tuple:
+    """``reduce`` of the denoiser's log-probabilities (a tuple of per-item tensors) for every item, evaluating
+    only the items in ``stale`` (a bool per item: its tokens changed since its last evaluation) and keeping
+    the others' from ``prev``. Exact for a denoiser that ignores the level; ``prev`` or ``stale`` None:
+    evaluate every item."""
+    if prev is None or stale is None or bool(stale.all()):
+        return tuple(reduce(_evaluate(D, x, t, cond)))
     idx = stale.nonzero().reshape(-1)
     if len(idx):
-        logp[idx.to(logp.device)] = _evaluate(D, x[idx], t, _rows(cond, idx, x.shape[0])).to(logp.dtype)
-    return logp
+        new = reduce(_evaluate(D, x[idx], t, _rows(cond, idx, x.shape[0])))
+        for old, value in zip(prev, new):
+            old[idx.to(old.device)] = value.to(old.dtype)
+    return prev
 
 
 def _temper(logp: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -372,7 +375,7 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
     if keep is not None:
         masked0 = masked0 & ~keep
     start = masked0.reshape(b, -1).sum(1).float()
-    logp, stale, top_v, top_i = None, None, None, None
+    logp, stale, top = None, None, None
     # temperature 0 draws each position's most likely category: the first maximum, as argmax, among the
     # categories (the mask is never predicted: its log-probability is NEG)
     greedy = temperature <= 0
@@ -386,15 +389,11 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
         # with the cache, only the items revealed at the last step are evaluated again (a short sentence
         # reveals nothing at some steps of a long ladder)
         if greedy:  # only each position's top log-probability and category are kept (the first maximum, as argmax)
-            idx = None if top_v is None or stale is None or not cache else stale.nonzero().reshape(-1)
-            if idx is None or len(idx) == b:
-                top_v, top_i = _evaluate(D, x, t, cond).max(-1)
-            elif len(idx):
-                sub = _evaluate(D, x[idx], t, _rows(cond, idx, b)).max(-1)
-                top_v[idx.to(top_v.device)], top_i[idx.to(top_i.device)] = sub.values.to(top_v.dtype), sub.indices
+            top = _refresh(D, top, x, t, cond, stale if cache else None, reduce=lambda lp: tuple(lp.max(-1)))
         else:
-            logp = _refresh(D, logp, x, t, cond, stale if cache else None)
-            top_v, top_i = logp.max(-1)
+            (logp,) = _refresh(D, None if logp is None else (logp,), x, t, cond, stale if cache else None)
+            top = tuple(logp.max(-1))
+        top_v, top_i = top
         flat_m = masked.reshape(b, -1)
         remain = torch.round(start * (s / lv[0])).long() if lv[0] > 0 else torch.zeros_like(start).long()
         k = (flat_m.sum(1) - remain).clamp_min(0)                       # tokens to reveal per item
