@@ -1,7 +1,7 @@
 """`polydiff demo` for text: the bundled E2E model writes from a meaning representation, fills a template
 and keeps a required word. The same sentences come from
 
-    polydiff sample text --mr MR -n 3 --seed 0 --out DIR/from_mr.txt
+    polydiff sample text --mr MR --seed 0 --out DIR/from_mr.txt      (then --length SHORT, --length LONG)
     polydiff inpaint text TEMPLATE --mr TEMPLATE_MR -n 2 --seed 0 --out DIR/template.txt
     polydiff sample text --contains WORD -n 2 --seed 0 --out DIR/contains.txt
 """
@@ -23,7 +23,13 @@ def run(out, echo=print, device=None, model=None, seed: int = 0) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    from_mr = m.generate(3, mr=MR, seed=seed)
+    # the same MR at its typical length (the default), then shorter and longer: greedy decoding writes one
+    # sentence per MR and length, so the lengths show the variety
+    from polydiff_text import mr as mrs
+
+    typical = m.encoder.typical_length(len(mrs.parse(MR)))
+    lengths = [typical, max(typical - 6, 8), min(typical + 8, m.encoder.max_len)]
+    from_mr = m.generate(3, mr=MR, length=lengths, seed=seed)
     filled = m.generate(2, template=TEMPLATE, mr=TEMPLATE_MR, seed=seed)
     kept = m.generate(2, contains=WORD, seed=seed)
     seconds = time.perf_counter() - t0
@@ -32,7 +38,7 @@ def run(out, echo=print, device=None, model=None, seed: int = 0) -> dict:
         files += m.encoder.write(items, out / name)
     sc = m.config.get("sample", {})
     echo(f"text: 7 sentences in {seconds:.2f} s ({sc.get('sampler')}, {sc.get('steps')} steps, seed {seed})")
-    echo(f"  from {MR}:")
+    echo(f"  from {MR} ({lengths[0]} tokens, the typical length; then {lengths[1]} and {lengths[2]}):")
     for s in from_mr:
         echo(f"    {s.text}")
     echo(f"  filling '{TEMPLATE}' with {TEMPLATE_MR}:")
