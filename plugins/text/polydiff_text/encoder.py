@@ -117,6 +117,10 @@ class TextEncoder:
         self.values: Dict[str, List[str]] = {}      # attribute -> its closed set of values
         self.lengths: Dict[str, List[int]] = {}     # number of MR attributes ("none": no MR) -> length counts
         self.names: Dict[str, List[str]] = {}       # name / near -> the training values (for sentences without MR)
+        self.name_counts: Dict[str, List[int]] = {}  # name / near -> how often each of those values occurs
+        #: the training MRs as value-index rows with their sentence counts, [[i_1 .. i_8, count], ...]: the
+        #: distribution an unconditional sentence draws its MR from
+        self.mr_prior: List[List[int]] = []
         self.strict = False
 
     # ------------------------------------------------------------------ files
@@ -187,6 +191,13 @@ class TextEncoder:
                     values[a].add(v)
         self.values = {a: sorted(v) for a, v in values.items()}
         self.names = {a: sorted(v, key=lambda k: (-v[k], k)) for a, v in names.items()}
+        self.name_counts = {a: [names[a][k] for k in self.names[a]] for a in self.names}
+        prior: Dict[Tuple[int, ...], int] = {}
+        for t, m in zip(texts, parsed):
+            if m and len(split(t)) <= self.max_len:
+                key = tuple(self.mr_index(m))
+                prior[key] = prior.get(key, 0) + 1
+        self.mr_prior = [list(k) + [c] for k, c in sorted(prior.items())]
         self.lengths = {k: [c.get(i, 0) for i in range(self.max_len + 1)] for k, c in sorted(lengths.items())}
         if not self.lengths:
             raise InputError(f"every training sentence is longer than max_len = {self.max_len} tokens")
@@ -303,7 +314,8 @@ class TextEncoder:
     def metadata(self) -> dict:
         self._need_fit()
         return {"max_len": self.max_len, "min_count": self.min_count, "vocab": self.tokenizer.vocab,
-                "values": self.values, "names": self.names, "lengths": self.lengths}
+                "values": self.values, "names": self.names, "lengths": self.lengths,
+                "name_counts": self.name_counts, "mr_prior": self.mr_prior}
 
     @classmethod
     def from_metadata(cls, meta: Optional[dict]) -> "TextEncoder":
@@ -314,7 +326,24 @@ class TextEncoder:
         enc.values = {k: list(v) for k, v in meta.get("values", {}).items()}
         enc.names = {k: list(v) for k, v in meta.get("names", {}).items()}
         enc.lengths = {k: list(v) for k, v in meta.get("lengths", {}).items()}
+        enc.name_counts = {k: list(v) for k, v in meta.get("name_counts", {}).items()}
+        enc.mr_prior = [list(r) for r in meta.get("mr_prior", [])]
         return enc
+
+    def draw_mr(self, generator) -> Optional[Tuple[List[int], Dict[str, str]]]:
+        """An MR drawn from the training MRs (:attr:`mr_prior`, as often as the training sentences use each),
+        with its names drawn as often as the training sentences use them: (value-index row, names). None for
+        an encoder without the prior (fitted before it was stored, or on sentences without MRs)."""
+        if not self.mr_prior:
+            return None
+        w = torch.tensor([r[-1] for r in self.mr_prior], dtype=torch.float64)
+        row = self.mr_prior[int(torch.multinomial(w, 1, generator=generator))][:-1]
+        fill = {}
+        for j, a in enumerate(mrs.ATTRIBUTES):
+            if a in mrs.OPEN and row[j] > 0 and self.names.get(a):
+                c = torch.tensor(self.name_counts.get(a) or [1] * len(self.names[a]), dtype=torch.float64)
+                fill[a] = self.names[a][int(torch.multinomial(c, 1, generator=generator))]
+        return list(row), fill
 
     # ------------------------------------------------------------------ generation
     def typical_length(self, n_attr: Optional[int]) -> int:
@@ -376,15 +405,20 @@ def rank(encoder: TextEncoder, x: torch.Tensor, cond: Dict[str, torch.Tensor]):
     """Scores of generated sentences for best-of-k sampling (the ``rank`` hook): for a sentence with an MR,
     minus its slot errors (values of the MR it leaves out, plus one if it names a value the MR does not
     hold; :func:`polydiff_text.metrics.slot_errors`), so 0 is a sentence that says exactly its MR; 0 for a
-    sentence without one. None when no sentence of the batch has an MR: nothing to rank."""
+    sentence without one, or whose MR was drawn for it (unconditional). None when no sentence of the batch
+    has an MR it was asked for: nothing to rank."""
     from .metrics import slot_errors
 
     mr_t = cond.get("mr")
-    if mr_t is None or not bool((mr_t >= 0).any()):
+    drawn = cond.get("mr_drawn")
+    asked = (mr_t >= 0).all(-1) if mr_t is not None else None
+    if drawn is not None and asked is not None:
+        asked = asked & ~drawn.bool()
+    if asked is None or not bool(asked.any()):
         return None
     out = []
-    for s in encoder.decode(x, cond):
-        if not s.mr:
+    for s, a in zip(encoder.decode(x, cond), asked.tolist()):
+        if not s.mr or not a:
             out.append(0.0)
             continue
         e = slot_errors(s.text, s.mr)

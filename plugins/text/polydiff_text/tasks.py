@@ -1,8 +1,11 @@
 """What the text model is asked to write: meaning representations, lengths, words it must contain, templates.
 
-:func:`conditions` turns those requests into the sampling run's conditions (``mask``, ``mr``, ``lex``) and a
-:class:`polydiff.sampling.Known` control: padding after the drawn (or given) length, and every given word
-(a template's words, ``contains`` phrases) as known tokens, which categorical sampling keeps exactly.
+:func:`conditions` turns those requests into the sampling run's conditions (``mask``, ``mr``, ``lex``,
+``mr_drawn``) and a :class:`polydiff.sampling.Known` control: padding after the sentence's length, and every
+given word (a template's words, ``contains`` phrases) as known tokens, which categorical sampling keeps
+exactly. A sentence asked for with nothing (no MR, template or words) is written from an MR drawn from the
+training MRs (as often as the training sentences use each, names likewise): unconditional text is an
+ancestral sample of p(MR) p(sentence | MR), and the MR it was written from goes out with it.
 """
 from __future__ import annotations
 
@@ -112,8 +115,17 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
     mask = torch.zeros(n, L)
     mr_t = torch.zeros(n, len(mrs.ATTRIBUTES), dtype=torch.long)
     lex = torch.zeros(n, len(mrs.OPEN), encoder_module.NAME_BYTES, dtype=torch.uint8)
+    mr_drawn = torch.zeros(n, dtype=torch.bool)  # the MR was drawn here, not asked for: best-of does not rank it
     for i in range(n):
         m = mrs.parse(mrs_in[i]) if mrs_in[i] else None
+        drawn = None
+        if m is None and templates[i] is None and not phrases:  # unconditional: an MR from the training MRs
+            drawn = encoder.draw_mr(g)
+        if drawn is not None:
+            row, names = drawn
+            mr_drawn[i] = True
+            m = {a: (names.get(a, mrs.PLACEHOLDER.get(a, "")) if a in mrs.OPEN else encoder.values[a][v - 1])
+                 for a, v in zip(mrs.ATTRIBUTES, row) if v > 0}
         mr_t[i] = torch.tensor(encoder.mr_index(m))
         fill = dict(m or {})
         for a in mrs.OPEN:  # a sentence without an MR names restaurants drawn from the training ones
@@ -141,7 +153,7 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
                 _place(encoder, phrases, ln, x[i], keep[i], g)
         mask[i, :ln] = 1
         keep[i, ln:] = True  # padding: <pad> (id 0), kept
-    return {"mask": mask, "mr": mr_t, "lex": lex}, Known(x, keep)
+    return {"mask": mask, "mr": mr_t, "lex": lex, "mr_drawn": mr_drawn}, Known(x, keep)
 
 
 def _template(encoder, text, ln, m, x_row, keep_row, g) -> int:

@@ -238,6 +238,35 @@ def test_data_to_text_takes_the_typical_length_and_best_of_draws_move_it(tiny_mo
 
 
 @pytest.mark.parametrize("tiny_model", ["masked"], indirect=True)
+def test_unconditional_sentences_are_written_from_a_drawn_training_mr(tiny_model):
+    """Asked for nothing, a sentence draws its MR from the training MRs (stored in the bundle with their
+    counts) and goes out with it; the draw repeats from the seed; best-of does not rank a drawn MR; an
+    encoder without the prior writes without an MR."""
+    from polydiff_text.encoder import rank
+    from polydiff_text.tasks import conditions
+
+    enc = tiny_model.encoder
+    assert enc.mr_prior and sum(r[-1] for r in enc.mr_prior) > 0
+    rows = {tuple(r[:-1]) for r in enc.mr_prior}
+    cond, _ = conditions(enc, 40, generator=torch.Generator().manual_seed(3))
+    assert bool(cond["mr_drawn"].all()) and all(tuple(r) in rows for r in cond["mr"].tolist())
+    again, _ = conditions(enc, 40, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(cond["mr"], again["mr"]) and torch.equal(cond["lex"], again["lex"])
+    assert len({tuple(r) for r in cond["mr"].tolist()}) > 1
+    out = tiny_model.generate(6, seed=4)
+    assert all(o.mr for o in out) and all(mrs.parse(o.mr) for o in out)
+    x, c = tiny_model.sample(6, seed=4, best_of=1)
+    assert rank(enc, x, c) is None  # nothing the user asked for to rank
+    # asked for an MR or words: no drawn MR
+    asked, _ = conditions(enc, 2, mr="name[The Eagle], eatType[pub]")
+    assert not bool(asked["mr_drawn"].any())
+    assert not bool(conditions(enc, 2, contains="pub")[0]["mr_drawn"].any())
+    old = TextEncoder.from_metadata({k: v for k, v in enc.metadata().items() if k not in ("mr_prior", "name_counts")})
+    bare, _ = conditions(old, 4, generator=torch.Generator().manual_seed(3))
+    assert bool((bare["mr"] == -1).all()) and not bool(bare["mr_drawn"].any())
+
+
+@pytest.mark.parametrize("tiny_model", ["masked"], indirect=True)
 def test_cli_sampler_args_reach_the_sampler(tiny_model, tmp_path):
     path = tiny_model.save(tmp_path / "tiny.safetensors")
     outs = []
