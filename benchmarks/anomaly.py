@@ -570,18 +570,19 @@ def main(argv=None):
         results = {}
         if args.cache and os.path.exists(args.cache):
             results = json.load(open(args.cache))
+        modes = {m: mode_key(m, args.protocol) for m in methods}
         for ds in names:
             for s in seeds:
                 todo = [m for m in methods if f"{m}|{ds}|{s}" not in results
-                        or results[f"{m}|{ds}|{s}"].get("mode") != mode_key(m, args.protocol)]
+                        or results[f"{m}|{ds}|{s}"].get("mode") != modes[m]]
                 if not todo:
                     continue
                 Xtr, Xte, y = split(data_dir, ds, s, args.protocol, args.max_rows)
                 for m in todo:
                     torch.manual_seed(s)
                     results[f"{m}|{ds}|{s}"] = run_one(m, Xtr, Xte, y, s, args.protocol, key=(ds, s))
-                    if mode_key(m, args.protocol) is not None:
-                        results[f"{m}|{ds}|{s}"]["mode"] = mode_key(m, args.protocol)
+                    if modes[m] is not None:
+                        results[f"{m}|{ds}|{s}"]["mode"] = modes[m]
                     if args.cache:
                         tmp = args.cache + ".tmp"
                         with open(tmp, "w") as f:

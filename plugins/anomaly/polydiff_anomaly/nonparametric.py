@@ -349,10 +349,10 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
 
     ``refs`` holds the bags one after the other; ``bags`` is a tuple of (count, size) groups of equal-size
     bags. ``exclude=(ref_ids, query_ids)`` skips, for each query, the reference rows with its own id (used to
-    compute out-of-bag scores of training rows). Queries go in chunks of ``chunk`` rows, so that the
-    chunk-by-reference distance block stays in the CPU cache. When every bag is short (the outlier mode's
-    bags) the block is laid out reference-by-query and searched with :func:`smallest_k_columns` (default
-    chunk 1,024); otherwise it is query-by-reference and searched with :func:`smallest_k` (default chunk 1,024).
+    compute out-of-bag scores of training rows). Queries go in chunks of ``chunk`` rows (default 1,024), so
+    that the chunk-by-reference distance block stays in the CPU cache. When every bag is short (the outlier
+    mode's bags) the block is laid out reference-by-query and searched with :func:`smallest_k_columns`;
+    otherwise it is query-by-reference and searched with :func:`smallest_k`.
 
     Every chunk has the same shape (the last one is padded with zero rows), so the matrix product runs the
     same kernel for every query: a row's value does not depend on which rows were scored with it, bit for
@@ -363,7 +363,7 @@ def knn_log_time(refs: torch.Tensor, bags: Tuple[Tuple[int, int], ...], q: torch
     columns = all(_lanes_fit(size, min(k, size)) for _, size in bags) and refs.is_floating_point()
     r2 = (refs * refs).sum(1)
     r2 = r2[:, None] if columns else r2[None]
-    chunk = max(1, int(chunk or (1024 if columns else 1024)))
+    chunk = max(1, int(chunk or 1024))
     # one distance block for every chunk: a fresh multi-megabyte tensor per chunk costs page faults
     block = torch.empty((len(refs), chunk) if columns else (chunk, len(refs)), dtype=refs.dtype)
     ids = None if exclude is None else exclude[0]
@@ -691,7 +691,7 @@ class EmpiricalDTE:
         self.ref_budget, self.min_refs = mode.get("ref_budget"), int(mode.get("min_refs", 1))
         self.bag_fraction = mode.get("bag_fraction")
         #: outlier mode on a table wider than this: each bag sees its own random subset of this many features
-        #: (feature bagging), and the reference budget counts that many features per row; None: every feature
+        #: (feature bagging); None: every feature
         self.subspace = int(mode["subspace"]) if mode.get("subspace") else None
         self.feats: Optional[torch.Tensor] = None  # [bags, subspace] feature indices, when subspaces are used
         #: with subspaces, whether the reference budget counts a bag's features (larger bags, more search per

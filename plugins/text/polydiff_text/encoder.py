@@ -330,20 +330,24 @@ class TextEncoder:
         enc.mr_prior = [list(r) for r in meta.get("mr_prior", [])]
         return enc
 
-    def draw_mr(self, generator) -> Optional[Tuple[List[int], Dict[str, str]]]:
+    def draw_mr(self, generator) -> Optional[Dict[str, str]]:
         """An MR drawn from the training MRs (:attr:`mr_prior`, as often as the training sentences use each),
-        with its names drawn as often as the training sentences use them: (value-index row, names). None for
-        an encoder without the prior (fitted before it was stored, or on sentences without MRs)."""
+        its ``name`` and ``near`` drawn as often as the training sentences use them. None for an encoder
+        without the prior (fitted before it was stored, or on sentences without MRs)."""
         if not self.mr_prior:
             return None
         w = torch.tensor([r[-1] for r in self.mr_prior], dtype=torch.float64)
-        row = self.mr_prior[int(torch.multinomial(w, 1, generator=generator))][:-1]
-        fill = {}
-        for j, a in enumerate(mrs.ATTRIBUTES):
-            if a in mrs.OPEN and row[j] > 0 and self.names.get(a):
+        row = self.mr_prior[int(torch.multinomial(w, 1, generator=generator))]
+        mr = {}
+        for a, v in zip(mrs.ATTRIBUTES, row):
+            if v <= 0:
+                continue
+            if a not in mrs.OPEN:
+                mr[a] = self.values[a][v - 1]
+            elif self.names.get(a):
                 c = torch.tensor(self.name_counts.get(a) or [1] * len(self.names[a]), dtype=torch.float64)
-                fill[a] = self.names[a][int(torch.multinomial(c, 1, generator=generator))]
-        return list(row), fill
+                mr[a] = self.names[a][int(torch.multinomial(c, 1, generator=generator))]
+        return mr
 
     # ------------------------------------------------------------------ generation
     def typical_length(self, n_attr: Optional[int]) -> int:

@@ -118,14 +118,9 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
     mr_drawn = torch.zeros(n, dtype=torch.bool)  # the MR was drawn here, not asked for: best-of does not rank it
     for i in range(n):
         m = mrs.parse(mrs_in[i]) if mrs_in[i] else None
-        drawn = None
         if m is None and templates[i] is None and not phrases:  # unconditional: an MR from the training MRs
-            drawn = encoder.draw_mr(g)
-        if drawn is not None:
-            row, names = drawn
-            mr_drawn[i] = True
-            m = {a: (names.get(a, mrs.PLACEHOLDER.get(a, "")) if a in mrs.OPEN else encoder.values[a][v - 1])
-                 for a, v in zip(mrs.ATTRIBUTES, row) if v > 0}
+            m = encoder.draw_mr(g)
+            mr_drawn[i] = m is not None
         mr_t[i] = torch.tensor(encoder.mr_index(m))
         fill = dict(m or {})
         for a in mrs.OPEN:  # a sentence without an MR names restaurants drawn from the training ones
