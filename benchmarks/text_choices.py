@@ -4,11 +4,12 @@
 
 For each setting of the grid (keys: ``sampler`` [the model's], ``schedule`` [the model's], ``T`` temperature
 of a categorical sampler [1], ``steps``, ``cfg``
-guidance scale [1], ``best`` best-of-k [1], ``prec`` precision, ``uncond`` also unconditional and
+guidance scale [1], ``best`` best-of-k [1], ``prec`` precision, ``thr`` the confidence sampler's
+parallel-decoding threshold [none], ``uncond`` also unconditional and
 content-control sentences): data-to-text on the first ``--mrs`` distinct development MRs (BLEU against all
 their references, slot recall, hallucination rate, fluency perplexity under the Kneser-Ney 4-gram LM of the
 training references, sentences per second, network evaluations), and with ``uncond`` 200 unconditional
-sentences (copy rate, perplexity, duplicate rate) and 100 containing "Italian" (perplexity, success).
+sentences (their rate per second, copy rate, perplexity, duplicate rate) and 100 containing "Italian" (perplexity, success).
 One JSON line per setting.
 """
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
     lm = metrics.KneserNey(train_texts, order=4)
     for g in json.loads(args.grid):
         sargs = {"temperature": g["T"]} if "T" in g else {}  # categorical samplers only; their default is 1
+        if "thr" in g:  # the confidence sampler's parallel-decoding threshold
+            sargs["threshold"] = g["thr"]
         kw = dict(sampler=g.get("sampler"), steps=g.get("steps"), sampler_args=sargs, best_of=g.get("best", 1))
         if "schedule" in g:
             kw["schedule"] = g["schedule"]
@@ -60,8 +63,10 @@ def main(argv=None) -> int:
                    hall=sl["hallucination_rate"], ppl=round(lm.perplexity(hyps), 2), sps=round(len(mrs) / dt, 1),
                    evals=len(calls))
         if g.get("uncond"):
+            t0 = time.perf_counter()
             u = [s.text for s in model.generate(200, seed=2, **kw)]
-            out.update(copy=metrics.copy_rate(u, train_texts), uppl=round(lm.perplexity(u), 2),
+            usps = 200 / (time.perf_counter() - t0)
+            out.update(usps=round(usps, 1), copy=metrics.copy_rate(u, train_texts), uppl=round(lm.perplexity(u), 2),
                        dup=metrics.diversity(u)["duplicate_rate"])
             c = [s.text for s in model.generate(100, contains="Italian", seed=3, **kw)]
             out.update(cppl=round(lm.perplexity(c), 2), csucc=sum("Italian" in t for t in c) / len(c))

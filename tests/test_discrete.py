@@ -269,3 +269,65 @@ def test_fast_path_reads_low_precision_logits_as_the_general_one():
     with torch.no_grad():
         fast = D(x, torch.ones(5))
     assert fast.dtype == torch.float32 and torch.equal(general, fast)
+
+
+class _SelectingRowNet(_RowNet):
+    """:class:`_RowNet` that also computes its output for selected positions alone (``select``)."""
+
+    selects = True
+
+    def __init__(self, vocab, length):
+        super().__init__(vocab, length)
+        self.selected = 0
+
+    def forward(self, x, level, bias=None, select=None, **_):
+        out = super().forward(x, level, bias=bias)
+        if select is None:
+            return out
+        self.selected += int(select.sum())
+        return out[select]
+
+
+@pytest.mark.parametrize("selects", [False, True])
+def test_greedy_confidence_on_selected_positions_changes_nothing(selects):
+    """Greedy decoding that asks the denoiser for the masked positions alone (``select``, what the sampling
+    run turns on) writes the same tokens as evaluating every position, with a network that computes the
+    selected positions alone and with one that is indexed after the fact; so does guidance, whose two
+    halves then split at the selected rows."""
+    vocab, length, n = 11, 8, 6
+    proc = Process("absorbing", vocab)
+    bias = torch.randn(n, vocab, generator=torch.Generator().manual_seed(6))
+    keep = torch.arange(length)[None, :] < torch.arange(n)[:, None]
+    known = torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(7))
+    from polydiff.guidance import cfg_denoiser
+
+    for scale in (1.0, 2.5):
+        out = []
+        for select in (False, True):
+            net = _SelectingRowNet(vocab, length) if selects else _RowNet(vocab, length)
+            D = cfg_denoiser(discrete.CategoricalDenoiser(net, proc, level_free=True), scale, {"bias": 0.0})
+            x = torch.where(keep, known, torch.full((n, length), proc.mask_id))
+            out.append(get_sampler("confidence")(D, x, discrete.linear(12), cond={"bias": bias}, keep=keep,
+                                                 temperature=0.0, cache=scale == 1.0, select=select, process=proc))
+            if selects and select:
+                assert 0 < net.selected < net.rows * length  # only masked positions went through the head
+        assert torch.equal(out[0], out[1])
+
+
+def test_confidence_threshold_reveals_certain_positions_at_once():
+    """With a threshold, every masked position at least that certain is revealed beyond the ladder's count:
+    an exact model of a distribution that fixes every token finishes in one evaluation; the threshold is
+    checked."""
+    proc = Process("absorbing", V)
+    prob = torch.zeros(len(OUTCOMES))
+    prob[5] = 1.0  # one outcome only: every position is certain
+    calls = []
+    D = discrete.CategoricalDenoiser(ExactNet(proc, prob), proc, level_free=True)
+    x = torch.full((4, L), proc.mask_id)
+    out = get_sampler("confidence")(D, x, discrete.linear(16), temperature=0.0, threshold=0.9,
+                                    callback=lambda info: calls.append(info["i"]))
+    assert torch.equal(out, OUTCOMES[5].expand(4, L)) and calls == [0]
+    without = get_sampler("confidence")(D, x, discrete.linear(16), temperature=0.0, callback=lambda info: calls.append(1))
+    assert torch.equal(without, out) and len(calls) > 2
+    with pytest.raises(ValueError, match="threshold is a probability"):
+        get_sampler("confidence")(D, x, discrete.linear(4), threshold=1.0)

@@ -135,6 +135,9 @@ class CategoricalDenoiser(nn.Module):
         self.level_free = bool(level_free)
 
     def forward(self, x: torch.Tensor, level: torch.Tensor, **cond) -> torch.Tensor:
+        select = cond.pop("select", None)
+        if select is not None:
+            return self._selected(x, level, select.bool(), cond)
         logits = self.net(x, level, **cond)
         if self.process.kind == "absorbing" and not torch.is_grad_enabled():
             return self._absorbing_in_place(x, logits)
@@ -145,6 +148,23 @@ class CategoricalDenoiser(nn.Module):
             logp = torch.where(revealed.unsqueeze(-1), carry, logp)
         return logp
 
+
+    def _selected(self, x: torch.Tensor, level: torch.Tensor, select: torch.Tensor, cond: dict) -> torch.Tensor:
+        """The log-probabilities of the positions ``select`` (bool, shaped like ``x``) only, [N, vocab] in
+        row-major order: a sampler that reads the masked positions alone asks for those. A network whose
+        ``selects`` attribute is true computes its output head on them alone; any other is indexed."""
+        if getattr(self.net, "selects", False):
+            logits = self.net(x, level, select=select, **cond)
+        else:
+            logits = self.net(x, level, **cond)[select]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        if self.process.kind == "absorbing":
+            xs = x[select]
+            revealed = xs != self.process.mask_id
+            if bool(revealed.any()):
+                carry = torch.full_like(logp, NEG).scatter_(-1, xs.clamp(max=self.process.vocab - 1).unsqueeze(-1), 0.0)
+                logp = torch.where(revealed.unsqueeze(-1), carry, logp)
+        return logp
 
     def _absorbing_in_place(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """The absorbing result without autograd (sampling's fast path; the same numbers as the general one):
@@ -296,19 +316,32 @@ def _rows(cond: dict, idx: torch.Tensor, b: int) -> dict:
 
 
 def _refresh(D: Callable, prev: Optional[tuple], x: torch.Tensor, t: float, cond: dict,
-             stale: Optional[torch.Tensor], reduce: Callable = lambda logp: (logp,)) -> tuple:
-    """``reduce`` of the denoiser's log-probabilities (a tuple of per-item tensors) for every item, evaluating
-    only the items in ``stale`` (a bool per item: its tokens changed since its last evaluation) and keeping
-    the others' from ``prev``. Exact for a denoiser that ignores the level; ``prev`` or ``stale`` None:
-    evaluate every item."""
+             stale: Optional[torch.Tensor], reduce: Callable = lambda logp, x, cond: (logp,)) -> tuple:
+    """``reduce(logp, x, cond)`` of the denoiser's log-probabilities (a tuple of per-item tensors) for every
+    item, evaluating only the items in ``stale`` (a bool per item: its tokens changed since its last
+    evaluation) and keeping the others' from ``prev``. Exact for a denoiser that ignores the level; ``prev``
+    or ``stale`` None: evaluate every item."""
     if prev is None or stale is None or bool(stale.all()):
-        return tuple(reduce(_evaluate(D, x, t, cond)))
+        return tuple(reduce(_evaluate(D, x, t, cond), x, cond))
     idx = stale.nonzero().reshape(-1)
     if len(idx):
-        new = reduce(_evaluate(D, x[idx], t, _rows(cond, idx, x.shape[0])))
+        xi, ci = x[idx], _rows(cond, idx, x.shape[0])
+        new = reduce(_evaluate(D, xi, t, ci), xi, ci)
         for old, value in zip(prev, new):
             old[idx.to(old.device)] = value.to(old.dtype)
     return prev
+
+
+def _top_of_selected(logp: torch.Tensor, x: torch.Tensor, cond: dict) -> tuple:
+    """Each position's top log-probability and its category, [B, ...] each, from the log-probabilities of
+    the positions ``cond["select"]`` ([N, vocab]); every other position holds its own token at 0 (certain)."""
+    sel = cond["select"]
+    value = torch.zeros(x.shape, dtype=logp.dtype, device=x.device)
+    index = x.clone()
+    if logp.shape[0]:
+        v, i = logp.max(-1)
+        value[sel], index[sel] = v, i
+    return value, index
 
 
 def _temper(logp: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -356,7 +389,8 @@ def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optio
 
 def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optional[dict] = None, generator=None,
                callback: Optional[Callable] = None, keep: Optional[torch.Tensor] = None, temperature: float = 1.0,
-               cache: bool = False, process: Optional[Process] = None) -> torch.Tensor:
+               cache: bool = False, process: Optional[Process] = None, threshold: Optional[float] = None,
+               select: bool = False) -> torch.Tensor:
     """Confidence-ordered unmasking (absorbing data only): at each step the ladder fixes how many masked
     tokens stay masked (``round(masked_at_start * s)``); the others are revealed, the positions whose
     predicted distribution is most certain (highest top probability) first, each as a category drawn from
@@ -364,10 +398,23 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
     predictions and one token per step it samples the exact distribution (chain rule in a data-dependent
     order); with several per step it trades that for speed like ancestral sampling does. ``temperature``
     scales the draws only (0: the most likely category, greedy decoding); the order reads the untempered
-    predictions."""
+    predictions.
+
+    ``threshold`` (a probability in (0, 1)): every masked position whose top probability reaches it is
+    revealed at once as well, beyond the ladder's count (confidence-aware parallel decoding, as in Wu et al.
+    2025, "Fast-dLLM"): a sentence whose remaining words the model is sure of finishes in fewer
+    evaluations. None: the ladder alone.
+
+    ``select``: ``D`` accepts ``cond["select"]`` (bool, shaped like ``x``) and then returns the
+    log-probabilities of the selected positions only, [N, vocab] in row-major order
+    (:class:`CategoricalDenoiser` does; the sampling run says so). Greedy decoding then evaluates the
+    masked positions alone."""
     proc = process or _process(D)
     if proc.kind != "absorbing":
         raise ValueError("the confidence sampler needs absorbing (masked) data; use ancestral")
+    if threshold is not None and not 0 < float(threshold) < 1:
+        raise ValueError(f"the confidence threshold is a probability in (0, 1), got {threshold}")
+    log_threshold = math.log(float(threshold)) if threshold is not None else None
     lv = _levels(levels)
     cond = cond or {}
     b = x.shape[0]
@@ -388,8 +435,13 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
             break
         # with the cache, only the items revealed at the last step are evaluated again (a short sentence
         # reveals nothing at some steps of a long ladder)
-        if greedy:  # only each position's top log-probability and category are kept (the first maximum, as argmax)
-            top = _refresh(D, top, x, t, cond, stale if cache else None, reduce=lambda lp: tuple(lp.max(-1)))
+        if greedy:  # only each position's top log-probability and category are kept (the first maximum, as
+            # argmax), and only the masked positions are evaluated (a revealed one keeps its token: top 0)
+            if select:
+                top = _refresh(D, top, x, t, {**cond, "select": masked}, stale if cache else None,
+                               reduce=_top_of_selected)
+            else:
+                top = _refresh(D, top, x, t, cond, stale if cache else None, reduce=lambda lp, *_: tuple(lp.max(-1)))
         else:
             (logp,) = _refresh(D, None if logp is None else (logp,), x, t, cond, stale if cache else None)
             top = tuple(logp.max(-1))
@@ -400,7 +452,10 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
         certainty = top_v.reshape(b, -1).masked_fill(~flat_m, -math.inf)
         order = certainty.argsort(dim=1, descending=True, stable=True)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=x.device).expand_as(order))
-        reveal = (rank < k.unsqueeze(1)) & flat_m
+        reveal = rank < k.unsqueeze(1)
+        if log_threshold is not None:
+            reveal = reveal | (certainty >= log_threshold)
+        reveal = reveal & flat_m
         if greedy:
             drawn = top_i.reshape(b, -1)
         else:

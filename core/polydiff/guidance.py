@@ -85,7 +85,9 @@ def cfg_denoiser(D: Callable, scale: float, null: Mapping[str, object],
             else:
                 both[k] = v
         out = D(torch.cat([x, x]), repeat_sigma(sigma, 2), **both)
-        c, u = out[:b], out[b:]
+        # with a position selection (categorical samplers) the rows are the selected positions, in order
+        half = int(cond["select"].sum()) if cond.get("select") is not None else b
+        c, u = out[:half], out[half:]
         return torch.lerp(u, c, scale)
 
     return guided

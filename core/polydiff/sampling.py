@@ -17,6 +17,8 @@ same seed gives the same bytes whichever path asked.
 """
 from __future__ import annotations
 
+import inspect
+
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
@@ -200,6 +202,8 @@ def _run_categorical(model, proc, fn, name, sargs, shape, levels, start, level_s
         scale = float(cfg_scale if cfg_scale is not None else model.config.get("sample", {}).get("cfg_scale", 1.0))
         interval = cfg_interval if cfg_interval is not None else model.config.get("sample", {}).get("cfg_interval")
         sargs["cache"] = bool(getattr(model.denoiser, "level_free", False)) and (scale == 1.0 or interval is None)
+    if "select" in inspect.signature(fn).parameters and "select" not in sargs:
+        sargs["select"] = True  # the model's denoiser returns the selected positions' log-probabilities alone
     x = fn(D, x, levels.to(dev), cond=cond, generator=_device_generator(gen, dev), callback=callback, keep=keep,
            process=proc, **sargs)
     return x, cond

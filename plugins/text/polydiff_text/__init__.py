@@ -23,7 +23,7 @@ DEFAULT_CONFIG = {
               "weight_decay": 0.0, "log_every": 100, "ckpt_every": 500},
     # chosen on the E2E development split (docs/benchmarks.md, "Text"): greedy confidence-ordered decoding,
     # the best of 4 draws by slot errors where there is an MR, bfloat16 where the CPU has it
-    # (temperature 0 is added for the masked method by ``configure``)
+    # (temperature 0 and a parallel-decoding threshold of 0.6 are added for the masked method by ``configure``)
     "sample": {"sampler": "confidence", "schedule": "linear_levels", "steps": 32, "cfg_scale": 1.0,
                "best_of": 4, "precision": "auto"},
 }
@@ -38,8 +38,11 @@ EMBEDDING = {"process": None, "parameterisation": "x0", "sigma_data": 1.0,
 
 RECIPES = {
     "e2e_masked": {"data": "e2e", "config": {"train": {"steps": 9000, "batch_size": 64, "lr": 5e-4, "warmup": 500}}},
-    "e2e_embedding": {"data": "e2e", "config": dict(EMBEDDING, train={"steps": 8000, "batch_size": 64, "lr": 5e-4,
-                                                                      "warmup": 500})},
+    "e2e_embedding": {"data": "e2e", "config": dict(EMBEDDING, train={
+        "steps": 8000, "batch_size": 64, "lr": 5e-4, "warmup": 500,
+        # noise levels log-uniform over the sampling ladder's range: the levels where a sentence's words are
+        # decided (sigma >~ 1 for 16-dimensional unit-variance embeddings) get half the training
+        "sigma_dist": "loguniform", "sigma_dist_args": {"sigma_min": 0.05, "sigma_max": 20.0}})},
     "e2e_sample": {"data": "e2e_sample", "config": {"network": {"dim": 64, "depth": 2},
                                                     "train": {"steps": 300, "batch_size": 32, "lr": 1e-3,
                                                               "warmup": 20, "ckpt_every": 100, "log_every": 20}}},

@@ -386,9 +386,10 @@ def configure(config: dict, encoder: TextEncoder) -> dict:
     out = dict(config, network=net)
     sample = dict(out.get("sample") or {})
     if net.get("method", "masked") == "masked" and "sampler_args" not in sample:
-        # greedy confidence decoding, chosen on the E2E development split (an embedding model's
-        # sigma-space sampler takes no temperature, so this default is the masked method's alone)
-        sample["sampler_args"] = {"temperature": 0.0}
+        # greedy confidence decoding that also reveals every position at least 60 % certain, chosen on the
+        # E2E development split (an embedding model's sigma-space sampler takes neither, so this default is
+        # the masked method's alone)
+        sample["sampler_args"] = {"temperature": 0.0, "threshold": 0.6}
         out["sample"] = sample
     if out.get("process"):
         out["process"] = dict(out["process"], vocab=encoder.vocab_size)

@@ -51,6 +51,9 @@ class TextConfig:
 
 
 class TextTransformer(nn.Module):
+    #: ``forward(..., select=positions)`` computes the output head on the selected positions only
+    selects = True
+
     def __init__(self, cfg: TextConfig):
         super().__init__()
         if cfg.method not in ("masked", "embedding"):
@@ -88,17 +91,44 @@ class TextTransformer(nn.Module):
         return torch.stack(parts, 1) + self.mr_pos
 
     def forward(self, x: torch.Tensor, level: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                mr: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
+                mr: Optional[torch.Tensor] = None, select: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
+        """Outputs for every position ([B, L, vocab] or [B, L, embed_dim]; padding positions 0), or with
+        ``select`` (bool, [B, L]) only for the selected positions, [N, vocab] in row-major order: the output
+        head, the costliest layer per position, then runs on those alone (a sampler needs the masked ones)."""
         b, n = x.shape[0], x.shape[1]
-        if mask is not None:
-            m = mask.reshape(b, -1)[:, :n]
-            lens = m.sum(1)
+        valid = None if mask is None else mask.reshape(b, -1)[:, :n].bool()
+        h = self._hidden(x, level, valid, mr)  # [B, used, dim]; positions from `used` on are padding
+        used = h.shape[1]
+        if select is not None:
+            sel = select.reshape(b, -1)[:, :n].bool()
+            if valid is not None and bool((sel & ~valid).any()):
+                raise ValueError("selected positions must lie inside the sentences (not in the padding)")
+            sel = sel[:, :used]
+            out = self.out(self.norm(h[sel]))
+            rows = sel.nonzero()[:, 0]
+        else:
+            out = self.out(self.norm(h))
+            if valid is not None and b > 2 * BUCKET:  # grouped pass: padding inside `used` gives 0, as trimmed
+                out = out.masked_fill(~valid[:, :used].unsqueeze(-1), 0.0)
+            if used < n:  # positions after the batch's longest sentence are padding: 0
+                out = torch.cat([out, out.new_zeros((b, n - used) + tuple(out.shape[2:]))], 1)
+            rows = None
+        if self.cfg.method == "masked":  # <pad> (id 0) only ever follows the sentence: never predicted
+            out[..., 0] = -1e4  # (the head's output is not kept for its backward pass: safe in place)
+            out = self._ban_missing_names(out, mr, b, rows)
+        return out
+
+    def _hidden(self, x, level, valid, mr) -> torch.Tensor:
+        """The last block's states of the sentence positions, [B, used, dim], cut after the batch's longest
+        sentence (``valid``: bool [B, L], or None for full-length sentences)."""
+        b, n = x.shape[0], x.shape[1]
+        if valid is not None:
+            lens = valid.sum(1)
             if b > 2 * BUCKET:  # sentences of similar length together, each group cut to its longest
-                return self._by_length(x, level, m, mr, lens)
+                return self._by_length(x, level, valid, mr, lens)
             used = int(lens.max().item()) if b else n
             if 0 < used < n:  # positions after the batch's longest sentence are padding: leave them out
-                out = self.forward(x[:, :used], level, mask=m[:, :used], mr=mr)
-                return torch.cat([out, out.new_zeros((b, n - used) + tuple(out.shape[2:]))], 1)
+                x, valid, n = x[:, :used], valid[:, :used], used
         if self.cfg.method == "masked":
             h = self.tokens(x.long())
         else:
@@ -108,41 +138,39 @@ class TextTransformer(nn.Module):
         h = h + self.pos[:n]
         h = torch.cat([self._mr(mr, b, x.device), h], 1)
         pad = None
-        if mask is not None:
-            m = mask.reshape(b, -1)[:, :n].bool()
-            pad = torch.cat([torch.zeros(b, len(self.mr_embed), dtype=torch.bool, device=x.device), ~m], 1)
-        h = self.blocks(h, src_key_padding_mask=pad)
-        out = self.out(self.norm(h[:, len(self.mr_embed):]))
-        if self.cfg.method == "masked":  # <pad> (id 0) only ever follows the sentence: never predicted
-            out[..., 0] = -1e4  # (the head's output is not kept for its backward pass: safe in place)
-            out = self._ban_missing_names(out, mr, b)
-        return out
+        if valid is not None:
+            pad = torch.cat([torch.zeros(b, len(self.mr_embed), dtype=torch.bool, device=x.device), ~valid], 1)
+        return self.blocks(h, src_key_padding_mask=pad)[:, len(self.mr_embed):]
 
-    def _by_length(self, x, level, m, mr, lens) -> torch.Tensor:
-        """The forward pass in groups of :data:`BUCKET` sentences sorted by length: a batch of mixed lengths
+    def _by_length(self, x, level, valid, mr, lens) -> torch.Tensor:
+        """The blocks in groups of :data:`BUCKET` sentences sorted by length: a batch of mixed lengths
         computes about its real tokens instead of every sentence padded to the longest (each row's result
-        is its own; only the float rounding of the grouping differs)."""
-        b, n = x.shape[0], x.shape[1]
+        is its own; only the float rounding of the grouping differs). Returns [B, used, dim], zeros after
+        each group's longest sentence."""
+        b = x.shape[0]
         order = torch.argsort(lens, stable=True)
+        longest = max(int(lens.max().item()), 1)
         out = None
         for idx in order.split(BUCKET):
             used = max(int(lens[idx].max().item()), 1)
             lv = level[idx] if level.dim() and level.shape[0] == b else level
             mr_i = mr[idx] if mr is not None and mr.dim() and mr.shape[0] == b else mr
-            part = self.forward(x[idx, :used], lv, mask=m[idx, :used], mr=mr_i)
-            if out is None:  # padding positions: zeros, as the trimmed pass gives them
-                out = part.new_zeros((b, n) + tuple(part.shape[2:]))
-            out[idx, :used] = part
+            part = self._hidden(x[idx, :used], lv, valid[idx, :used], mr_i)
+            if out is None:
+                out = part.new_zeros((b, longest, part.shape[-1]))
+            out[idx, :part.shape[1]] = part
         return out
 
-    def _ban_missing_names(self, out: torch.Tensor, mr: Optional[torch.Tensor], b: int) -> torch.Tensor:
+    def _ban_missing_names(self, out: torch.Tensor, mr: Optional[torch.Tensor], b: int,
+                           rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """A placeholder (<name>, <near>) is never predicted for an MR that lacks the attribute (value 0);
-        without an MR (-1) the names are drawn at decoding, so it may be."""
+        without an MR (-1) the names are drawn at decoding, so it may be. ``rows``: the sentence of each
+        output row, when the output holds selected positions only ([N, vocab])."""
         if mr is None or not self.cfg.placeholders:
             return out
         mr = mr.long().expand(b, -1)
         for slot, toks in zip((0, len(self.mr_embed) - 1), self.cfg.placeholders):  # name, near
-            absent = (mr[:, slot] == 0).reshape(b, 1)
+            absent = (mr[:, slot] == 0).reshape(b, 1) if rows is None else (mr[rows, slot] == 0)
             for tok in toks:
                 out[..., tok].masked_fill_(absent, -1e4)  # a column view, filled in place
         return out

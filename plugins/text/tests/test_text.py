@@ -308,6 +308,30 @@ def test_length_groups_give_each_sentence_its_own_result(monkeypatch):
     assert torch.allclose(grouped[valid], whole[valid], atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [20, 80])  # one trimmed pass; groups of similar length
+def test_selected_positions_are_the_full_outputs_at_those_positions(batch):
+    """``select``: the output head on the selected positions alone, [N, vocab] in row-major order, equal to
+    the full output there (placeholder bans included, per sentence); a selection in the padding is refused."""
+    import polydiff_text.network as net
+
+    torch.manual_seed(0)
+    cfg = net.TextConfig(vocab=50, max_len=20, dim=32, depth=2, heads=2, dropout=0.0, placeholders=[[7], [9]])
+    m = net.TextTransformer(cfg).eval()
+    x = torch.randint(0, 51, (batch, 20))
+    lens = torch.randint(3, 20, (batch,))
+    mask = (torch.arange(20)[None] < lens[:, None]).float()
+    mr = torch.randint(0, 2, (batch, 8))
+    select = mask.bool() & (torch.rand(batch, 20) < 0.5)
+    with torch.no_grad():
+        full = m(x, torch.ones(batch), mask=mask, mr=mr)
+        some = m(x, torch.ones(batch), mask=mask, mr=mr, select=select)
+        assert some.shape == (int(select.sum()), 50)
+        assert torch.allclose(some, full[select], atol=1e-5)
+        assert torch.equal(some[:, 7] == -1e4, (mr[:, 0] == 0)[select.nonzero()[:, 0]])
+        with pytest.raises(ValueError, match="inside the sentences"):
+            m(x, torch.ones(batch), mask=mask, mr=mr, select=select | (torch.arange(20) == lens.min()))
+
+
 OTHER_DOMAIN = [
     "The train to Leeds leaves from platform four at noon.",
     "Heavy rain is expected in the north by the weekend.",
