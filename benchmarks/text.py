@@ -25,7 +25,9 @@ Measured, per seed (medians and the worst seed reported):
   success rate and fluency perplexity;
 * infilling: templates made from the split's references with spans replaced by ``___``; the share of given
   words kept in place (must be 100 %);
-* sentences per second of the default sampler, 2 threads, batches of 100.
+* sentences per second of the default sampler, 2 threads, batches of 100; ``--speed RUNS`` measures the
+  decoding paths of the greedy ``confidence`` sampler side by side instead (every position evaluated, the
+  masked positions alone, and those with the parallel-decoding threshold), medians of alternating runs.
 """
 from __future__ import annotations
 
@@ -191,6 +193,53 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
     return res
 
 
+#: decoding paths of ``--speed``: greedy confidence decoding evaluating every position (``select`` off: the
+#: output head and log-probabilities at every position), on the masked positions alone, and that plus the
+#: parallel-decoding threshold
+#: (sampler arguments update the model's stored ones, so each path names its threshold)
+SPEED_PATHS = {"every position": {"temperature": 0.0, "threshold": None, "select": False},
+               "masked positions": {"temperature": 0.0, "threshold": None},
+               "masked positions, threshold 0.6": {"temperature": 0.0, "threshold": 0.6}}
+
+
+def speed(args, argv) -> int:
+    """Unconditional sentences per second of each decoding path, alternating runs (the same sentences per
+    run, batches of ``--batch``), medians and spread."""
+    import torch
+
+    import polydiff
+
+    torch.set_num_threads(args.threads)
+    model = polydiff.load(args.model, modality="text")
+    model.generate(20, seed=1)  # warm-up
+    rates = {k: [] for k in SPEED_PATHS}
+    texts = {}
+    for r in range(args.speed):
+        for name, sargs in SPEED_PATHS.items():
+            t0 = time.perf_counter()
+            out = []
+            for i in range(0, args.uncond, args.batch):
+                out += model.generate(min(args.batch, args.uncond - i), seed=50000 + i, sampler_args=sargs)
+            rates[name].append(len(out) / (time.perf_counter() - t0))
+            texts[name] = [o.text for o in out]
+            log(f"run {r}: {name}: {rates[name][-1]:.1f} sentences/s")
+    base = texts["every position"]
+    res = {"benchmark": "text_speed",
+           "command": "python benchmarks/text.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": {"cpu": cpu_name(), "threads": args.threads}, "versions": versions(),
+           "model": str(args.model), "sentences": args.uncond, "batch": args.batch,
+           "paths": {k: {"sampler_args": SPEED_PATHS[k], "sentences_per_s": {
+               "median": statistics.median(v), "min": min(v), "max": max(v), "runs": v},
+               "same_sentences_as_every_position": texts[k] == base} for k, v in rates.items()}}
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for k, v in res["paths"].items():
+            print(f"{k:34s} {v['sentences_per_s']['median']:6.1f} sentences/s (min {v['sentences_per_s']['min']:.1f}, "
+                  f"max {v['sentences_per_s']['max']:.1f}); same sentences: {v['same_sentences_as_every_position']}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="e2e_masked", help="pretrained name or .safetensors bundle [e2e_masked]")
@@ -208,8 +257,13 @@ def main(argv=None) -> int:
     ap.add_argument("--best-of", type=int, default=None, help="best-of-k for data-to-text [the model's]")
     ap.add_argument("--precision", default=None, help="fp32 | bf16 [the model's]")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--speed", type=int, default=0, metavar="RUNS",
+                    help="only the speed of unconditional sampling: the decoding paths side by side, RUNS "
+                         "alternating runs of --uncond sentences each (medians) [0: the full benchmark]")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.speed:
+        return speed(args, argv)
 
     import torch
 
