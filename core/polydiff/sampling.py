@@ -18,7 +18,6 @@ same seed gives the same bytes whichever path asked.
 from __future__ import annotations
 
 import inspect
-
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
