@@ -148,7 +148,6 @@ class CategoricalDenoiser(nn.Module):
             logp = torch.where(revealed.unsqueeze(-1), carry, logp)
         return logp
 
-
     def _selected(self, x: torch.Tensor, level: torch.Tensor, select: torch.Tensor, cond: dict) -> torch.Tensor:
         """The log-probabilities of the positions ``select`` (bool, shaped like ``x``) only, [N, vocab] in
         row-major order: a sampler that reads the masked positions alone asks for those. A network whose
