@@ -1,5 +1,5 @@
 """`polydiff sample --engine local|ray|torchrun`: chunks seeded by (seed, chunk) give the same bytes in one
-process, on Ray with 1, 2 and 3 workers and under torchrun with 2 processes; an interrupted job resumes
+process (one chunk after another or several at once in threads), on Ray with 1, 2 and 3 workers and under torchrun with 2 processes; an interrupted job resumes
 without redrawing its finished chunks; nothing half-written is left in OUT."""
 import os
 import subprocess
@@ -67,7 +67,7 @@ def test_an_interrupted_job_resumes_without_redrawing_finished_chunks(reference,
     monkeypatch.setattr(generation, "sample_chunk", stop_after_three)
     out = tmp_path / "p.csv"
     r = CliRunner().invoke(cli, ["sample", "points", "-n", "60", "--chunk", "8", "--seed", "5", "--engine", "local",
-                                 "--out", str(out)])
+                                 "--workers", "1", "--out", str(out)])
     assert r.exit_code != 0  # interrupted (Ctrl-C)
     assert not out.exists() and len(list(Path(str(out) + ".partial").glob("part-*"))) == 3
     r = CliRunner().invoke(cli, ["sample", "points", "-n", "60", "--chunk", "8", "--seed", "5", "--engine", "local",
@@ -84,10 +84,45 @@ def test_an_interrupted_job_resumes_without_redrawing_finished_chunks(reference,
     assert out.read_bytes() == reference and not Path(str(out) + ".partial").exists()
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_local_workers_give_the_same_bytes(reference, tmp_path, workers):
+    """The reference is drawn with a thread per CPU; one chunk after another, or three at once, the same."""
+    out = tmp_path / "p.csv"
+    sample(["points", "-n", 60, "--chunk", 8, "--seed", 5, "--engine", "local", "--workers", workers, "--out", out])
+    assert out.read_bytes() == reference
+
+
+def test_a_failing_chunk_among_threads_keeps_the_finished_ones(reference, tmp_path, monkeypatch):
+    """Chunk 5 fails while others are drawn at once: the job stops, every other chunk that was begun
+    is kept, and --resume draws only what is missing."""
+    from polydiff import generation
+
+    real = generation.sample_chunk
+
+    def fail_on_five(model, c, **kw):
+        if c == 5:
+            raise RuntimeError("chunk five failed")
+        return real(model, c, **kw)
+
+    monkeypatch.setattr(generation, "sample_chunk", fail_on_five)
+    out = tmp_path / "p.csv"
+    r = CliRunner().invoke(cli, ["sample", "points", "-n", "60", "--chunk", "8", "--seed", "5", "--engine", "local",
+                                 "--workers", "2", "--out", str(out)])
+    assert r.exit_code != 0 and not out.exists()
+    parts = sorted(p.name for p in Path(str(out) + ".partial").glob("part-*"))
+    assert 5 <= len(parts) <= 7 and not any("5" in p.split("-")[1].split(".")[0] for p in parts), parts
+    redrawn = []
+    monkeypatch.setattr(generation, "sample_chunk", lambda model, c, **kw: redrawn.append(c) or real(model, c, **kw))
+    sample(["points", "-n", 60, "--chunk", 8, "--seed", 5, "--engine", "local", "--resume", "--out", out])
+    assert 5 in redrawn and len(redrawn) == 8 - len(parts)
+    assert out.read_bytes() == reference
+
+
 def test_engine_options_need_an_engine_and_bad_values_are_one_line(tmp_path):
     for args, words in ((["--workers", "2"], "apply with --engine"),
                         (["--engine", "local", "--chunk", "0"], "--chunk must be at least 1"),
-                        (["--engine", "local", "--workers", "2"], "--workers applies to --engine ray"),
+                        (["--engine", "local", "--workers", "0"], "--workers must be at least 1"),
+                        (["--engine", "local", "--address", "localhost:1"], "--address applies to --engine ray"),
                         (["--engine", "torchrun"], "runs under torchrun")):
         r = CliRunner().invoke(cli, ["sample", "points", "-n", "4", "--out", str(tmp_path / "p.csv"), *args])
         assert r.exit_code == 1 and words in r.output and len(r.output.strip().splitlines()) == 1, r.output

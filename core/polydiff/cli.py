@@ -219,7 +219,8 @@ def _sample_command(modality):
     @click.option("--engine", type=click.Choice(["local", "ray", "torchrun"]), default=None,
                   help="Draw the samples in fixed chunks, seeded by (seed, chunk), in this process, on Ray workers "
                        "or under torchrun: the same bytes for any number of workers [one batch, here].")
-    @click.option("--workers", type=int, default=None, help="Ray actors drawing chunks at once [every CPU].")
+    @click.option("--workers", type=int, default=None,
+                  help="Chunks drawn at once: Ray actors, or threads with --engine local [every CPU].")
     @click.option("--address", default=None, help="Ray cluster to join (auto, or HOST:6379) [a new local Ray].")
     @click.option("--chunk", type=int, default=None, help="Samples per chunk with --engine [128].")
     @click.option("--threads", type=int, default=None, help="CPU threads per chunk with --engine [1].")

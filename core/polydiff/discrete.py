@@ -460,7 +460,8 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
         else:
             drawn = _gumbel_argmax(logp[..., : proc.vocab], generator, temperature).reshape(b, -1)
         x_new = torch.where(reveal, drawn, x.reshape(b, -1)).reshape(x.shape)
-        stale = reveal.any(1)
+        # a sentence left with nothing to reveal is never evaluated again (with the cache)
+        stale = reveal.any(1) & (flat_m & ~reveal).any(1)
         x = x_new
         if callback is not None:
             callback({"i": i, "x": x, "sigma": t, "sigma_next": s,

@@ -7,7 +7,15 @@ network owns the embedding table (``net.embed(tokens) -> [..., dim]``) and a rou
 
 * training (:func:`embedding_loss`): the sigma-space denoising loss on ``embed(tokens)``, with the embeddings
   trained by it, plus ``rounding`` times the cross-entropy of the tokens under ``round_logits`` of the
-  denoiser's estimate: the term that keeps the embeddings apart, hence decodable (Diffusion-LM's L_e2e);
+  denoiser's estimate: the term that keeps the embeddings apart, hence decodable (Diffusion-LM's L_e2e).
+  With ``loss: "ce"`` (CDCD's score interpolation, Dieleman et al. 2022) the network's estimate is the
+  probability-weighted mean of the word embeddings and the loss is the cross-entropy of the tokens under
+  its logits alone (``D(x, sigma, logits=True)`` returns them); the network must then keep the embeddings'
+  scale fixed, or they would grow until denoising is trivial;
+* ``self_cond: true`` (self-conditioning, Chen et al. 2022): the network also reads an earlier estimate of
+  the clean embeddings (``D(x, sigma, self_cond=x0_prev)``). Training passes, for a random half of the
+  batch, the model's own estimate from the same noisy input (no gradient through it), zeros for the rest;
+  sampling passes the previous step's estimate (:func:`self_conditioning`);
 * sampling (:func:`polydiff.sampling.run`): any sigma-space sampler on ``[n, length, dim]``; with ``clamp``
   (Diffusion-LM's clamping trick) each estimate is replaced by the embedding of its nearest word; the result
   is rounded to tokens; known tokens (infilling) enter as their embeddings and come back exactly;
@@ -23,11 +31,12 @@ import torch
 
 from .noising import add_noise, loss_weight, masked_mean
 
-__all__ = ["spec_of", "network_of", "embed", "lift_cond", "embedding_loss", "round_tokens", "clamping"]
+__all__ = ["spec_of", "network_of", "embed", "lift_cond", "embedding_loss", "round_tokens", "clamping",
+           "self_conditioning"]
 
 
 def spec_of(config: dict) -> Optional[dict]:
-    """The config's ``embedding`` section (``dim``, ``rounding``, ``clamp``), or None."""
+    """The config's ``embedding`` section (``dim``, ``rounding``, ``clamp``, ``loss``, ``self_cond``), or None."""
     spec = (config or {}).get("embedding")
     return dict(spec) if spec else None
 
@@ -58,13 +67,27 @@ def lift_cond(cond: Optional[dict], tokens_ndim: int) -> dict:
 
 def embedding_loss(D: Callable, net, tokens: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
                    cond: Optional[dict] = None, *, weighting: str = "edm", sigma_data: float = 1.0,
-                   gamma: float = 5.0, rounding: float = 1.0) -> torch.Tensor:
+                   gamma: float = 5.0, rounding: float = 1.0, loss: str = "mse",
+                   self_cond: bool = False) -> torch.Tensor:
     """Per-item loss ([batch]): weighted denoising error of the embeddings plus ``rounding`` x the rounding
-    cross-entropy, both averaged over the valid positions."""
+    cross-entropy, both averaged over the valid positions; with ``loss="ce"`` the cross-entropy of the tokens
+    under the network's logits alone. ``self_cond``: see the module's docstring (the random half comes from
+    the global generator, which the trainer seeds per step)."""
+    if loss not in ("mse", "ce"):
+        raise ValueError(f"unknown embedding loss {loss!r}; known: mse, ce")
     cond = lift_cond(cond, tokens.ndim)
     mask = cond.get("mask")
     e0 = embed(net, tokens)
     x = add_noise(e0, sigma, noise, mask)
+    if self_cond:
+        with torch.no_grad():
+            prev = D(x, sigma, **cond).float()
+        half = (torch.rand(tokens.shape[0]) < 0.5).to(prev.device, prev.dtype)
+        cond = dict(cond, self_cond=prev * half.reshape((-1,) + (1,) * (prev.ndim - 1)))
+    if loss == "ce":
+        logits = D(x, sigma, logits=True, **cond).float()
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, -2), tokens.flatten().long(), reduction="none")
+        return masked_mean(ce.reshape(tokens.shape), None if mask is None else mask.squeeze(-1))
     x0_hat = D(x, sigma, **cond)
     err = masked_mean((x0_hat.float() - e0.float()) ** 2, mask)
     loss = loss_weight(sigma.float(), weighting, sigma_data, gamma) * err
@@ -79,6 +102,19 @@ def embedding_loss(D: Callable, net, tokens: torch.Tensor, sigma: torch.Tensor, 
 def round_tokens(net, x: torch.Tensor) -> torch.Tensor:
     """The nearest word of each embedding (argmax of the rounding logits)."""
     return network_of(net).round_logits(x.float()).argmax(-1)
+
+
+def self_conditioning() -> Callable:
+    """A ``wrap`` for the sampling run: each call passes the previous call's estimate (zeros at the first)."""
+    def wrap(D):
+        prev = [None]
+
+        def conditioned(x, sigma, **cond):
+            out = D(x, sigma, self_cond=prev[0], **cond) if prev[0] is not None else D(x, sigma, **cond)
+            prev[0] = out.detach()
+            return out
+        return conditioned
+    return wrap
 
 
 def clamping(net) -> Callable:

@@ -9,7 +9,7 @@ torchrun, for any number of workers.
 :class:`polydiff.engines.Stage`; when all are there the parts are joined in order, decoded once and
 written by the modality's encoder, as ``polydiff sample`` writes.
 
-Engines: ``local`` (this process, chunk after chunk), ``ray`` (a Ray Data actor pool; the model's bundle
+Engines: ``local`` (this process: ``workers`` chunks at once in threads, one per CPU by default), ``ray`` (a Ray Data actor pool; the model's bundle
 travels through the object store, so workers need only polydiff and its plugins installed) and ``torchrun``
 (each of the launched processes takes the chunks ``c`` with ``c % world_size == rank``; rank 0 assembles).
 """
@@ -38,17 +38,35 @@ def chunk_seed(seed: int, c: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(c)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def sample_chunk(model, c: int, *, n: int, chunk: int, seed: int, threads: int, sample_kw: dict, options: dict):
+def sample_chunk(model, c: int, *, n: int, chunk: int, seed: int, threads: Optional[int], sample_kw: dict,
+                 options: dict):
     """(x, cond) of chunk ``c`` on the CPU: ``min(chunk, n - c * chunk)`` samples from one run of
-    :meth:`polydiff.model.Model.sample` seeded :func:`chunk_seed` (seed, c), with ``threads`` threads."""
+    :meth:`polydiff.model.Model.sample` seeded :func:`chunk_seed` (seed, c), with ``threads`` threads (None:
+    as the process is set, for callers that set it once around several chunks drawn at once)."""
     m = min(chunk, n - c * chunk)
+    with _torch_threads(threads):
+        x, cond = model.sample(m, seed=chunk_seed(seed, c), **sample_kw, **options)
+    return x.cpu(), {k: v.cpu() for k, v in cond.items() if isinstance(v, torch.Tensor)}
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: Optional[int]):
+    """torch's intra-op threads set to ``threads`` inside the block (None: left as they are)."""
+    if threads is None:
+        yield
+        return
     prev = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
-        x, cond = model.sample(m, seed=chunk_seed(seed, c), **sample_kw, **options)
+        yield
     finally:
         torch.set_num_threads(prev)
-    return x.cpu(), {k: v.cpu() for k, v in cond.items() if isinstance(v, torch.Tensor)}
+
+
+def _local_workers(workers: Optional[int], todo: int) -> int:
+    """Chunks drawn at once by the local engine: ``workers`` threads, or one per CPU this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(workers or cpus, todo))
 
 
 def chunk_bytes(x: torch.Tensor, cond: dict) -> bytes:
@@ -145,7 +163,10 @@ def generate(model_name: str, modality, n: int, out, *, seed: int = 0, engine: s
     from .engines import check_engine_options, cluster_cpus, iter_rows_one_line, ray_session
     from .model import Model, resolve_model_path
 
-    check_engine_options(engine, address, workers, allowed=("local", "ray", "torchrun"))
+    # --workers is the Ray actors, or with the local engine the chunks this process draws at once
+    check_engine_options(engine, address, None if engine == "local" else workers, allowed=("local", "ray", "torchrun"))
+    if workers is not None and workers < 1:
+        raise PolydiffError(f"--workers must be at least 1, got {workers}")
     if engine == "torchrun" and (address is not None or workers is not None):
         raise PolydiffError("under torchrun the launcher sets the workers (--nproc-per-node, --nnodes)")
     if chunk < 1:
@@ -186,6 +207,34 @@ def generate(model_name: str, modality, n: int, out, *, seed: int = 0, engine: s
                         c = int(row["index"])
                         stage.write(c, row["payload"])
                         bar.update(size(c))
+            elif engine == "local" and _local_workers(workers, len(todo)) > 1:
+                # chunks drawn at once in threads of this process (torch computes outside the GIL); each
+                # chunk's samples depend on its seed alone, so the bytes are those of one chunk after another
+                from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+                draw = lambda c: chunk_bytes(*sample_chunk(model, c, n=n, chunk=chunk, seed=seed,  # noqa: E731
+                                                           threads=None, sample_kw=sample_kw, options=options))
+                with _torch_threads(threads), ThreadPoolExecutor(_local_workers(workers, len(todo))) as pool:
+                    pending = {pool.submit(draw, c): c for c in todo}
+                    try:
+                        while pending:
+                            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                            failed = None
+                            for f in done:
+                                c = pending.pop(f)
+                                if f.exception() is not None:
+                                    failed = failed or f.exception()
+                                    continue
+                                stage.write(c, f.result())
+                                bar.update(size(c))
+                            if failed is not None:
+                                raise failed
+                    finally:  # stopped: chunks not begun are dropped, the ones being drawn are kept (--resume)
+                        for f in pending:
+                            f.cancel()
+                        for f, c in pending.items():
+                            if not f.cancelled() and f.exception() is None:
+                                stage.write(c, f.result())
             else:
                 for c in todo:
                     stage.write(c, chunk_bytes(*sample_chunk(model, c, n=n, chunk=chunk, seed=seed, threads=threads,
@@ -203,8 +252,8 @@ def generate(model_name: str, modality, n: int, out, *, seed: int = 0, engine: s
             raise PolydiffError(f"{e} (the {n} samples drawn are kept: polydiff merge {stage.folder} --out PATH "
                                 f"writes them)") from None
     summary.update({"modality": modality.name, "model": str(model_name), "n": n, "seed": seed, "engine": engine,
-                    "chunks": count, "chunk": chunk, "threads": threads, "workers": workers if engine == "ray"
-                    else world})
+                    "chunks": count, "chunk": chunk, "threads": threads,
+                    "workers": {"ray": workers, "local": _local_workers(workers, count)}.get(engine, world)})
     return summary
 
 

@@ -124,6 +124,10 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
             known = Known(values, keep.unsqueeze(-1).expand(values.shape).to(values.dtype), known.resample)
         if spec.get("clamp", True):
             wrap = _compose(clamping(net), wrap)
+        if spec.get("self_cond"):  # innermost: the network's own estimate is what it reads next
+            from .embedding import self_conditioning
+
+            wrap = _compose(self_conditioning(), wrap)
     if start is None:
         x = torch.randn(shape, generator=gen).to(model.device) * sigmas[0]
         if cond.get("mask") is not None:

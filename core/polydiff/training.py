@@ -621,7 +621,9 @@ class Trainer:
                     if self.embedding is not None:
                         loss = embedding_loss(D, model, x0, sigma, noise, cb, weighting=weighting,
                                               sigma_data=sigma_data, gamma=gamma,
-                                              rounding=float(self.embedding.get("rounding", 1.0))).mean()
+                                              rounding=float(self.embedding.get("rounding", 1.0)),
+                                              loss=str(self.embedding.get("loss", "mse")),
+                                              self_cond=bool(self.embedding.get("self_cond", False))).mean()
                     elif self.process is None:
                         loss = denoising_loss(D, x0, sigma, noise, cb, weighting=weighting, sigma_data=sigma_data,
                                               gamma=gamma).mean()

@@ -28,10 +28,11 @@ DEFAULT_CONFIG = {
                "best_of": 4, "precision": "auto"},
 }
 
-# Diffusion-LM: learned 16-dimensional word embeddings diffused in sigma-space, x0 prediction, a rounding loss,
-# clamping to the nearest word while sampling
+# Diffusion-LM: learned 16-dimensional word embeddings diffused in sigma-space, x0 prediction; the estimate is
+# the probability-weighted mean of the word embeddings under the network's logits, trained by cross-entropy
+# (CDCD's score interpolation), with self-conditioning; no clamping to the nearest word while sampling
 EMBEDDING = {"process": None, "parameterisation": "x0", "sigma_data": 1.0,
-             "embedding": {"dim": 16, "rounding": 1.0, "clamp": True},
+             "embedding": {"dim": 16, "loss": "ce", "self_cond": True, "clamp": False},
              "network": {"method": "embedding", "embed_dim": 16},
              "sample": {"sampler": "euler", "steps": 64, "schedule": "karras",
                         "schedule_args": {"sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0}}}
@@ -40,9 +41,9 @@ RECIPES = {
     "e2e_masked": {"data": "e2e", "config": {"train": {"steps": 9000, "batch_size": 64, "lr": 5e-4, "warmup": 500}}},
     "e2e_embedding": {"data": "e2e", "config": dict(EMBEDDING, train={
         "steps": 8000, "batch_size": 64, "lr": 5e-4, "warmup": 500,
-        # noise levels log-uniform over the sampling ladder's range: the levels where a sentence's words are
-        # decided (sigma >~ 1 for 16-dimensional unit-variance embeddings) get half the training
-        "sigma_dist": "loguniform", "sigma_dist_args": {"sigma_min": 0.05, "sigma_max": 20.0}})},
+        # noise levels log-uniform from where words are still certain (sigma 0.2: noise of length 0.8 against
+        # words 5.7 apart) to the sampling ladder's top: the levels where a sentence's words are decided
+        "sigma_dist": "loguniform", "sigma_dist_args": {"sigma_min": 0.2, "sigma_max": 20.0}})},
     "e2e_sample": {"data": "e2e_sample", "config": {"network": {"dim": 64, "depth": 2},
                                                     "train": {"steps": 300, "batch_size": 32, "lr": 1e-3,
                                                               "warmup": 20, "ckpt_every": 100, "log_every": 20}}},

@@ -381,8 +381,13 @@ def configure(config: dict, encoder: TextEncoder) -> dict:
     index = encoder.tokenizer.index
     net["placeholders"] = [[index[v] for v in (p, "\u2581" + p) if v in index]
                            for p in (mrs.PLACEHOLDER["name"], mrs.PLACEHOLDER["near"])]
-    if (config.get("embedding") or {}).get("dim"):
-        net["embed_dim"] = int(config["embedding"]["dim"])
+    emb = config.get("embedding") or {}
+    if emb.get("dim"):
+        net["embed_dim"] = int(emb["dim"])
+    if emb.get("loss") == "ce":  # score interpolation: a logits head, and word vectors of a fixed length
+        net.update(embed_head="interpolate", embed_norm=True)
+    if emb.get("self_cond"):
+        net["self_cond"] = True
     out = dict(config, network=net)
     sample = dict(out.get("sample") or {})
     if net.get("method", "masked") == "masked" and "sampler_args" not in sample:

@@ -8,9 +8,15 @@ attention. Two heads, by method:
 * ``masked`` (MDLM): tokens (the mask id = ``vocab`` included) in, class logits out; the network reads no
   noise level (``level_free``), as MDLM found unnecessary for masked text;
 * ``embedding`` (Diffusion-LM): noisy word embeddings in (``x`` of shape [B, L, dim], with the noise level
-  ``c_noise = log(sigma) / 4`` through a Fourier embedding), clean-embedding estimates out; the word embedding table is the
-  network's own (:attr:`TextTransformer.embed`), trained with the denoiser, and its rounding logits are
-  ``x0_hat @ embed.T`` (:meth:`TextTransformer.round_logits`).
+  ``c_noise = log(sigma) / 4`` through a Fourier embedding), clean-embedding estimates out; the word embedding
+  table is the network's own (:meth:`TextTransformer.embed`), trained with the denoiser, and its rounding logits
+  are minus the squared distances to the words (:meth:`TextTransformer.round_logits`). Two output heads:
+  ``embed_head="regress"`` (Diffusion-LM) outputs the estimate directly; ``embed_head="interpolate"`` (CDCD's
+  score interpolation, Dieleman et al. 2022) outputs logits over the vocabulary (``forward(..., logits=True)``),
+  and the estimate is the probability-weighted mean of the word embeddings, which are then kept at a fixed
+  norm (``embed_norm``: each word's vector scaled to length sqrt(embed_dim), unit variance per dimension).
+  With ``self_cond`` the network also reads the previous estimate of the clean embeddings
+  (``forward(..., self_cond=x0_prev)``, zeros when absent; Chen et al. 2022's self-conditioning).
 """
 from __future__ import annotations
 
@@ -39,6 +45,9 @@ class TextConfig:
     dropout: float = 0.1
     method: str = "masked"       # masked | embedding
     embed_dim: int = 16          # embedding method: the diffused word-embedding size (Diffusion-LM: 16)
+    embed_head: str = "regress"  # embedding method: regress (the estimate) | interpolate (logits, CDCD)
+    embed_norm: bool = False     # embedding method: word vectors kept at length sqrt(embed_dim)
+    self_cond: bool = False      # embedding method: the network also reads the previous estimate
     placeholders: List[List[int]] = field(default_factory=list)  # token ids of <name> and of <near>, each spacing
 
     @classmethod
@@ -58,6 +67,8 @@ class TextTransformer(nn.Module):
         super().__init__()
         if cfg.method not in ("masked", "embedding"):
             raise ValueError(f"unknown text method {cfg.method!r}; known: masked, embedding")
+        if cfg.embed_head not in ("regress", "interpolate"):
+            raise ValueError(f"unknown embedding head {cfg.embed_head!r}; known: regress, interpolate")
         self.cfg = cfg
         d = cfg.dim
         self.mr_embed = nn.ModuleList(nn.Embedding(n + 1, d) for n in cfg.mr_values)  # index 0: dropped (-1)
@@ -66,16 +77,17 @@ class TextTransformer(nn.Module):
         if cfg.method == "masked":
             self.tokens = nn.Embedding(cfg.vocab + 1, d)  # + the mask id
         else:
-            self.embed = nn.Embedding(cfg.vocab, cfg.embed_dim)
-            nn.init.normal_(self.embed.weight, std=1.0)
-            self.inp = nn.Linear(cfg.embed_dim, d)
+            self.words = nn.Embedding(cfg.vocab, cfg.embed_dim)
+            nn.init.normal_(self.words.weight, std=1.0)
+            self.inp = nn.Linear(cfg.embed_dim * (2 if cfg.self_cond else 1), d)
             self.level = nn.Sequential(nn.Linear(64, d), nn.SiLU(), nn.Linear(d, d))
             self.register_buffer("freqs", torch.randn(32) * 4.0, persistent=True)
         layer = nn.TransformerEncoderLayer(d, cfg.heads, cfg.mlp * d, cfg.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
-        self.out = nn.Linear(d, cfg.vocab if cfg.method == "masked" else cfg.embed_dim)
+        logits = cfg.method == "masked" or cfg.embed_head == "interpolate"
+        self.out = nn.Linear(d, cfg.vocab if logits else cfg.embed_dim)
         nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.mr_pos, std=0.02)
 
@@ -91,11 +103,16 @@ class TextTransformer(nn.Module):
         return torch.stack(parts, 1) + self.mr_pos
 
     def forward(self, x: torch.Tensor, level: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                mr: Optional[torch.Tensor] = None, select: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
+                mr: Optional[torch.Tensor] = None, select: Optional[torch.Tensor] = None,
+                self_cond: Optional[torch.Tensor] = None, logits: bool = False, **_) -> torch.Tensor:
         """Outputs for every position ([B, L, vocab] or [B, L, embed_dim]; padding positions 0), or with
         ``select`` (bool, [B, L]) only for the selected positions, [N, vocab] in row-major order: the output
-        head, the costliest layer per position, then runs on those alone (a sampler needs the masked ones)."""
+        head, the costliest layer per position, then runs on those alone (a sampler needs the masked ones).
+        Embedding method: ``self_cond``, the previous estimate [B, L, embed_dim] (with ``self_cond`` in the
+        config); ``logits``: the interpolating head's logits [B, L, vocab] instead of the estimate."""
         b, n = x.shape[0], x.shape[1]
+        if self.cfg.method == "embedding" and self.cfg.self_cond:
+            x = torch.cat([x, torch.zeros_like(x) if self_cond is None else self_cond.to(x.dtype)], -1)
         valid = None if mask is None else mask.reshape(b, -1)[:, :n].bool()
         h = self._hidden(x, level, valid, mr)  # [B, used, dim]; positions from `used` on are padding
         used = h.shape[1]
@@ -116,6 +133,8 @@ class TextTransformer(nn.Module):
         if self.cfg.method == "masked":  # <pad> (id 0) only ever follows the sentence: never predicted
             out[..., 0] = -1e4  # (the head's output is not kept for its backward pass: safe in place)
             out = self._ban_missing_names(out, mr, b, rows)
+        elif self.cfg.embed_head == "interpolate" and not logits:
+            out = torch.softmax(out.float(), -1) @ self.table()
         return out
 
     def _hidden(self, x, level, valid, mr) -> torch.Tensor:
@@ -175,11 +194,29 @@ class TextTransformer(nn.Module):
                 out[..., tok].masked_fill_(absent, -1e4)  # a column view, filled in place
         return out
 
+    def table(self) -> torch.Tensor:
+        """Embedding method: the word embeddings [vocab, embed_dim] (with ``embed_norm``, each of length
+        sqrt(embed_dim))."""
+        w = self.words.weight
+        if self.cfg.embed_norm:
+            w = w * (math.sqrt(w.shape[1]) / w.norm(dim=1, keepdim=True).clamp_min(1e-6))
+        return w
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embedding method: the embeddings of ``tokens`` [...] -> [..., embed_dim]."""
+        return nn.functional.embedding(tokens.long(), self.table())
+
     def round_logits(self, x0: torch.Tensor) -> torch.Tensor:
         """Embedding method: logits of each word for clean-embedding estimates ``x0`` [..., embed_dim]
         (negative squared distance to each word's embedding)."""
-        w = self.embed.weight
+        w = self.table()
         return -(x0.pow(2).sum(-1, keepdim=True) - 2 * x0 @ w.T + w.pow(2).sum(-1))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = prefix + "embed.weight"  # the word table's earlier name
+        if old in state_dict and prefix + "words.weight" not in state_dict:
+            state_dict[prefix + "words.weight"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)

@@ -358,3 +358,81 @@ def test_the_bundled_model_scores_other_domains_higher(tmp_path):
     b = model.score([Sentence(t) for t in OTHER_DOMAIN])
     auroc = float((b[:, None] > a[None, :]).float().mean())
     assert auroc > 0.8 and float(b.mean()) > float(a.mean()) + 1.0, (auroc, a.mean(), b.mean())  # 0.89; 5.2 vs 3.4
+
+
+def _embedding_net(**kw):
+    from polydiff_text.network import TextConfig, TextTransformer
+
+    cfg = TextConfig(vocab=30, max_len=10, mr_values=[2] * 8, dim=32, depth=1, heads=2, mlp=2, dropout=0.0,
+                     method="embedding", embed_dim=8, **kw)
+    return TextTransformer(cfg).eval()
+
+
+def test_interpolating_embedding_head_and_self_conditioning():
+    torch.manual_seed(0)
+    net = _embedding_net(embed_head="interpolate", embed_norm=True, self_cond=True)
+    w = net.table()
+    assert torch.allclose(w.norm(dim=1), torch.full((30,), 8 ** 0.5), atol=1e-5)  # fixed length sqrt(dim)
+    assert torch.allclose(net.embed(torch.tensor([3, 7])), w[[3, 7]])
+    x, level = torch.randn(4, 10, 8), torch.zeros(4)
+    mask = torch.ones(4, 10)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        logits = net(x, level, mask=mask, logits=True)
+        est = net(x, level, mask=mask)
+        assert logits.shape == (4, 10, 30) and est.shape == (4, 10, 8)
+        assert torch.allclose(est, torch.softmax(logits, -1) @ w, atol=1e-5)  # the probability-weighted mean
+        prev = torch.randn(4, 10, 8)
+        assert torch.equal(net(x, level, mask=mask, self_cond=torch.zeros_like(x)), est)  # absent = zeros
+        assert not torch.allclose(net(x, level, mask=mask, self_cond=prev), est)  # the estimate is read
+
+
+def test_embedding_losses():
+    from polydiff.embedding import embedding_loss
+    from polydiff.precond import make_denoiser
+
+    tokens = torch.randint(1, 30, (4, 10))
+    mask = torch.ones(4, 10)
+    sigma, noise = torch.full((4,), 0.5), torch.randn(4, 10, 8)
+    for head, loss in [("interpolate", "ce"), ("regress", "mse")]:
+        torch.manual_seed(0)
+        net = _embedding_net(embed_head=head, embed_norm=head == "interpolate", self_cond=head == "interpolate")
+        D = make_denoiser(net, "x0")
+        out = embedding_loss(D, net, tokens, sigma, noise, {"mask": mask}, loss=loss,
+                             self_cond=head == "interpolate")
+        assert out.shape == (4,) and bool(torch.isfinite(out).all())
+        out.mean().backward()
+        assert net.words.weight.grad is not None and float(net.words.weight.grad.abs().sum()) > 0
+        if loss == "ce":  # exactly the tokens' cross-entropy under the network's logits (no self-conditioning)
+            with torch.no_grad():
+                plain = embedding_loss(D, net, tokens, sigma, noise, {"mask": mask}, loss="ce")
+                x = net.embed(tokens) + 0.5 * noise
+                logits = D(x, sigma, mask=mask.unsqueeze(-1), logits=True)
+                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 30), tokens.reshape(-1), reduction="none")
+                assert torch.allclose(plain, ce.reshape(4, 10).mean(1), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown embedding loss"):
+        embedding_loss(D, net, tokens, sigma, noise, {"mask": mask}, loss="l1")
+
+
+def test_self_conditioning_passes_the_previous_estimate():
+    from polydiff.embedding import self_conditioning
+
+    seen = []
+
+    def D(x, sigma, **cond):
+        seen.append(cond.get("self_cond"))
+        return x * sigma
+
+    wrapped = self_conditioning()(D)
+    x = torch.ones(2, 3)
+    first = wrapped(x, 2.0)
+    second = wrapped(x, 3.0)
+    assert seen[0] is None and torch.equal(seen[1], first) and torch.equal(second, x * 3.0)
+
+
+def test_word_table_loads_from_its_earlier_name():
+    net = _embedding_net()
+    state = {("embed.weight" if k == "words.weight" else k): v.clone() for k, v in net.state_dict().items()}
+    other = _embedding_net()
+    other.load_state_dict(state)
+    assert torch.equal(other.words.weight, net.words.weight)
