@@ -27,7 +27,9 @@ Measured, per seed (medians and the worst seed reported):
   words kept in place (must be 100 %);
 * sentences per second of the default sampler, 2 threads, batches of 100; ``--speed RUNS`` measures the
   decoding paths of the greedy ``confidence`` sampler side by side instead (every position evaluated, the
-  masked positions alone, and those with the parallel-decoding threshold), medians of alternating runs.
+  masked positions alone, and those with the parallel-decoding threshold), and the default sampler through
+  the local engine (``polydiff sample text -n N --engine local``: chunks of 128 drawn ``--threads`` at once,
+  one thread each, the output file written), medians of alternating runs.
 """
 from __future__ import annotations
 
@@ -202,9 +204,27 @@ SPEED_PATHS = {"every position": {"temperature": 0.0, "threshold": None, "select
                "masked positions, threshold 0.6": {"temperature": 0.0, "threshold": 0.6}}
 
 
+ENGINE_PATH = "default sampler, local engine"
+
+
+def _engine_run(args, workdir: Path) -> list:
+    """``polydiff sample text -n --uncond --engine local --workers --threads --threads 1``, as a function:
+    the sentences it writes (the model is loaded inside, as the command does)."""
+    from polydiff import get_modality
+    from polydiff.generation import generate
+
+    out = workdir / "samples.txt"
+    out.unlink(missing_ok=True)
+    generate(args.model, get_modality("text"), args.uncond, out, seed=50000, engine="local", workers=args.threads,
+             threads=1, progress=False)
+    return out.read_text(encoding="utf-8").splitlines()
+
+
 def speed(args, argv) -> int:
     """Unconditional sentences per second of each decoding path, alternating runs (the same sentences per
-    run, batches of ``--batch``), medians and spread."""
+    run, batches of ``--batch``), and of the local engine, medians and spread."""
+    import tempfile
+
     import torch
 
     import polydiff
@@ -212,17 +232,23 @@ def speed(args, argv) -> int:
     torch.set_num_threads(args.threads)
     model = polydiff.load(args.model, modality="text")
     model.generate(20, seed=1)  # warm-up
-    rates = {k: [] for k in SPEED_PATHS}
-    texts = {}
-    for r in range(args.speed):
-        for name, sargs in SPEED_PATHS.items():
+    rates = {k: [] for k in list(SPEED_PATHS) + [ENGINE_PATH]}
+    texts, engine_texts = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.speed):
+            for name, sargs in SPEED_PATHS.items():
+                t0 = time.perf_counter()
+                out = []
+                for i in range(0, args.uncond, args.batch):
+                    out += model.generate(min(args.batch, args.uncond - i), seed=50000 + i, sampler_args=sargs)
+                rates[name].append(len(out) / (time.perf_counter() - t0))
+                texts[name] = [o.text for o in out]
+                log(f"run {r}: {name}: {rates[name][-1]:.1f} sentences/s")
             t0 = time.perf_counter()
-            out = []
-            for i in range(0, args.uncond, args.batch):
-                out += model.generate(min(args.batch, args.uncond - i), seed=50000 + i, sampler_args=sargs)
-            rates[name].append(len(out) / (time.perf_counter() - t0))
-            texts[name] = [o.text for o in out]
-            log(f"run {r}: {name}: {rates[name][-1]:.1f} sentences/s")
+            engine_texts.append(_engine_run(args, Path(tmp)))
+            torch.set_num_threads(args.threads)
+            rates[ENGINE_PATH].append(len(engine_texts[-1]) / (time.perf_counter() - t0))
+            log(f"run {r}: {ENGINE_PATH}: {rates[ENGINE_PATH][-1]:.1f} sentences/s")
     base = texts["every position"]
     res = {"benchmark": "text_speed",
            "command": "python benchmarks/text.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -230,13 +256,21 @@ def speed(args, argv) -> int:
            "model": str(args.model), "sentences": args.uncond, "batch": args.batch,
            "paths": {k: {"sampler_args": SPEED_PATHS[k], "sentences_per_s": {
                "median": statistics.median(v), "min": min(v), "max": max(v), "runs": v},
-               "same_sentences_as_every_position": texts[k] == base} for k, v in rates.items()}}
+               "same_sentences_as_every_position": texts[k] == base} for k, v in rates.items() if k in SPEED_PATHS}}
+    v = rates[ENGINE_PATH]
+    res["paths"][ENGINE_PATH] = {
+        "command": f"polydiff sample text -n {args.uncond} --seed 50000 --engine local --workers {args.threads} "
+                   "--threads 1", "chunk": 128, "workers": args.threads, "threads_per_worker": 1,
+        "sentences_per_s": {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v},
+        # its own seeds per chunk: other sentences than the batches above; the same bytes in every run
+        "same_sentences_every_run": all(t == engine_texts[0] for t in engine_texts)}
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         for k, v in res["paths"].items():
+            same = v.get("same_sentences_as_every_position", v.get("same_sentences_every_run"))
             print(f"{k:34s} {v['sentences_per_s']['median']:6.1f} sentences/s (min {v['sentences_per_s']['min']:.1f}, "
-                  f"max {v['sentences_per_s']['max']:.1f}); same sentences: {v['same_sentences_as_every_position']}")
+                  f"max {v['sentences_per_s']['max']:.1f}); same sentences: {same}")
     return 0
 
 
