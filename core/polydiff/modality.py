@@ -4,7 +4,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
 
 * an **encoder factory** ``encoder(metadata: dict | None) -> Encoder`` — files <-> tensors. With
   ``None`` it returns a fresh encoder to :meth:`Encoder.fit` on training data; with the JSON metadata
-  stored in a checkpoint it rebuilds the exact encoder the model was trained with;
+  stored in a checkpoint it rebuilds the exact encoder the model was trained with. A factory that takes a
+  ``config`` keyword gets the model config a fresh encoder is made for (the data's form may depend on the
+  method: dense features for sigma-space diffusion, categories for a categorical ``process``);
 * a **network factory** ``network(config: dict) -> nn.Module`` — ``net(x_in, c_noise, **cond)``; the core
   wraps it in the adapter named by ``config["parameterisation"]`` to get ``D(x, sigma, **cond)``;
 * a **default config** (network, training and sampling sections, see :func:`polydiff.model.default_config`);
@@ -119,6 +121,13 @@ class Modality:
             if key in options and not _accepts(self.make_cond, key):
                 options = {k: v for k, v in options.items() if k != key}
         return self.make_cond(encoder, n, **options)
+
+
+def fresh_encoder(modality: "Modality", config: Optional[dict] = None):
+    """A fresh (unfitted) encoder of ``modality`` for a model of ``config`` (given where the factory takes it)."""
+    if config is not None and _accepts(modality.encoder, "config"):
+        return modality.encoder(None, config=config)
+    return modality.encoder(None)
 
 
 def _accepts(fn: Callable, name: str) -> bool:

@@ -438,7 +438,9 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
         config["sample"] = merge_config(config.get("sample") or {}, base.get("sample"))
         encoder = modality.encoder(meta.get("encoder"))
     else:
-        encoder = modality.encoder(None)
+        from .modality import fresh_encoder
+
+        encoder = fresh_encoder(modality, config)
     if data is not None:
         from .modality import _accepts
 

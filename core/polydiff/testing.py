@@ -58,7 +58,9 @@ def check_modality(modality: Modality, items: Any, tmp_path, *, config: Optional
                        {"train": {"steps": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 1, "warmup": 0}})
 
     # 1. encoder: fit, encode, decode, encode again
-    enc = modality.encoder(None).fit(items)
+    from .modality import fresh_encoder
+
+    enc = fresh_encoder(modality, cfg).fit(items)
     x, cond = enc.encode(items)
     if modality.configure is not None:
         cfg = modality.configure(cfg, enc)

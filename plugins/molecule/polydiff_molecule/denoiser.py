@@ -25,6 +25,12 @@ transformer):
 
 There are no positional encodings: permuting the atoms of the input permutes the output identically.
 
+Categorical models (``categorical=True``, the token layout of :class:`polydiff_molecule.encoder.GraphEncoder`):
+``x`` is ``[B, N + T]`` integer categories (atom classes 0 .. A-1 at the atoms, A + bond class at the pairs,
+the mask id A + E where masked); atoms and pairs enter as one-hots of their classes plus the mask, the
+noise level is read as ``c_noise``, and the output is logits ``[B, N + T, A + E]``: at an atom the A atom
+classes, at a pair the E bond classes (the other kind's classes are impossible there).
+
 Property conditioning (``n_props > 0``): ``cond["props"]`` is a float ``[B, n_props]`` of standardized
 property values. An entry that is NaN or at most :data:`NULL_PROP` / 2 means "no condition" for that
 property and is replaced by a learned null embedding; classifier-free guidance drops a whole row by setting
@@ -60,6 +66,7 @@ class GraphTransformerConfig:
     ffn_mult: int = 2            # MLP expansion of node and edge feed-forward blocks
     dropout: float = 0.0         # dropout on attention weights and MLP activations
     n_props: int = 0             # 0: unconditional; P: cond["props"] is [B, P] standardized properties
+    categorical: bool = False    # tokens in, class logits out (categorical diffusion), not dense features
 
     def __post_init__(self):
         for name in ("max_atoms", "n_atom_types", "n_bond_types", "hidden", "edge_hidden", "layers", "heads",
@@ -193,8 +200,10 @@ class GraphTransformer(nn.Module):
         self.register_buffer("offdiag", 1.0 - torch.eye(n), persistent=False)
         self.dim = n * a + iu.shape[1] * ne
         self.cond = ConditionEmbedding(cfg)
-        self.node_in = nn.Linear(a, cfg.hidden)
-        self.edge_in = nn.Linear(ne, cfg.edge_hidden)
+        if cfg.categorical:
+            self.dim = n + iu.shape[1]  # one category per atom and per pair; the mask id is one more input class
+        self.node_in = nn.Linear(a + cfg.categorical, cfg.hidden)
+        self.edge_in = nn.Linear(ne + cfg.categorical, cfg.edge_hidden)
         self.blocks = nn.ModuleList(GraphTransformerLayer(cfg) for _ in range(cfg.layers))
         self.final_ada = nn.Linear(cfg.emb, 2 * cfg.hidden + 2 * cfg.edge_hidden)
         self.norm_h = nn.LayerNorm(cfg.hidden, elementwise_affine=False)
@@ -224,7 +233,8 @@ class GraphTransformer(nn.Module):
     def _node_mask(self, x_in: torch.Tensor, node_mask, mask) -> torch.Tensor:
         b, n, a = x_in.shape[0], self.cfg.max_atoms, self.cfg.n_atom_types
         if node_mask is None and mask is not None and mask.ndim == 2 and mask.shape[1] == self.dim:
-            node_mask = mask[:, :n * a].reshape(b, n, a)[..., 0]  # the element mask's node entries
+            # the element mask's node entries
+            node_mask = mask[:, :n] if self.cfg.categorical else mask[:, :n * a].reshape(b, n, a)[..., 0]
         if node_mask is None:
             return x_in.new_ones(b, n)
         if tuple(node_mask.shape) != (b, n):
@@ -237,11 +247,15 @@ class GraphTransformer(nn.Module):
         b, n, a, ne = x_in.shape[0], cfg.max_atoms, cfg.n_atom_types, cfg.n_bond_types
         if x_in.ndim != 2 or x_in.shape[1] != self.dim:
             raise PolydiffError(f"x has shape {list(x_in.shape)}, expected [B, {self.dim}] for N={n}, A={a}, E={ne}")
+        if cfg.categorical:
+            nodes, tri = self._one_hots(x_in)
+            x_in = nodes  # the float type the states take
+        else:
+            nodes = x_in[:, :n * a].reshape(b, n, a)
+            tri = x_in[:, n * a:].reshape(b, -1, ne)
         nm = self._node_mask(x_in, node_mask, mask)
         pm = nm[:, :, None] * nm[:, None, :] * self.offdiag
-        nodes = x_in[:, :n * a].reshape(b, n, a)
-        tri = x_in[:, n * a:].reshape(b, -1, ne)
-        edges = x_in.new_zeros(b, n, n, ne)
+        edges = x_in.new_zeros(b, n, n, tri.shape[-1])
         edges[:, self.iu, self.ju] = tri
         edges[:, self.ju, self.iu] = tri
 
@@ -256,4 +270,27 @@ class GraphTransformer(nn.Module):
         out_n = self.node_out(_modulate(self.norm_h(h), sh, sc)) * nm[..., None]
         out_e = self.edge_out(_modulate(self.norm_e(e), esh, esc))
         out_e = 0.5 * (out_e + out_e.transpose(1, 2))
+        if cfg.categorical:
+            return self._logits(out_n, out_e[:, self.iu, self.ju])
         return torch.cat([out_n.reshape(b, n * a), out_e[:, self.iu, self.ju].reshape(b, -1)], dim=1)
+
+    def _one_hots(self, x: torch.Tensor):
+        """Categorical input ``[B, N + T]`` -> atom one-hots ``[B, N, A + 1]`` and pair one-hots ``[B, T, E + 1]``
+        (the last class of each: masked)."""
+        n, a, ne = self.cfg.max_atoms, self.cfg.n_atom_types, self.cfg.n_bond_types
+        x = x.long()
+        masked = x == a + ne
+        nodes = torch.where(masked[:, :n], a, x[:, :n]).clamp(0, a)
+        pairs = torch.where(masked[:, n:], ne, x[:, n:] - a).clamp(0, ne)
+        dtype = self.node_in.weight.dtype
+        return F.one_hot(nodes, a + 1).to(dtype), F.one_hot(pairs, ne + 1).to(dtype)
+
+    def _logits(self, out_n: torch.Tensor, out_t: torch.Tensor) -> torch.Tensor:
+        """Atom logits ``[B, N, A]`` and pair logits ``[B, T, E]`` -> ``[B, N + T, A + E]``, each kind's classes
+        impossible (a large negative logit) where the other kind lives."""
+        b, n, a = out_n.shape
+        ne = out_t.shape[-1]
+        out = out_n.new_full((b, n + out_t.shape[1], a + ne), -1e4)
+        out[:, :n, :a] = out_n
+        out[:, n:, a:] = out_t
+        return out

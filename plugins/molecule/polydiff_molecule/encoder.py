@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from polydiff.errors import InputError, UnknownName
 
@@ -34,8 +35,13 @@ from . import io as molio
 from .denoiser import NULL_PROP
 from .graph import DECODE_MODES, GraphCodec, _show, _Unusable, atom_label
 
-__all__ = ["GraphEncoder", "MoleculeSet", "make_cond", "configure", "PROPERTIES",
+__all__ = ["GraphEncoder", "MoleculeSet", "make_cond", "configure", "PROPERTIES", "LAYOUTS",
            "molecule_property", "DEFAULT_MAX_ATOMS_LIMIT", "NULL_PROP"]
+
+#: how ``x`` holds a graph: ``dense`` (+-1 one-hots of every atom and pair, for sigma-space diffusion) or
+#: ``tokens`` (one category per atom and per pair, ``[B, N + T]``: atom classes 0 .. A-1 at the N atoms, then
+#: A + bond class at the T pairs, for categorical diffusion; padding holds class 0 and "none")
+LAYOUTS = ("dense", "tokens")
 
 #: a fresh encoder refuses training molecules larger than this (the edge tensor grows as N^2)
 DEFAULT_MAX_ATOMS_LIMIT = 64
@@ -130,12 +136,25 @@ class GraphEncoder(GraphCodec):
 
     def __init__(self, atom_types=None, max_atoms=None, size_counts=None, properties: Sequence[str] = (),
                  prop_mean: Sequence[float] = (), prop_std: Sequence[float] = (),
-                 max_atoms_limit: int = DEFAULT_MAX_ATOMS_LIMIT):
+                 max_atoms_limit: int = DEFAULT_MAX_ATOMS_LIMIT, layout: str = "dense"):
         super().__init__(atom_types, max_atoms, size_counts)
         self.properties = self._check_properties(properties)
         self.prop_mean = [float(v) for v in prop_mean]
         self.prop_std = [float(v) for v in prop_std]
         self.max_atoms_limit = int(max_atoms_limit)
+        if layout not in LAYOUTS:
+            raise InputError(f"unknown molecule layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        self.layout = layout
+
+    @property
+    def tokens(self) -> bool:
+        """True for the categorical layout (see :data:`LAYOUTS`)."""
+        return self.layout == "tokens"
+
+    @property
+    def vocab(self) -> int:
+        """Categories of the token layout: the A atom classes, then the E bond classes."""
+        return self.num_atom_types + self.num_bond_types
 
     @staticmethod
     def _check_properties(names: Sequence[str]) -> tuple:
@@ -149,10 +168,17 @@ class GraphEncoder(GraphCodec):
 
     # ------------------------------------------------------------------ metadata
     @classmethod
-    def from_metadata(cls, meta: Optional[dict] = None) -> "GraphEncoder":
-        """An unfitted encoder for ``None``; otherwise the fitted encoder described by :meth:`metadata`."""
+    def from_metadata(cls, meta: Optional[dict] = None, config: Optional[dict] = None) -> "GraphEncoder":
+        """An unfitted encoder for ``None`` (in the token layout when ``config``, the model config it is made
+        for, names a categorical ``process``); otherwise the fitted encoder described by :meth:`metadata`."""
         enc = super().from_metadata(meta)
+        if not meta and (config or {}).get("process"):
+            enc.layout = "tokens"
         if meta:
+            layout = meta.get("layout", "dense")
+            if layout not in LAYOUTS:
+                raise InputError(f"molecule encoder metadata: unknown layout {layout!r}")
+            enc.layout = layout
             enc.properties = cls._check_properties(meta.get("properties") or ())
             enc.prop_mean = [float(v) for v in meta.get("prop_mean") or ()]
             enc.prop_std = [float(v) for v in meta.get("prop_std") or ()]
@@ -163,8 +189,48 @@ class GraphEncoder(GraphCodec):
     def metadata(self) -> dict:
         meta = super().metadata()
         meta.update({"properties": list(self.properties), "prop_mean": list(self.prop_mean),
-                     "prop_std": list(self.prop_std)})
+                     "prop_std": list(self.prop_std), "layout": self.layout})
         return meta
+
+    def sample_shape(self):
+        """``(D,)`` dense, ``(N + T,)`` tokens: one item of ``x``."""
+        self._need_fit()
+        return (self.max_atoms + self.num_pairs,) if self.tokens else (self.dim,)
+
+    # ------------------------------------------------------------------ the token layout
+    def token_mask(self, node_mask: torch.Tensor) -> torch.Tensor:
+        """Node mask ``[B, N]`` -> float ``[B, N + T]``: 1 at real atoms and at pairs of two real atoms."""
+        m = node_mask.float()
+        iu, ju = self._pairs(m.device)
+        return torch.cat([m, m[..., iu] * m[..., ju]], dim=-1)
+
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense ``x [B, D]`` -> tokens ``[B, N + T]`` (each node's and pair's argmax; a padding node is 0)."""
+        n, a, e = self.max_atoms, self.num_atom_types, self.num_bond_types
+        b = x.shape[0]
+        nodes = x[:, :n * a].reshape(b, n, a).argmax(-1)
+        edges = x[:, n * a:].reshape(b, self.num_pairs, e).argmax(-1)
+        return torch.cat([nodes, a + edges], dim=1)
+
+    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[B, N + T]`` -> dense ``x [B, D]`` of +-1 one-hots (the layout decoding reads). A token of
+        the wrong kind at a position (an atom class at a pair) raises."""
+        n, a, e = self.max_atoms, self.num_atom_types, self.num_bond_types
+        t = torch.as_tensor(tokens).long().cpu()
+        if t.ndim != 2 or t.shape[1] != n + self.num_pairs:
+            raise InputError(f"tokens have shape {list(t.shape)}, expected [B, {n + self.num_pairs}]")
+        nodes, edges = t[:, :n], t[:, n:] - a
+        if bool(((nodes < 0) | (nodes >= a)).any()) or bool(((edges < 0) | (edges >= e)).any()):
+            raise InputError("tokens: an atom class at a pair or a bond class at an atom (or out of range)")
+        b = t.shape[0]
+        x = torch.cat([F.one_hot(nodes, a).reshape(b, -1), F.one_hot(edges, e).reshape(b, -1)], 1)
+        return x.float() * 2.0 - 1.0
+
+    def _token_flags_to_dense(self, flags: torch.Tensor) -> torch.Tensor:
+        """A per-position flag ``[B, N + T]`` -> the same flag on every entry of the dense layout ``[B, D]``."""
+        n, a, e = self.max_atoms, self.num_atom_types, self.num_bond_types
+        f = torch.as_tensor(flags).float().cpu()
+        return torch.cat([f[:, :n].repeat_interleave(a, 1), f[:, n:].repeat_interleave(e, 1)], 1)
 
     # ------------------------------------------------------------------ molecules
     def _prepare(self, item: Any):
@@ -277,13 +343,16 @@ class GraphEncoder(GraphCodec):
         x, base, skipped = super().encode(items, skip_invalid=skip_invalid, return_skipped=True)
         node_mask = base["mask"]
         mask = self.element_mask(node_mask)
+        if self.tokens:  # atoms, then pairs; padding holds atom class 0 and "none"
+            x, mask = self.to_tokens(x), self.token_mask(node_mask)
         cond = {"mask": mask, "node_mask": node_mask}
         if self.properties:
             gone = set(skipped)
             mols = [self._prepare(it) for i, it in enumerate(items) if i not in gone]
             vals = (self._property_values(mols) - np.asarray(self.prop_mean)) / np.asarray(self.prop_std)
             cond["props"] = torch.as_tensor(vals, dtype=torch.float32)
-        x = x * mask
+        if not self.tokens:
+            x = x * mask
         return (x, cond, skipped) if return_skipped else (x, cond)
 
     def node_mask_of(self, cond: Optional[Dict[str, Any]], batch: int) -> Optional[torch.Tensor]:
@@ -299,6 +368,8 @@ class GraphEncoder(GraphCodec):
             m = torch.as_tensor(m)
             if m.ndim == 2 and m.shape[-1] == self.dim:
                 nm = m[:, :n * a].reshape(m.shape[0], n, a)[..., 0]
+            elif self.tokens and m.ndim == 2 and m.shape[-1] == n + self.num_pairs:
+                nm = m[:, :n]
             else:
                 nm = m
         nm = torch.as_tensor(nm).detach().cpu()
@@ -319,8 +390,19 @@ class GraphEncoder(GraphCodec):
         mode = mode or decode or "valence"
         if mode not in DECODE_MODES:
             raise InputError(f"unknown decode mode {mode!r}; use one of {', '.join(DECODE_MODES)}")
-        x = torch.as_tensor(x).detach().float().cpu()
         fixed = cond.get("fixed")
+        x = torch.as_tensor(x).detach().cpu()
+        if self.tokens and not x.is_floating_point():  # categories: their one-hots
+            nm = self.node_mask_of(cond, x.shape[0])
+            if nm is not None:  # padding is never read: any category there
+                real = self.token_mask(nm) > 0
+                filler = torch.zeros_like(x)
+                filler[:, self.max_atoms:] = self.num_atom_types
+                x = torch.where(real, x, filler)
+            x = self.from_tokens(x)
+            if fixed is not None:
+                fixed = self._token_flags_to_dense(torch.as_tensor(fixed).expand(x.shape[0], -1))
+        x = x.float()
         if fixed is not None:  # scaffold atoms and bonds: exact +-1 values, made the most confident of all
             fixed = torch.as_tensor(fixed).float().cpu().expand_as(x) > 0
             x = torch.where(fixed, x * 1e3, x)
@@ -392,11 +474,24 @@ class GraphEncoder(GraphCodec):
 
 
 def configure(config: dict, encoder: GraphEncoder) -> dict:
-    """Fill the network's data-dependent sizes (N, A, E, number of properties) from the fitted encoder."""
+    """Fill the network's data-dependent sizes (N, A, E, number of properties) from the fitted encoder, and
+    for a categorical model the process's categories (atoms and bonds, :attr:`GraphEncoder.vocab`)."""
     net = dict(config.get("network", {}))
     net.update({"max_atoms": encoder.max_atoms, "n_atom_types": encoder.num_atom_types,
                 "n_bond_types": encoder.num_bond_types, "n_props": len(encoder.properties)})
-    return {**config, "network": net}
+    out = {**config, "network": net}
+    if config.get("process"):
+        if not encoder.tokens:
+            raise InputError("a categorical molecule model needs the token layout; this encoder is dense")
+        net["categorical"] = True
+        out["process"] = dict(config["process"], vocab=encoder.vocab)
+        sample = dict(out.get("sample") or {})
+        if sample.get("schedule") == "linear_levels":  # the dense model's ladder arguments (sigma_max, rho)
+            sample.pop("schedule_args", None)         # do not apply to the categorical ladder
+            out["sample"] = sample
+    elif encoder.tokens:
+        raise InputError("this encoder holds categories; a sigma-space molecule model needs the dense layout")
+    return out
 
 
 def make_cond(encoder: GraphEncoder, n: int,
@@ -460,7 +555,25 @@ def make_cond(encoder: GraphEncoder, n: int,
     node_mask = (torch.arange(N)[None, :] < sizes[:, None]).float()
     cond: Dict[str, Any] = {"mask": encoder.element_mask(node_mask), "node_mask": node_mask}
     control = None
-    if known is not None:
+    if encoder.tokens:
+        # categories: padding is known (atom class 0, "none"), and so is the scaffold, exactly
+        from polydiff.sampling import Known
+
+        if int(resample) != 1:
+            raise InputError("resample applies to the dense molecule models; a categorical model keeps the "
+                             "scaffold exactly without it")
+        cond["mask"] = encoder.token_mask(node_mask)
+        values = torch.zeros(n, N + encoder.num_pairs, dtype=torch.long)
+        values[:, N:] = encoder.num_atom_types
+        keep = cond["mask"] == 0
+        if known is not None:
+            tok_mask = encoder.token_mask(node_k).expand(n, -1) > 0
+            values = torch.where(tok_mask, encoder.to_tokens(known).expand(n, -1), values)
+            keep = keep | tok_mask
+            cond["fixed"] = tok_mask.float()
+            cond["scaffold"] = Chem.MolToSmiles(mol)
+        control = Known(values, keep)
+    elif known is not None:
         from polydiff.sampling import Known
 
         mask_n = known_mask.expand(n, -1).clone()
