@@ -38,7 +38,8 @@ DEFAULT_CONFIG = {
 #: graph transformer reading one-hot categories and returning class logits (``network.categorical``)
 DISCRETE = {
     "process": {"kind": "absorbing", "vocab": 0},  # vocab: atom and bond classes, filled from the data
-    "network": {"hidden": 128, "edge_hidden": 32, "layers": 4, "heads": 8, "emb": 64, "ffn_mult": 2},
+    "network": {"hidden": 128, "edge_hidden": 32, "layers": 4, "heads": 8, "emb": 64, "ffn_mult": 2,
+                "structure": True, "attention": "dot"},
     "sample": {"sampler": "ancestral", "schedule": "linear_levels", "steps": 32},
 }
 
@@ -51,7 +52,7 @@ RECIPES = {
     "moses": {"data": "moses", "config": {"train": {"steps": 200000, "batch_size": 128, "lr": 2e-4, "warmup": 2000,
                                                     "ema_decay": 0.9995, "log_every": 200, "ckpt_every": 5000}}},
     "qm9_sample": {"data": "qm9_sample", "config": {"train": {"steps": 2000, "batch_size": 64}}},
-    "qm9_discrete": {"data": "qm9", "config": dict(DISCRETE, train={
+    "qm9_discrete": {"data": "qm9_train", "config": dict(DISCRETE, train={
         "steps": 20000, "batch_size": 256, "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
         "log_every": 100, "ckpt_every": 1000})},
 }

@@ -29,7 +29,10 @@ Categorical models (``categorical=True``, the token layout of :class:`polydiff_m
 ``x`` is ``[B, N + T]`` integer categories (atom classes 0 .. A-1 at the atoms, A + bond class at the pairs,
 the mask id A + E where masked); atoms and pairs enter as one-hots of their classes plus the mask, the
 noise level is read as ``c_noise``, and the output is logits ``[B, N + T, A + E]``: at an atom the A atom
-classes, at a pair the E bond classes (the other kind's classes are impossible there).
+classes, at a pair the E bond classes (the other kind's classes are impossible there). With
+``structure=True`` each atom also reads structural features of the graph revealed so far (after DiGress'
+extra features): the valence its revealed bonds use, its revealed degree, how many of its pairs are still
+masked, and the triangles and 4-cycles through it (closed walks of the revealed adjacency, exact counts).
 
 Property conditioning (``n_props > 0``): ``cond["props"]`` is a float ``[B, n_props]`` of standardized
 property values. An entry that is NaN or at most :data:`NULL_PROP` / 2 means "no condition" for that
@@ -51,6 +54,8 @@ __all__ = ["GraphTransformer", "GraphTransformerConfig", "NULL_PROP"]
 
 #: the null ("no condition") value of a property entry; guidance uses it to drop the condition
 NULL_PROP = -1000.0
+#: per-atom structural features of a categorical model with ``structure`` (see GraphTransformer._structure)
+STRUCTURE_FEATURES = 5
 
 
 @dataclass
@@ -67,6 +72,9 @@ class GraphTransformerConfig:
     dropout: float = 0.0         # dropout on attention weights and MLP activations
     n_props: int = 0             # 0: unconditional; P: cond["props"] is [B, P] standardized properties
     categorical: bool = False    # tokens in, class logits out (categorical diffusion), not dense features
+    structure: bool = False      # categorical: atoms also read valence, degree and cycle counts so far
+    attention: str = "pair"      # pair: DiGress' per-feature pair products; dot: per-head dot products with
+                                 # an edge bias (a few times cheaper per atom pair; see DotGraphLayer)
 
     def __post_init__(self):
         for name in ("max_atoms", "n_atom_types", "n_bond_types", "hidden", "edge_hidden", "layers", "heads",
@@ -77,6 +85,8 @@ class GraphTransformerConfig:
             raise PolydiffError(f"network.hidden ({self.hidden}) must be a multiple of network.heads ({self.heads})")
         if self.n_props < 0:
             raise PolydiffError(f"network.n_props must be >= 0, got {self.n_props!r}")
+        if self.attention not in ("pair", "dot"):
+            raise PolydiffError(f"network.attention must be pair or dot, got {self.attention!r}")
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -187,6 +197,66 @@ class GraphTransformerLayer(nn.Module):
         return h * node_mask[..., None], e * pair_mask[..., None]
 
 
+class DotGraphLayer(GraphTransformerLayer):
+    """A cheaper layer (``attention="dot"``): attention logits are per-head dot products ``q_i . k_j`` plus a
+    bias from the edge state, and edges are updated from themselves, their two atoms and the (symmetrized)
+    attention logits. Edge states live on the T atom pairs ``i < j`` only (``e [B, T, de]``; an undirected
+    graph needs no second direction and no diagonal), so per molecule it computes T edge updates instead of
+    N * N, each about a third of :class:`GraphTransformerLayer`'s, whose per-feature pair products and their
+    edge gating dominate a small model's time; adaLN-Zero and the masking are the same."""
+
+    def __init__(self, cfg: GraphTransformerConfig):
+        nn.Module.__init__(self)
+        d, de, m, nh = cfg.hidden, cfg.edge_hidden, cfg.ffn_mult, cfg.heads
+        self.heads, self.d, self.de = nh, d, de
+        self.ada = nn.Linear(cfg.emb, 6 * d + 6 * de)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+        self.norm_h1 = nn.LayerNorm(d, elementwise_affine=False)
+        self.norm_h2 = nn.LayerNorm(d, elementwise_affine=False)
+        self.norm_e1 = nn.LayerNorm(de, elementwise_affine=False)
+        self.norm_e2 = nn.LayerNorm(de, elementwise_affine=False)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.e_bias = nn.Linear(de, nh)
+        self.h_out = nn.Linear(d, d)
+        self.e_self = nn.Linear(de, de)
+        self.e_node = nn.Linear(d, de, bias=False)
+        self.e_att = nn.Linear(nh, de, bias=False)
+        self.ffn_h = nn.Sequential(nn.Linear(d, m * d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(m * d, d))
+        self.ffn_e = nn.Sequential(nn.Linear(de, m * de), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(m * de, de))
+        self.attn_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, h, e, c, node_mask, pair_mask, iu, ju):
+        """``h [B, N, d]``, ``e [B, T, de]`` (pairs ``(iu, ju)``), ``pair_mask [B, T]``."""
+        b, n, d = h.shape
+        hd = d // self.heads
+        mods = self.ada(c)
+        sh1, sc1, g1, sh2, sc2, g2 = mods[:, :6 * d].chunk(6, dim=-1)
+        esh1, esc1, eg1, esh2, esc2, eg2 = mods[:, 6 * d:].chunk(6, dim=-1)
+
+        hn = _modulate(self.norm_h1(h), sh1, sc1)
+        en = _modulate(self.norm_e1(e), esh1, esc1)
+        q, k, v = (t.view(b, n, self.heads, hd).transpose(1, 2) for t in self.qkv(hn).chunk(3, dim=-1))
+        logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))                     # [B, H, N, N]
+        bias = self.e_bias(en).transpose(1, 2)                                          # [B, H, T]
+        full = logits.new_zeros(b, self.heads, n, n)
+        full[:, :, iu, ju] = bias
+        full[:, :, ju, iu] = bias
+        logits = logits + full
+        key_ok = node_mask[:, None, None, :] > 0
+        attn = self.attn_drop(torch.softmax(logits.masked_fill(~key_ok, torch.finfo(logits.dtype).min), dim=-1))
+        out = (attn @ v).transpose(1, 2).reshape(b, n, d)
+        h = h + _gate(g1, 3) * self.h_out(out)
+        sym = (0.5 * (logits[:, :, iu, ju] + logits[:, :, ju, iu])).transpose(1, 2)    # [B, T, H]
+        pn = self.e_node(hn)
+        upd = self.e_self(en) + self.e_att(sym) + pn[:, iu] + pn[:, ju]
+        e = e + _gate(eg1, 3) * upd
+
+        h = h + _gate(g2, 3) * self.ffn_h(_modulate(self.norm_h2(h), sh2, sc2))
+        e = e + _gate(eg2, 3) * self.ffn_e(_modulate(self.norm_e2(e), esh2, esc2))
+        return h * node_mask[..., None], e * pair_mask[..., None]
+
+
 class GraphTransformer(nn.Module):
     """The denoiser network of the molecule modality; see the module docstring."""
 
@@ -203,8 +273,13 @@ class GraphTransformer(nn.Module):
         if cfg.categorical:
             self.dim = n + iu.shape[1]  # one category per atom and per pair; the mask id is one more input class
         self.node_in = nn.Linear(a + cfg.categorical, cfg.hidden)
+        if cfg.structure:
+            if not cfg.categorical:
+                raise PolydiffError("network.structure applies to categorical models (network.categorical)")
+            self.struct_in = nn.Linear(STRUCTURE_FEATURES, cfg.hidden)
         self.edge_in = nn.Linear(ne + cfg.categorical, cfg.edge_hidden)
-        self.blocks = nn.ModuleList(GraphTransformerLayer(cfg) for _ in range(cfg.layers))
+        layer = DotGraphLayer if cfg.attention == "dot" else GraphTransformerLayer
+        self.blocks = nn.ModuleList(layer(cfg) for _ in range(cfg.layers))
         self.final_ada = nn.Linear(cfg.emb, 2 * cfg.hidden + 2 * cfg.edge_hidden)
         self.norm_h = nn.LayerNorm(cfg.hidden, elementwise_affine=False)
         self.norm_e = nn.LayerNorm(cfg.edge_hidden, elementwise_affine=False)
@@ -260,12 +335,26 @@ class GraphTransformer(nn.Module):
         edges[:, self.ju, self.iu] = tri
 
         c = F.silu(self.cond(c_noise, nm, props))
-        h = self.node_in(nodes) * nm[..., None]
+        h = self.node_in(nodes)
+        if cfg.structure:
+            h = h + self.struct_in(self._structure(edges, nm))
+        h = h * nm[..., None]
+        d, de = cfg.hidden, cfg.edge_hidden
+        if cfg.attention == "dot":  # edge states on the pairs i < j only
+            pt = pm[:, self.iu, self.ju]
+            e = self.edge_in(tri) * pt[..., None]
+            for block in self.blocks:
+                h, e = block(h, e, c, nm, pt, self.iu, self.ju)
+            sh, sc, esh, esc = torch.split(self.final_ada(c), [d, d, de, de], dim=-1)
+            out_n = self.node_out(_modulate(self.norm_h(h), sh, sc)) * nm[..., None]
+            out_t = self.edge_out(_modulate(self.norm_e(e), esh, esc))
+            if cfg.categorical:
+                return self._logits(out_n, out_t)
+            return torch.cat([out_n.reshape(b, n * a), out_t.reshape(b, -1)], dim=1)
         e = self.edge_in(edges) * pm[..., None]
         for block in self.blocks:
             h, e = block(h, e, c, nm, pm)
 
-        d, de = cfg.hidden, cfg.edge_hidden
         sh, sc, esh, esc = torch.split(self.final_ada(c), [d, d, de, de], dim=-1)
         out_n = self.node_out(_modulate(self.norm_h(h), sh, sc)) * nm[..., None]
         out_e = self.edge_out(_modulate(self.norm_e(e), esh, esc))
@@ -284,6 +373,26 @@ class GraphTransformer(nn.Module):
         pairs = torch.where(masked[:, n:], ne, x[:, n:] - a).clamp(0, ne)
         dtype = self.node_in.weight.dtype
         return F.one_hot(nodes, a + 1).to(dtype), F.one_hot(pairs, ne + 1).to(dtype)
+
+    def _structure(self, edges: torch.Tensor, nm: torch.Tensor) -> torch.Tensor:
+        """Per-atom features ``[B, N, 5]`` of the revealed graph, from the pair one-hots ``edges [B, N, N, E + 1]``
+        (classes none, single, double, triple, masked): valence used / 4, degree / 4, masked pairs / N,
+        triangles / 2 and 4-cycles / 4 through the atom."""
+        ne = self.cfg.n_bond_types
+        e = edges.float()
+        order = torch.arange(ne, dtype=e.dtype, device=e.device)  # bond order of each class (none: 0)
+        valence = (e[..., :ne] * order).sum((-1, -2))
+        adj = e[..., 1:ne].sum(-1)                                 # a revealed bond
+        masked = (e[..., ne] * nm[:, None, :]).sum(-1)
+        deg = adj.sum(-1)
+        a2 = adj @ adj
+        a3 = a2 @ adj
+        tri = torch.diagonal(a3, dim1=-2, dim2=-1) / 2
+        walks4 = (a2 * a2).sum(-1)                                 # diag(A^4): A symmetric, so (A^2)_ii^2 summed
+        c4 = (walks4 - deg * deg - (adj @ (deg - 1).unsqueeze(-1)).squeeze(-1)) / 2
+        n = float(self.cfg.max_atoms)
+        out = torch.stack([valence / 4, deg / 4, masked / n, tri / 2, c4 / 4], -1)
+        return (out * nm[..., None]).to(self.node_in.weight.dtype)
 
     def _logits(self, out_n: torch.Tensor, out_t: torch.Tensor) -> torch.Tensor:
         """Atom logits ``[B, N, A]`` and pair logits ``[B, T, E]`` -> ``[B, N + T, A + E]``, each kind's classes

@@ -455,7 +455,10 @@ class GraphCodec:
           "none") are added in order of confidence (best bond score minus "none" score), each downgraded to
           the highest order both atoms' remaining valence allows (:func:`atom_capacity`) or dropped. If
           RDKit still rejects the molecule, the least confident bonds of the offending atoms are removed
-          until it is accepted. Always a valid molecule for a sample with at least one atom.
+          until it is accepted. Several fragments are then joined into one molecule by single bonds, each
+          at the best-scored pair of atoms that both have a hydrogen to give up (a fragment no such bond
+          can reach is dropped, the largest kept). Always a valid, connected molecule for a sample with at
+          least one atom.
         """
         self._need_fit()
         if mode not in DECODE_MODES:
@@ -537,7 +540,108 @@ class GraphCodec:
             free[i] -= k
             free[j] -= k
             added.append(t)
-        return self._sanitize_or_repair(rw, added, where, iu, ju)
+        mol = self._sanitize_or_repair(rw, added, where, iu, ju)
+        return self._connect(mol, score, where, iu, ju)
+
+    @staticmethod
+    def _connect(mol, score, where, iu, ju):
+        """One molecule from several fragments: while there are two or more, a single bond joins the largest
+        fragment to another at the pair of atoms, both with a hydrogen to give up, that the sample scores
+        highest (ties: the first pair). Where one side has no hydrogen, a bond of it is lowered by one order
+        first (multiple bonds before single ones); a fragment that still cannot be reached is left out (the
+        largest is kept). Returns a sanitized, connected molecule."""
+        from rdkit import Chem
+
+        pair_score = {}
+        for t in range(len(iu)):
+            i, j = int(where[iu[t]]), int(where[ju[t]])
+            if i >= 0 and j >= 0:
+                pair_score[(i, j)] = pair_score[(j, i)] = (float(score[t]), -t)
+        for _ in range(4 * mol.GetNumAtoms() + 4):  # each pass joins two fragments or frees a hydrogen
+            frags = sorted(Chem.GetMolFrags(mol), key=lambda f: (-len(f), f))
+            if len(frags) < 2:
+                return mol
+            main = frags[0]
+            free = {a.GetIdx() for a in mol.GetAtoms() if a.GetTotalNumHs() > 0}
+            best = None
+            for other in frags[1:]:
+                for i in main:
+                    if i not in free:
+                        continue
+                    for j in other:
+                        if j in free:
+                            key = pair_score.get((i, j), (-float("inf"), -len(iu)))
+                            if best is None or key > best[0]:
+                                best = (key, i, j)
+                if best is not None:
+                    break  # join the largest fragment to the next one it can reach
+            if best is None:  # no hydrogen to give up on one side: free one by lowering a bond
+                freed = GraphCodec._free_a_hydrogen(mol, frags)
+                if freed is not None:
+                    mol = freed
+                    continue
+                break  # nothing can join: keep the largest fragment
+            rw = Chem.RWMol(mol)
+            rw.AddBond(int(best[1]), int(best[2]), Chem.BondType.SINGLE)
+            for k in (best[1], best[2]):
+                rw.GetAtomWithIdx(int(k)).SetNoImplicit(False)
+                rw.GetAtomWithIdx(int(k)).SetNumExplicitHs(0)
+            out = rw.GetMol()
+            try:
+                Chem.SanitizeMol(out)
+            except Exception:  # not expected (both atoms had a hydrogen to give up): stop joining
+                break
+            mol = out
+        return GraphCodec._largest_fragment(mol)
+
+    @staticmethod
+    def _largest_fragment(mol):
+        from rdkit import Chem
+
+        frags = sorted(Chem.GetMolFrags(mol), key=lambda f: (-len(f), f))
+        if len(frags) < 2:
+            return mol
+        rw = Chem.RWMol(mol)
+        for idx in sorted((a for a in range(mol.GetNumAtoms()) if a not in set(frags[0])), reverse=True):
+            rw.RemoveAtom(idx)
+        out = rw.GetMol()
+        Chem.SanitizeMol(out)
+        return out
+
+    @staticmethod
+    def _free_a_hydrogen(mol, frags):
+        """``mol`` with one bond lowered by one order (a double one becomes single; a single one, tried only
+        where there is no multiple one, goes) in the first fragment (largest first) without an atom that
+        has a hydrogen, so that two of its atoms get one; None when no such change sanitizes."""
+        from rdkit import Chem
+
+        lower = {Chem.BondType.TRIPLE: Chem.BondType.DOUBLE, Chem.BondType.DOUBLE: Chem.BondType.SINGLE,
+                 Chem.BondType.SINGLE: None}
+        kek = Chem.Mol(mol)
+        Chem.Kekulize(kek, clearAromaticFlags=True)
+        for frag in frags:
+            atoms = set(frag)
+            if any(kek.GetAtomWithIdx(i).GetTotalNumHs() > 0 for i in atoms):
+                continue
+            bonds = [b for b in kek.GetBonds() if b.GetBeginAtomIdx() in atoms and b.GetBondType() in lower]
+            bonds.sort(key=lambda b: (b.GetBondType() == Chem.BondType.SINGLE, b.GetIdx()))  # multiple first
+            for bond in bonds:
+                rw = Chem.RWMol(kek)
+                i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+                if lower[bond.GetBondType()] is None:
+                    rw.RemoveBond(i, j)
+                else:
+                    rw.GetBondBetweenAtoms(i, j).SetBondType(lower[bond.GetBondType()])
+                for k in (i, j):
+                    rw.GetAtomWithIdx(k).SetNoImplicit(False)
+                    rw.GetAtomWithIdx(k).SetNumExplicitHs(0)
+                out = rw.GetMol()
+                try:
+                    Chem.SanitizeMol(out)
+                except Exception:
+                    continue
+                return out
+        return None
 
     @staticmethod
     def _sanitize_or_repair(rw, added, where, iu, ju):

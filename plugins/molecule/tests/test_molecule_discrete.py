@@ -62,8 +62,8 @@ def test_conformance_and_sampling(model):
     assert bool((x[:, :n] < model.encoder.num_atom_types).all()) and bool((x[:, n:] >= model.encoder.num_atom_types).all())
     again, _ = model.sample(16, seed=3, steps=8)
     assert torch.equal(x, again)
-    mols = model.generate(16, seed=3, steps=8)  # valence decoding: a molecule for every sample
-    assert len(mols) == 16 and all(m is not None for m in mols)
+    mols = model.generate(16, seed=3, steps=8)  # valence decoding: one connected molecule for every sample
+    assert len(mols) == 16 and all(m is not None and len(Chem.GetMolFrags(m)) == 1 for m in mols)
 
 
 def test_scaffold_is_kept_exactly(model):
@@ -77,3 +77,64 @@ def test_scaffold_is_kept_exactly(model):
     assert bool((ring == ring[:1]).all())  # the scaffold's atoms in the first slots of every sample
     with pytest.raises(InputError, match="resample applies to the dense"):
         model.sample(2, seed=1, steps=4, scaffold=scaffold, resample=2)
+
+
+def test_structural_features_count_valence_degree_and_cycles():
+    from polydiff_molecule.denoiser import GraphTransformer
+
+    enc = GraphEncoder(layout="tokens").fit(["C1CC1", "C1CCC1", "C=CC#N", "CCO"])
+    cfg = configure(merge_config(polydiff_molecule.DEFAULT_CONFIG, polydiff_molecule.DISCRETE, TINY,
+                                 {"network": {"structure": True}}), enc)
+    net = GraphTransformer.from_config(cfg["network"])
+    x, cond = enc.encode(["C1CC1", "C1CCC1", "C=CC#N"])
+    n = enc.max_atoms
+    x[2, n + 0] = enc.vocab  # the pair (0, 1) of C=CC#N masked: its double bond is not counted
+    nodes, pairs = net._one_hots(x)
+    edges = pairs.new_zeros(3, n, n, pairs.shape[-1])
+    edges[:, net.iu, net.ju] = pairs
+    edges[:, net.ju, net.iu] = pairs
+    f = net._structure(edges, cond["node_mask"]) * torch.tensor([4.0, 4.0, n, 2.0, 4.0])
+    assert torch.allclose(f[0, :3], torch.tensor([[2.0, 2, 0, 1, 0]] * 3))  # cyclopropane: one triangle each
+    assert torch.allclose(f[1, :4], torch.tensor([[2.0, 2, 0, 0, 1]] * 4))  # cyclobutane: one 4-cycle each
+    assert bool((f[0, 3:] == 0).all())  # padding atoms: zeros
+    # C=CC#N with (0, 1) masked: the atoms' revealed valences and their masked pairs
+    val, deg, masked = f[2, :4, 0].tolist(), f[2, :4, 1].tolist(), f[2, :4, 2].tolist()
+    assert int(x[2, n + 0]) == enc.vocab and enc.decode(enc.encode(["C=CC#N"])[0])[0].GetBondWithIdx(0).GetBondTypeAsDouble() == 2
+    assert sum(val) == 2 * (1 + 3) and sum(deg) == 2 * 2 and sum(masked) == 2, (val, deg, masked)
+
+
+def test_categorical_network_is_permutation_equivariant(small):
+    """Relabelling the atoms (and with them the pairs) relabels the logits the same way, structural
+    features included; masked positions and padding slots take part."""
+    from polydiff_molecule.denoiser import GraphTransformer
+
+    enc = GraphEncoder(layout="tokens").fit(small)
+    cfg = configure(merge_config(polydiff_molecule.DEFAULT_CONFIG, polydiff_molecule.DISCRETE, TINY), enc)
+    torch.manual_seed(0)
+    net = GraphTransformer.from_config(cfg["network"]).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    some = [s for s in small if 5 <= Chem.MolFromSmiles(s).GetNumAtoms() <= 8][:4]
+    x, cond = enc.encode(some)
+    g = torch.Generator().manual_seed(0)
+    x = torch.where(torch.rand(x.shape, generator=g) < 0.3, torch.full_like(x, enc.vocab), x)  # some masked
+    n = enc.max_atoms
+    perm = torch.randperm(n, generator=g)
+    pair = enc._pair_index()
+    iu, ju = net.iu, net.ju
+    # pair t = (iu[t], ju[t]) goes to the pair of (perm^-1 ...): new atom k holds old atom perm[k]
+    new_of_pairs = torch.tensor([pair[int(perm[int(i)]), int(perm[int(j)])] for i, j in zip(iu, ju)])
+
+    def permute(v):
+        return torch.cat([v[:, :n][:, perm], v[:, n:][:, new_of_pairs]], 1)
+
+    nm = cond["node_mask"]
+    nmp = nm[:, perm]
+    level = torch.tensor([0.2, 0.5, 0.7, 0.9])
+    with torch.no_grad():
+        out = net(x, level, node_mask=nm)
+        outp = net(permute(x), level, node_mask=nmp)
+    real = enc.token_mask(nmp) > 0
+    assert out.abs().max() > 0.1
+    assert torch.allclose(outp[real], permute(out)[real], atol=1e-4)

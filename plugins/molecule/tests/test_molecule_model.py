@@ -81,8 +81,9 @@ def test_conformance_with_properties(modality, small, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- network
-def test_permutation_equivariance(encoder, small):
-    net, _ = tiny_net(encoder)
+@pytest.mark.parametrize("attention", ["pair", "dot"])
+def test_permutation_equivariance(encoder, small, attention):
+    net, _ = tiny_net(encoder, attention=attention)
     x, cond = encoder.encode(some_smaller(small))  # padding slots exist, to be permuted too
     g = torch.Generator().manual_seed(0)
     x = (x + 0.7 * torch.randn(x.shape, generator=g)) * cond["mask"]
@@ -107,9 +108,10 @@ def test_permutation_equivariance(encoder, small):
     assert torch.allclose(outp * condp["mask"], expected, atol=1e-5), (outp * condp["mask"] - expected).abs().max()
 
 
-def test_padding_takes_no_part(encoder, small):
+@pytest.mark.parametrize("attention", ["pair", "dot"])
+def test_padding_takes_no_part(encoder, small, attention):
     """Changing what sits in padding slots changes nothing on the real atoms."""
-    net, _ = tiny_net(encoder)
+    net, _ = tiny_net(encoder, attention=attention)
     x, cond = encoder.encode(some_smaller(small))
     junk = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)) * (1 - cond["mask"])
     with torch.no_grad():
