@@ -5,7 +5,8 @@
 For each setting of the grid (keys: ``sampler`` [the model's], ``schedule`` [the model's], ``T`` temperature
 of a categorical sampler [1], ``steps``, ``cfg``
 guidance scale [1], ``best`` best-of-k [1], ``prec`` precision, ``thr`` the confidence sampler's
-parallel-decoding threshold [none], ``uncond`` also unconditional and
+parallel-decoding threshold [none], ``clamp`` an embedding model's clamping of each estimate to its nearest
+word [the model's], ``uncond`` also unconditional and
 content-control sentences): data-to-text on the first ``--mrs`` distinct development MRs (BLEU against all
 their references, slot recall, hallucination rate, fluency perplexity under the Kneser-Ney 4-gram LM of the
 training references, sentences per second, network evaluations), and with ``uncond`` 200 unconditional
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
     mrs = list(by)[: args.mrs]
     train_texts = [r.text for r in datasets.e2e()]
     lm = metrics.KneserNey(train_texts, order=4)
+    emb = model.config.get("embedding")
+    clamp0 = bool(emb.get("clamp", True)) if emb else None
     for g in json.loads(args.grid):
         sargs = {"temperature": g["T"]} if "T" in g else {}  # categorical samplers only; their default is 1
         if "thr" in g:  # the confidence sampler's parallel-decoding threshold
@@ -53,6 +56,10 @@ def main(argv=None) -> int:
             kw["schedule"] = g["schedule"]
         if "prec" in g:
             kw["precision"] = g["prec"]
+        if "clamp" in g and not emb:
+            raise SystemExit("clamp applies to embedding models")
+        if emb:
+            emb["clamp"] = bool(g.get("clamp", clamp0))  # read by every sampling run of this setting
         calls = []
         kw["callback"] = lambda info: calls.append(1)
         t0 = time.perf_counter()
