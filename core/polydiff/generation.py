@@ -9,9 +9,10 @@ torchrun, for any number of workers.
 :class:`polydiff.engines.Stage`; when all are there the parts are joined in order, decoded once and
 written by the modality's encoder, as ``polydiff sample`` writes.
 
-Engines: ``local`` (this process: ``workers`` chunks at once in threads, one per CPU by default), ``ray`` (a Ray Data actor pool; the model's bundle
-travels through the object store, so workers need only polydiff and its plugins installed) and ``torchrun``
-(each of the launched processes takes the chunks ``c`` with ``c % world_size == rank``; rank 0 assembles).
+Engines: ``local`` (this process: ``workers`` chunks at once in threads, one per CPU by default), ``ray``
+(a Ray Data actor pool; the model's bundle travels through the object store, so workers need only polydiff
+and its plugins installed) and ``torchrun`` (each of the launched processes takes the chunks ``c`` with
+``c % world_size == rank``; rank 0 assembles).
 """
 from __future__ import annotations
 
