@@ -55,6 +55,10 @@ RECIPES = {
     "qm9_discrete": {"data": "qm9_train", "config": dict(DISCRETE, train={
         "steps": 20000, "batch_size": 256, "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
         "log_every": 100, "ckpt_every": 1000})},
+    # MOSES graphs have up to 27 atoms: 351 pairs against QM9's 36, so a tenth of the batch for the same cost
+    "moses_discrete": {"data": "moses", "config": dict(DISCRETE, train={
+        "steps": 20000, "batch_size": 32, "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
+        "log_every": 100, "ckpt_every": 1000})},
 }
 
 
