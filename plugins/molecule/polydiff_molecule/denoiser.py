@@ -172,15 +172,19 @@ class GraphTransformerLayer(nn.Module):
         self.ffn_e = nn.Sequential(nn.Linear(de, m * de), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(m * de, de))
         self.attn_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, h, e, c, node_mask, pair_mask):
-        b, n, d = h.shape
-        hd = d // self.heads
+    def _modulated(self, h, e, c):
+        """adaLN-Zero: the gates and second-norm modulations of nodes and edges, and the first-norm inputs."""
+        d = h.shape[-1]
         mods = self.ada(c)
         sh1, sc1, g1, sh2, sc2, g2 = mods[:, :6 * d].chunk(6, dim=-1)
         esh1, esc1, eg1, esh2, esc2, eg2 = mods[:, 6 * d:].chunk(6, dim=-1)
+        return ((g1, sh2, sc2, g2), (eg1, esh2, esc2, eg2), _modulate(self.norm_h1(h), sh1, sc1),
+                _modulate(self.norm_e1(e), esh1, esc1))
 
-        hn = _modulate(self.norm_h1(h), sh1, sc1)
-        en = _modulate(self.norm_e1(e), esh1, esc1)
+    def forward(self, h, e, c, node_mask, pair_mask):
+        b, n, d = h.shape
+        hd = d // self.heads
+        (g1, sh2, sc2, g2), (eg1, esh2, esc2, eg2), hn, en = self._modulated(h, e, c)
         q, k, v = self.qkv(hn).chunk(3, dim=-1)
         pair = (q[:, :, None, :] * k[:, None, :, :]) * (1.0 / math.sqrt(hd))          # [B, N, N, d]
         pair = pair * (1 + self.e_mul(en)) + self.e_add(en)
@@ -206,36 +210,19 @@ class DotGraphLayer(GraphTransformerLayer):
     edge gating dominate a small model's time; adaLN-Zero and the masking are the same."""
 
     def __init__(self, cfg: GraphTransformerConfig):
-        nn.Module.__init__(self)
-        d, de, m, nh = cfg.hidden, cfg.edge_hidden, cfg.ffn_mult, cfg.heads
-        self.heads, self.d, self.de = nh, d, de
-        self.ada = nn.Linear(cfg.emb, 6 * d + 6 * de)
-        nn.init.zeros_(self.ada.weight)
-        nn.init.zeros_(self.ada.bias)
-        self.norm_h1 = nn.LayerNorm(d, elementwise_affine=False)
-        self.norm_h2 = nn.LayerNorm(d, elementwise_affine=False)
-        self.norm_e1 = nn.LayerNorm(de, elementwise_affine=False)
-        self.norm_e2 = nn.LayerNorm(de, elementwise_affine=False)
-        self.qkv = nn.Linear(d, 3 * d)
+        super().__init__(cfg)  # adaLN, norms, qkv, node output and both MLPs as the pair-product layer
+        del self.e_mul, self.e_add, self.e_out  # its edge gating, replaced by:
+        d, de, nh = cfg.hidden, cfg.edge_hidden, cfg.heads
         self.e_bias = nn.Linear(de, nh)
-        self.h_out = nn.Linear(d, d)
         self.e_self = nn.Linear(de, de)
         self.e_node = nn.Linear(d, de, bias=False)
         self.e_att = nn.Linear(nh, de, bias=False)
-        self.ffn_h = nn.Sequential(nn.Linear(d, m * d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(m * d, d))
-        self.ffn_e = nn.Sequential(nn.Linear(de, m * de), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(m * de, de))
-        self.attn_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, h, e, c, node_mask, pair_mask, iu, ju):
         """``h [B, N, d]``, ``e [B, T, de]`` (pairs ``(iu, ju)``), ``pair_mask [B, T]``."""
         b, n, d = h.shape
         hd = d // self.heads
-        mods = self.ada(c)
-        sh1, sc1, g1, sh2, sc2, g2 = mods[:, :6 * d].chunk(6, dim=-1)
-        esh1, esc1, eg1, esh2, esc2, eg2 = mods[:, 6 * d:].chunk(6, dim=-1)
-
-        hn = _modulate(self.norm_h1(h), sh1, sc1)
-        en = _modulate(self.norm_e1(e), esh1, esc1)
+        (g1, sh2, sc2, g2), (eg1, esh2, esc2, eg2), hn, en = self._modulated(h, e, c)
         q, k, v = (t.view(b, n, self.heads, hd).transpose(1, 2) for t in self.qkv(hn).chunk(3, dim=-1))
         logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))                     # [B, H, N, N]
         bias = self.e_bias(en).transpose(1, 2)                                          # [B, H, T]

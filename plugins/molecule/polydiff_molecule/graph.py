@@ -520,8 +520,6 @@ class GraphCodec:
         return mol
 
     def _build_valence(self, atom_cls, real, score, order, iu, ju):
-        from rdkit import Chem
-
         if not real.any():
             return None
         rw, where = self._new_atoms(atom_cls, real)
