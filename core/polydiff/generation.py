@@ -208,14 +208,14 @@ def generate(model_name: str, modality, n: int, out, *, seed: int = 0, engine: s
                         c = int(row["index"])
                         stage.write(c, row["payload"])
                         bar.update(size(c))
-            elif engine == "local" and _local_workers(workers, len(todo)) > 1:
+            elif engine == "local" and (local_w := _local_workers(workers, len(todo))) > 1:
                 # chunks drawn at once in threads of this process (torch computes outside the GIL); each
                 # chunk's samples depend on its seed alone, so the bytes are those of one chunk after another
                 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
                 draw = lambda c: chunk_bytes(*sample_chunk(model, c, n=n, chunk=chunk, seed=seed,  # noqa: E731
                                                            threads=None, sample_kw=sample_kw, options=options))
-                with _torch_threads(threads), ThreadPoolExecutor(_local_workers(workers, len(todo))) as pool:
+                with _torch_threads(threads), ThreadPoolExecutor(local_w) as pool:
                     pending = {pool.submit(draw, c): c for c in todo}
                     try:
                         while pending:

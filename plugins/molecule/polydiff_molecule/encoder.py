@@ -204,6 +204,12 @@ class GraphEncoder(GraphCodec):
         iu, ju = self._pairs(m.device)
         return torch.cat([m, m[..., iu] * m[..., ju]], dim=-1)
 
+    def padding_tokens(self, b: int) -> torch.Tensor:
+        """``[b, N + T]`` of what padding holds in the token layout: atom class 0, then "none" at every pair."""
+        out = torch.zeros(b, self.max_atoms + self.num_pairs, dtype=torch.long)
+        out[:, self.max_atoms:] = self.num_atom_types
+        return out
+
     def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Dense ``x [B, D]`` -> tokens ``[B, N + T]`` (each node's and pair's argmax; a padding node is 0)."""
         n, a, e = self.max_atoms, self.num_atom_types, self.num_bond_types
@@ -395,10 +401,7 @@ class GraphEncoder(GraphCodec):
         if self.tokens and not x.is_floating_point():  # categories: their one-hots
             nm = self.node_mask_of(cond, x.shape[0])
             if nm is not None:  # padding is never read: any category there
-                real = self.token_mask(nm) > 0
-                filler = torch.zeros_like(x)
-                filler[:, self.max_atoms:] = self.num_atom_types
-                x = torch.where(real, x, filler)
+                x = torch.where(self.token_mask(nm) > 0, x, self.padding_tokens(x.shape[0]))
             x = self.from_tokens(x)
             if fixed is not None:
                 fixed = self._token_flags_to_dense(torch.as_tensor(fixed).expand(x.shape[0], -1))
@@ -563,8 +566,7 @@ def make_cond(encoder: GraphEncoder, n: int,
             raise InputError("resample applies to the dense molecule models; a categorical model keeps the "
                              "scaffold exactly without it")
         cond["mask"] = encoder.token_mask(node_mask)
-        values = torch.zeros(n, N + encoder.num_pairs, dtype=torch.long)
-        values[:, N:] = encoder.num_atom_types
+        values = encoder.padding_tokens(n)
         keep = cond["mask"] == 0
         if known is not None:
             tok_mask = encoder.token_mask(node_k).expand(n, -1) > 0
