@@ -232,8 +232,9 @@ class _RowNet(torch.nn.Module):
         return self.pos[None] + 2.0 * mix + bias[:, None, :]
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.7])
-def test_confidence_cache_evaluates_only_changed_rows_and_changes_nothing(temperature):
+@pytest.mark.parametrize("sampler,temperature", [("confidence", 0.0), ("confidence", 0.7), ("ancestral", 1.0),
+                                                  ("ancestral", 0.7)])
+def test_cache_evaluates_only_changed_rows_and_changes_nothing(sampler, temperature):
     """With the cache, an item none of whose tokens was revealed at the last step is not evaluated again
     (a row with fewer masked tokens than the ladder has steps reveals nothing at some steps); its per-item
     conditions are sliced with it. The samples are those of evaluating every row at every step."""
@@ -248,8 +249,8 @@ def test_confidence_cache_evaluates_only_changed_rows_and_changes_nothing(temper
         D = discrete.CategoricalDenoiser(net, proc, level_free=True)
         x = torch.where(keep, known, torch.full((n, length), proc.mask_id))
         g = torch.Generator().manual_seed(8)
-        out.append(get_sampler("confidence")(D, x, discrete.linear(12), cond={"bias": bias}, generator=g, keep=keep,
-                                             temperature=temperature, cache=cache))
+        out.append(get_sampler(sampler)(D, x, discrete.linear(12), cond={"bias": bias}, generator=g, keep=keep,
+                                        temperature=temperature, cache=cache))
         rows.append(net.rows)
     assert torch.equal(out[0], out[1])
     assert not (out[1] == proc.mask_id).any() and torch.equal(out[1][keep], known[keep])

@@ -359,8 +359,9 @@ def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optio
     """Ancestral sampling down the ladder: each step draws every token from the posterior
     :func:`posterior` (for absorbing data: each masked token is revealed with probability (t - s) / t,
     as a category drawn from the denoiser). ``keep`` positions never change; ``temperature`` scales the
-    denoiser's log-probabilities (1: exact, 0: all mass on the most likely category). ``cache``: reuse the last evaluation while no token has
-    changed (exact only for a denoiser that ignores the level, MDLM's caching).
+    denoiser's log-probabilities (1: exact, 0: all mass on the most likely category). ``cache``: evaluate
+    again only the items whose tokens changed at the last step, reusing the others' last evaluation (MDLM's
+    caching, per item; exact only for a denoiser that ignores the level).
 
     Known tokens (``keep``) are exact evidence for absorbing data: a revealed token is what the forward
     process leaves clean, so infilling samples the exact conditional for an exact denoiser. For uniform and
@@ -370,16 +371,16 @@ def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optio
     proc = process or _process(D)
     lv = _levels(levels)
     cond = cond or {}
-    logp, dirty = None, True
+    logp, stale = None, None
     for i in range(len(lv) - 1):
         t, s = lv[i], lv[i + 1]
-        if dirty or not cache:
-            logp = _temper(_evaluate(D, x, t, cond), temperature)
+        (logp,) = _refresh(D, None if logp is None else (logp,), x, t, cond, stale if cache else None,
+                           reduce=lambda lp, *_: (_temper(lp, temperature),))
         post = posterior(proc, logp, x, t, s)
         x_new = _gumbel_argmax(post, generator)
         if keep is not None:
             x_new = torch.where(keep, x, x_new)
-        dirty = bool((x_new != x).any())
+        stale = (x_new != x).reshape(x.shape[0], -1).any(1)
         x = x_new
         if callback is not None:
             callback({"i": i, "x": x, "sigma": t, "sigma_next": s, "denoised": logp.argmax(-1)})

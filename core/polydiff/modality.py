@@ -19,6 +19,9 @@ A modality bundles everything the core needs to train, sample, score and evaluat
 * **configure** ``configure(config, fitted_encoder) -> config``: fills data-dependent settings (number of
   columns or classes, vocabulary size) into the config before the network is built for training; the
   completed config is what the bundle stores, so loading never needs the training data;
+* **data_recipe**: the name of the recipe whose ``config`` ``polydiff train MODALITY --data PATH`` starts from
+  when neither ``--recipe`` nor ``--init`` is given (None: the modality's ``default_config`` alone); its
+  ``data`` entry is not read, the user's data is;
 * **score** ``score(data, out, *, model, train, method, contamination, steps, batch_size, seed, device,
   save_model, plot, progress, echo, **score_options) -> summary``: the modality's own anomaly detector behind
   ``polydiff score``: fit one on ``train`` (or on ``data`` itself) or load the saved detector ``model`` (a
@@ -99,6 +102,7 @@ class Modality:
     make_cond: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
     output_options: List[str] = field(default_factory=list)
     configure: Optional[Callable[[dict, Encoder], dict]] = None
+    data_recipe: Optional[str] = None
     score: Optional[Callable[..., dict]] = None
     score_options: List[Any] = field(default_factory=list)
     augment: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
@@ -111,6 +115,8 @@ class Modality:
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
             raise ValueError(f"modality name must be lower-case letters, digits and '_', got {self.name!r}")
+        if self.data_recipe is not None and self.data_recipe not in self.recipes:
+            raise ValueError(f"modality {self.name!r}: data_recipe {self.data_recipe!r} is not one of its recipes")
 
     def cond_for_sampling(self, encoder: Encoder, n: int, **options):
         """What ``make_cond`` returns for generating n items with the given plugin sample options: the

@@ -421,6 +421,8 @@ def train_modality(modality: Modality, *, data=None, recipe: Optional[str] = Non
             raise UnknownName(f"modality {modality.name!r} has no recipe {recipe!r}; recipes: "
                               f"{', '.join(sorted(modality.recipes)) or 'none'}")
         rec = modality.recipes[recipe]
+    elif data is not None and init is None and modality.data_recipe:
+        rec = {"config": modality.recipes[modality.data_recipe].get("config")}  # the user's data, not the recipe's
     config = merge_config(default_config(modality.default_config), modality.default_config, rec.get("config"), overrides)
     if steps is not None:
         config["train"]["steps"] = int(steps)

@@ -55,11 +55,17 @@ RECIPES = {
     "qm9_discrete": {"data": "qm9_train", "config": dict(DISCRETE, train={
         "steps": 20000, "batch_size": 256, "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
         "log_every": 100, "ckpt_every": 1000})},
-    # MOSES graphs have up to 27 atoms: 351 pairs against QM9's 36, so a tenth of the batch for the same cost
+    # the batch follows the graph size ("auto", see encoder.auto_batch_size): MOSES graphs have up to 27 atoms,
+    # 351 pairs against QM9's 36, so about a tenth of QM9's batch for the same time per step
     "moses_discrete": {"data": "moses", "config": dict(DISCRETE, train={
-        "steps": 20000, "batch_size": 32, "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
+        "steps": 40000, "batch_size": "auto", "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
+        "log_every": 100, "ckpt_every": 1000})},
+    # what `polydiff train molecule --data FILE` trains when no recipe is given (DATA_RECIPE)
+    "data": {"config": dict(DISCRETE, train={
+        "steps": 20000, "batch_size": "auto", "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
         "log_every": 100, "ckpt_every": 1000})},
 }
+DATA_RECIPE = "data"
 
 
 def _sample_options():
@@ -109,6 +115,7 @@ def register_modalities(register):
         make_cond=encoder.make_cond,
         output_options=["decode", "keep_invalid"],
         configure=encoder.configure,
+        data_recipe=DATA_RECIPE,
         draw=draw.draw_frames,
         demo=_demo,
         demo_order=30,

@@ -573,10 +573,11 @@ def _cpu(cond: dict) -> dict:
 
 
 def sample_and_decode(model, n: int, seed: int = 0, sampler: Optional[str] = None, steps: Optional[int] = None,
-                      batch_size: int = 200, decodes: Sequence[str] = ("raw", "valence")) -> Dict[str, Any]:
+                      batch_size: int = 200, decodes: Sequence[str] = ("raw", "valence"),
+                      sampler_args: Optional[dict] = None) -> Dict[str, Any]:
     """Sample ``n`` molecules in batches of ``batch_size`` from one seeded generator (so ``n <= batch_size``
     gives exactly ``polydiff sample molecule -n n --seed seed``), then decode the same tensors in every mode
-    of ``decodes``. Returns ``{"samples": {mode: [Mol|None]}, "sampling_s", "decode_s": {mode: s}}``."""
+    of ``decodes``. ``sampler_args``: as ``polydiff sample --sampler-args``. Returns ``{"samples": {mode: [Mol|None]}, "sampling_s", "decode_s": {mode: s}}``."""
     import torch
 
     if n < 1:
@@ -587,7 +588,8 @@ def sample_and_decode(model, n: int, seed: int = 0, sampler: Optional[str] = Non
     batches = []
     t0 = time.perf_counter()
     for start in range(0, n, batch_size):
-        x, cond = model.sample(min(batch_size, n - start), sampler=sampler, steps=steps, generator=gen)
+        x, cond = model.sample(min(batch_size, n - start), sampler=sampler, steps=steps, generator=gen,
+                               sampler_args=sampler_args)
         batches.append((x.detach().cpu(), _cpu(cond)))
     sampling_s = time.perf_counter() - t0
     samples, decode_s = {}, {}
@@ -612,7 +614,8 @@ def _generation(n: int, sampling_s: float, decode_s: Dict[str, float]) -> Dict[s
 
 def evaluate_model(model, n: int = 1000, seed: int = 0, sampler: Optional[str] = None, steps: Optional[int] = None,
                    batch_size: int = 200, decodes: Sequence[str] = ("raw", "valence"),
-                   reference: Optional[Reference] = None, with_fcd: bool = True) -> Dict[str, Any]:
+                   reference: Optional[Reference] = None, with_fcd: bool = True,
+                   sampler_args: Optional[dict] = None) -> Dict[str, Any]:
     """Sample, decode in each mode, and :func:`summarize` every mode against ``reference``. Returns a dict with
     ``results`` (mode -> metrics), ``generation`` (timings, molecules per second of sampling + decoding) and
     ``samples`` (mode -> decoded list, not JSON)."""
@@ -621,7 +624,7 @@ def evaluate_model(model, n: int = 1000, seed: int = 0, sampler: Optional[str] =
     sc = model.config.get("sample", {})
     name = sampler or sc.get("sampler", "dpmpp_2m")
     k = int(steps or sc.get("steps", 20))
-    run = sample_and_decode(model, n, seed, sampler, steps, batch_size, decodes)
+    run = sample_and_decode(model, n, seed, sampler, steps, batch_size, decodes, sampler_args)
     results = {m: summarize(items, reference, with_fcd) for m, items in run["samples"].items()}
     return {"model": str(model.path) if model.path else None, "n": n, "seed": seed, "sampler": name, "steps": k,
             "nfe": nfe(name, k), "batch_size": batch_size, "device": str(model.device), "results": results,

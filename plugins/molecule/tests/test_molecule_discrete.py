@@ -152,3 +152,28 @@ def test_property_conditioning_and_guidance(small, tmp_path):
     again, _ = model.sample(6, steps=4, seed=0, props="logp=0.5", cfg_scale=2.0)
     assert torch.equal(x, again) and cond["props"].shape == (6, 1)
     assert all(m is not None for m in model.encoder.decode(x, cond))
+
+
+def test_train_on_user_data_picks_the_categorical_method_and_a_batch_from_graph_size(small, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from polydiff.cli import cli
+    from polydiff_molecule.encoder import auto_batch_size
+
+    assert [auto_batch_size(n) for n in (9, 27, 38, 200)] == [256, 32, 16, 8]
+    data = tmp_path / "mine.smi"
+    data.write_text("\n".join(small[:60]) + "\n")
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "molecule", "--data", str(data), "--steps", "2", "--out", str(run), "--json"])
+    assert r.exit_code == 0, r.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["process"]["kind"] == "absorbing" and config["network"]["categorical"]
+    n = config["network"]["max_atoms"]
+    assert config["train"]["batch_size"] == auto_batch_size(n)
+    # a recipe or --batch-size still decides
+    r = CliRunner().invoke(cli, ["train", "molecule", "--data", str(data), "--steps", "1", "--batch-size", "8",
+                                 "--out", str(tmp_path / "run2"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "run2" / "config.json").read_text())["train"]["batch_size"] == 8
