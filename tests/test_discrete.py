@@ -46,7 +46,8 @@ class ExactNet(torch.nn.Module):
         else:
             pi = self.proc.pi()
             a = (1 - level.float()).reshape(-1, 1, 1)
-            like = a * (OUTCOMES[None] == x[:, None]) + (1 - a) * pi[x][:, None]   # q(x_t | x0) per position
+            pi_x = pi.expand(x.shape + (V,)).gather(-1, x.unsqueeze(-1)).squeeze(-1)  # prior weight of x_t
+            like = a * (OUTCOMES[None] == x[:, None]) + (1 - a) * pi_x[:, None]   # q(x_t | x0) per position
             w = self.prob[None] * like.prod(-1)
         w = w / w.sum(-1, keepdim=True)
         onehot = torch.nn.functional.one_hot(OUTCOMES, V).float()               # [27, L, V]
@@ -54,8 +55,8 @@ class ExactNet(torch.nn.Module):
         return marg.clamp_min(1e-30).log()
 
 
-def denoiser(kind: str, prior=None) -> discrete.CategoricalDenoiser:
-    proc = Process(kind, V, prior)
+def denoiser(kind: str, prior=None, groups=None) -> discrete.CategoricalDenoiser:
+    proc = Process(kind, V, prior, groups)
     return discrete.CategoricalDenoiser(ExactNet(proc), proc, level_free=(kind == "absorbing"))
 
 
@@ -80,6 +81,27 @@ def draw(sampler: str, D, steps: int, n: int = 20000, seed: int = 0, keep=None, 
 def test_samplers_converge_to_the_exact_distribution(kind, sampler, steps, bound):
     D = denoiser(kind, prior=[0.6, 0.3, 0.1] if kind == "marginal" else None)
     assert tv(draw(sampler, D, steps)) < bound
+
+
+def test_marginal_process_with_a_prior_per_group_of_positions():
+    """Positions 0 and 2 draw replacements from one prior, position 1 from another (a graph's atoms and its
+    atom pairs): corruption follows each position's prior, and ancestral sampling still converges."""
+    prior, groups = [[0.6, 0.3, 0.1], [0.05, 0.15, 0.8]], [0, 1, 0]
+    proc = Process("marginal", V, prior, groups)
+    assert proc.pi().shape == (L, V) and torch.allclose(proc.pi()[1], torch.tensor(prior[1]))
+    assert discrete.process_of({"process": proc.to_config()}) == proc
+    xt = discrete.corrupt(proc, torch.zeros(4000, L, dtype=torch.long), torch.full((4000,), 1.0),
+                          torch.Generator().manual_seed(0))
+    for i, g in enumerate(groups):
+        freq = torch.bincount(xt[:, i], minlength=V).float() / len(xt)
+        assert torch.allclose(freq, torch.tensor(prior[g]), atol=0.02)
+    assert tv(draw("ancestral", denoiser("marginal", prior, groups), 200)) < 0.035
+    with pytest.raises(ValueError, match="per group"):
+        Process("marginal", V, [0.6, 0.3, 0.1], groups)
+    with pytest.raises(ValueError, match="prior's 2 rows"):
+        Process("marginal", V, prior, [0, 2, 0])
+    with pytest.raises(ValueError, match="marginal"):
+        Process("uniform", V, None, groups)
 
 
 def test_one_step_misses_the_correlation_so_the_bound_can_fail():

@@ -6,7 +6,8 @@ The forward process replaces each token, independently, with probability ``level
   extra category ``vocab``; a revealed token never changes again on the way back;
 * ``uniform``: by a category drawn uniformly from the ``vocab`` ones;
 * ``marginal``: by a category drawn from a given prior (the data's frequencies: DiGress' marginal
-  transitions, Vignac et al. 2023).
+  transitions, Vignac et al. 2023); with ``groups`` each position draws from its own group's prior (a
+  graph's atoms from the atom frequencies, its atom pairs from the bond frequencies).
 
 ``level`` plays the part sigma plays for continuous data: a ladder runs from 1 (every token replaced: the
 prior) down to 0 (the data), samplers walk it, training draws it, guidance intervals are written in it.
@@ -41,21 +42,34 @@ NEG = -1e9  # the log-probability of an impossible category (finite, so guidance
 
 @dataclass(frozen=True)
 class Process:
-    """A categorical forward process over ``vocab`` categories (0 .. vocab - 1)."""
+    """A categorical forward process over ``vocab`` categories (0 .. vocab - 1).
+
+    ``prior`` (marginal processes): ``vocab`` non-negative weights, or with ``groups`` one such list per
+    group, and ``groups`` gives each position (the last dimension of the tokens) its group: position i is
+    replaced by a draw from ``prior[groups[i]]``."""
 
     kind: str
     vocab: int
-    prior: Optional[Sequence[float]] = None
+    prior: Optional[Sequence] = None
+    groups: Optional[Sequence[int]] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown categorical process {self.kind!r}; known: {', '.join(KINDS)}")
         if int(self.vocab) < 2:
             raise ValueError(f"a categorical process needs at least 2 categories, got {self.vocab}")
+        if self.groups is not None and self.kind != "marginal":
+            raise ValueError("per-position groups apply to a marginal process")
         if self.kind == "marginal":
-            p = self.prior
-            if p is None or len(p) != int(self.vocab) or min(p) < 0 or not sum(p) > 0:
-                raise ValueError(f"a marginal process needs a prior of {self.vocab} non-negative weights")
+            rows = self.prior if self.groups is not None else [self.prior]
+            if self.prior is None or not rows or any(
+                    p is None or isinstance(p, (int, float)) or len(p) != int(self.vocab) or min(p) < 0
+                    or not sum(p) > 0 for p in rows):
+                raise ValueError(f"a marginal process needs a prior of {self.vocab} non-negative weights"
+                                 + (" per group" if self.groups is not None else ""))
+            if self.groups is not None and (not len(self.groups)
+                                            or not all(0 <= int(g) < len(rows) for g in self.groups)):
+                raise ValueError(f"every group must be one of the prior's {len(rows)} rows")
 
     @property
     def mask_id(self) -> int:
@@ -68,8 +82,13 @@ class Process:
         return int(self.vocab) + (self.kind == "absorbing")
 
     def pi(self, device=None) -> torch.Tensor:
-        """The distribution a replaced token is drawn from (uniform or marginal processes), float32 [vocab]."""
+        """The distribution a replaced token is drawn from (uniform or marginal processes), float32 [vocab],
+        or [positions, vocab] with ``groups``."""
         if self.kind == "marginal":
+            if self.groups is not None:
+                p = torch.as_tensor([[float(v) for v in row] for row in self.prior], dtype=torch.float32)
+                p = p / p.sum(-1, keepdim=True)
+                return p[torch.as_tensor([int(g) for g in self.groups])].to(device)
             p = torch.as_tensor([float(v) for v in self.prior], dtype=torch.float32)
             return (p / p.sum()).to(device)
         return torch.full((int(self.vocab),), 1.0 / int(self.vocab), device=device)
@@ -77,7 +96,11 @@ class Process:
     def to_config(self) -> dict:
         out = {"kind": self.kind, "vocab": int(self.vocab)}
         if self.kind == "marginal":
-            out["prior"] = [float(v) for v in self.prior]
+            if self.groups is not None:
+                out["prior"] = [[float(v) for v in row] for row in self.prior]
+                out["groups"] = [int(g) for g in self.groups]
+            else:
+                out["prior"] = [float(v) for v in self.prior]
         return out
 
 
@@ -86,7 +109,7 @@ def process_of(config: dict) -> Optional[Process]:
     spec = (config or {}).get("process")
     if not spec:
         return None
-    return Process(spec.get("kind", "absorbing"), int(spec["vocab"]), spec.get("prior"))
+    return Process(spec.get("kind", "absorbing"), int(spec["vocab"]), spec.get("prior"), spec.get("groups"))
 
 
 def _draw(shape, generator, device) -> torch.Tensor:
@@ -197,7 +220,7 @@ def posterior(proc: Process, logp: torch.Tensor, x: torch.Tensor, t: float, s: f
     pi = proc.pi(x.device)
     a_t, a_s = 1.0 - t, 1.0 - s
     r = a_t / a_s if a_s > 0 else 0.0
-    pi_k = pi[x].unsqueeze(-1)                                   # prior weight of the current token
+    pi_k = pi.expand(x.shape + (pi.shape[-1],)).gather(-1, x.unsqueeze(-1))  # prior weight of the current token
     same = torch.zeros_like(p0).scatter_(-1, x.unsqueeze(-1), 1.0)  # delta(j, k)
     c_same = a_t + (1 - a_t) * pi_k                              # q(x_t = k | x0 = k)
     c_other = (1 - a_t) * pi_k                                   # q(x_t = k | x0 != k)

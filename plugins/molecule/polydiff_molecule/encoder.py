@@ -490,6 +490,19 @@ def auto_batch_size(max_atoms: int) -> int:
     return int(min(256, max(8, 8 * round(AUTO_BATCH_TOKENS / tokens / 8))))
 
 
+def marginal_prior(encoder: GraphEncoder) -> dict:
+    """A marginal process's ``prior`` and ``groups`` for the token layout (DiGress' marginal transitions): an
+    atom is replaced by an atom class drawn from the training atom frequencies, a pair by a bond class ("none"
+    included) drawn from the training frequencies over pairs of real atoms."""
+    a, e = encoder.num_atom_types, encoder.num_bond_types
+    if len(encoder.atom_counts) != a or len(encoder.bond_counts) != e:
+        raise InputError("a marginal molecule process needs the training atom and bond frequencies; "
+                         "refit the encoder on the training molecules")
+    atoms = [float(c) for c in encoder.atom_counts] + [0.0] * e
+    bonds = [0.0] * a + [float(c) for c in encoder.bond_counts]
+    return {"prior": [atoms, bonds], "groups": [0] * encoder.max_atoms + [1] * encoder.num_pairs}
+
+
 def configure(config: dict, encoder: GraphEncoder) -> dict:
     """Fill the network's data-dependent sizes (N, A, E, number of properties) from the fitted encoder, the
     batch size of ``train.batch_size: "auto"`` (:func:`auto_batch_size`), and for a categorical model the
@@ -505,6 +518,8 @@ def configure(config: dict, encoder: GraphEncoder) -> dict:
             raise InputError("a categorical molecule model needs the token layout; this encoder is dense")
         net["categorical"] = True
         out["process"] = dict(config["process"], vocab=encoder.vocab)
+        if out["process"].get("kind") == "marginal":
+            out["process"].update(marginal_prior(encoder))
         sample = dict(out.get("sample") or {})
         if sample.get("schedule") == "linear_levels":  # the dense model's ladder arguments (sigma_max, rho)
             sample.pop("schedule_args", None)         # do not apply to the categorical ladder

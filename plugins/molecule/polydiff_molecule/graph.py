@@ -35,6 +35,7 @@ Tensor layout (A = len(atom_types), E = 4 bond classes none/single/double/triple
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -139,6 +140,10 @@ class GraphCodec:
         self.atom_types: List[Tuple[str, int]] = [(str(s), int(c)) for s, c in (atom_types or [])]
         self.max_atoms: int = int(max_atoms) if max_atoms else 0
         self.size_counts: List[int] = [int(c) for c in (size_counts or [])]
+        #: training counts of each atom class and of each bond class over the pairs of real atoms ("none"
+        #: included): the data's marginals, for a marginal categorical process (empty: not known)
+        self.atom_counts: List[int] = []
+        self.bond_counts: List[int] = []
         self.fit_skipped = 0
         self._cache: Dict[str, Any] = {}
 
@@ -160,13 +165,19 @@ class GraphCodec:
             raise InputError(f"molecule encoder metadata: missing or bad field ({e})") from None
         if not enc.atom_types or enc.max_atoms < 1:
             raise InputError("molecule encoder metadata: empty atom vocabulary or max_atoms < 1")
+        enc.atom_counts = [int(c) for c in meta.get("atom_counts") or ()]
+        enc.bond_counts = [int(c) for c in meta.get("bond_counts") or ()]
+        if (enc.atom_counts and len(enc.atom_counts) != enc.num_atom_types) or \
+                (enc.bond_counts and len(enc.bond_counts) != enc.num_bond_types):
+            raise InputError("molecule encoder metadata: atom_counts / bond_counts do not match the classes")
         return enc
 
     def metadata(self) -> dict:
         """JSON-serialisable state: vocabulary, max_atoms, size counts and the format of ``x``."""
         return {"format": FORMAT, "version": FORMAT_VERSION,
                 "atom_types": [[s, c] for s, c in self.atom_types], "max_atoms": self.max_atoms,
-                "bond_types": list(BOND_CLASSES), "size_counts": list(self.size_counts)}
+                "bond_types": list(BOND_CLASSES), "size_counts": list(self.size_counts),
+                "atom_counts": list(self.atom_counts), "bond_counts": list(self.bond_counts)}
 
     @property
     def fitted(self) -> bool:
@@ -350,13 +361,20 @@ class GraphCodec:
         if not mols:
             raise InputError("no usable molecule to fit the molecule encoder on")
         table = Chem.GetPeriodicTable()
-        keys, sizes = set(), []
+        keys, sizes = Counter(), []
+        order = {t: k for k, t in enumerate(_bond_types()) if t is not None}
+        bonds = [0] * len(BOND_CLASSES)
         for mol in mols:
             sizes.append(mol.GetNumAtoms())
             keys.update(self._atom_key(a) for a in mol.GetAtoms())
+            for bond in mol.GetBonds():
+                bonds[order[bond.GetBondType()]] += 1
         self.atom_types = sorted(keys, key=lambda k: (table.GetAtomicNumber(k[0]), k[1]))
         self.max_atoms = max(sizes)
         self.size_counts = np.bincount(sizes, minlength=self.max_atoms + 1).tolist()
+        self.atom_counts = [int(keys[k]) for k in self.atom_types]
+        bonds[0] = sum(n * (n - 1) // 2 for n in sizes) - sum(bonds[1:])  # pairs of real atoms without a bond
+        self.bond_counts = bonds
         self.fit_skipped = len(skipped)
         self._cache.clear()
         return self

@@ -177,3 +177,30 @@ def test_train_on_user_data_picks_the_categorical_method_and_a_batch_from_graph_
                                  "--out", str(tmp_path / "run2"), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run2" / "config.json").read_text())["train"]["batch_size"] == 8
+
+
+def test_marginal_transitions_draw_atoms_and_bonds_from_their_training_frequencies(small, tmp_path):
+    enc = GraphEncoder(layout="tokens").fit(small)
+    x, cond = enc.encode(small)
+    n, a = enc.max_atoms, enc.num_atom_types
+    real = cond["mask"].bool()
+    atoms = torch.bincount(x[:, :n][real[:, :n]], minlength=a)
+    bonds = torch.bincount(x[:, n:][real[:, n:]] - a, minlength=enc.num_bond_types)
+    assert enc.atom_counts == atoms.tolist() and enc.bond_counts == bonds.tolist()
+    assert GraphEncoder.from_metadata(enc.metadata()).bond_counts == enc.bond_counts
+    config = configure({"process": {"kind": "marginal"}}, enc)
+    proc = config["process"]
+    assert proc["groups"] == [0] * n + [1] * enc.num_pairs
+    assert proc["prior"][0][:a] == [float(c) for c in atoms] and set(proc["prior"][0][a:]) == {0.0}
+    assert proc["prior"][1][a:] == [float(c) for c in bonds] and set(proc["prior"][1][:a]) == {0.0}
+    legacy = enc.metadata()
+    del legacy["atom_counts"], legacy["bond_counts"]
+    with pytest.raises(InputError, match="atom and bond frequencies"):
+        configure({"process": {"kind": "marginal"}}, GraphEncoder.from_metadata(legacy))
+
+    modality = check_plugin(polydiff_molecule, name="molecule").modality("molecule")
+    model = check_modality(modality, small[:120], tmp_path, write_suffix=".smi",
+                           config=merge_config(polydiff_molecule.DISCRETE, TINY, {"process": {"kind": "marginal"}}))
+    x, cond = model.sample(16, seed=3, steps=8)
+    assert bool((x[:, :n] < a).all()) and bool((x[:, n:] >= a).all())  # every position holds its own kind
+    assert all(m is not None and len(Chem.GetMolFrags(m)) == 1 for m in model.generate(16, seed=3, steps=8))
