@@ -20,6 +20,15 @@ from pathlib import Path
 import polydiff
 
 PRETRAINED = Path(__file__).parent / "pretrained"
+#: the bundled model ``polydiff sample molecule`` uses without --model (the others stay available by name)
+DEFAULT_MODEL = "qm9_discrete"
+
+
+def _pretrained() -> dict:
+    """The bundled checkpoints by name, the default first (the core's default is the first one)."""
+    found = {p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"))}
+    first = [DEFAULT_MODEL] if DEFAULT_MODEL in found else []
+    return {k: found[k] for k in first + [k for k in found if k not in first]}
 
 #: the modality's own defaults, merged over the core's (see polydiff.model.default_config)
 DEFAULT_CONFIG = {
@@ -106,15 +115,18 @@ def register_modalities(register):
 
     register(Modality(
         name="molecule",
-        description="Small organic molecules (SMILES / SDF) as dense graphs with a graph-transformer denoiser.",
+        description="Small organic molecules (SMILES / SDF) as graphs of atoms and bonds with a graph-transformer denoiser.",
         encoder=encoder.GraphEncoder.from_metadata,
         network=denoiser.GraphTransformer.from_config,
         default_config=DEFAULT_CONFIG,
         datasets=dict(datasets.DATASETS),
         recipes=RECIPES,
-        pretrained={p.stem: p for p in sorted(PRETRAINED.glob("*.safetensors"))},
+        pretrained=_pretrained(),
         model_info={"qm9": "small organic molecules (C, N, O, F; up to 9 heavy atoms): all 131,954 of QM9; "
-                           "graph transformer"},
+                           "graph transformer, sigma-space",
+                    "qm9_discrete": "small organic molecules (C, N, O, F; up to 9 heavy atoms): QM9 without the "
+                                    "benchmark's 10,000 held-out molecules; atoms and bonds as categories, masked "
+                                    "diffusion"},
         guidance={"props": denoiser.NULL_PROP},
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,

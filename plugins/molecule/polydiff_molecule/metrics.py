@@ -730,7 +730,7 @@ def evaluate_command():
     import click
 
     @click.command(name="molecule")
-    @click.option("--model", "model_name", default=None, help="Pretrained name (qm9) or a .safetensors bundle [qm9].")
+    @click.option("--model", "model_name", default=None, help="Pretrained name (qm9_discrete, qm9) or a .safetensors bundle [the default bundled model].")
     @click.option("--samples", "samples_file", type=click.Path(), default=None,
                   help="Evaluate the molecules of this .smi/.csv/.sdf file instead of sampling (in a .smi file an "
                        "empty line is an invalid sample, as `polydiff sample --keep-invalid` writes).")
@@ -758,7 +758,7 @@ def evaluate_command():
         """Evaluate generated molecules: validity (raw and valence decoding), uniqueness, novelty, FCD,
         connectivity, atom-type and ring-size distances, and molecules per second.
 
-        Samples from a model (--model, default the bundled qm9 checkpoint), or evaluates --samples FILE.
+        Samples from a model (--model, by default the bundled default model), or evaluates --samples FILE.
         """
         import torch
 
@@ -780,15 +780,13 @@ def evaluate_command():
             raise PolydiffError(f"--steps must be at least 1, got {steps}")
         model = None
         if samples_file is None:
-            from polydiff.model import Model
-            from polydiff.plugins import registry
+            from polydiff.model import load_model
 
             if sampler is not None:
                 from polydiff import get_sampler
 
                 get_sampler(sampler)  # an unknown name fails here, before the reference is loaded
-            mod = registry().modality("molecule")
-            model = Model.load(model_name or "qm9", modality=mod, device=device)
+            model = load_model("molecule", model_name, device=device)  # None: the default bundled model
         ref = load_reference(reference, test_size, split_seed)
         if samples_file is not None:
             doc = evaluate_file(samples_file, ref, with_fcd)

@@ -1,5 +1,7 @@
 """The categorical molecule method: atoms and bonds as categories (the token layout), masked diffusion
 through the core's categorical sampling run, scaffolds kept exactly, padding never changed."""
+from pathlib import Path
+
 import pytest
 import torch
 from rdkit import Chem
@@ -204,3 +206,28 @@ def test_marginal_transitions_draw_atoms_and_bonds_from_their_training_frequenci
     x, cond = model.sample(16, seed=3, steps=8)
     assert bool((x[:, :n] < a).all()) and bool((x[:, n:] >= a).all())  # every position holds its own kind
     assert all(m is not None and len(Chem.GetMolFrags(m)) == 1 for m in model.generate(16, seed=3, steps=8))
+
+
+def test_the_categorical_bundle_is_the_default_and_the_sigma_space_one_stays_by_name(tmp_path):
+    """`polydiff sample molecule` without --model, right after install (no data, no network), samples the
+    default bundle; `--model qm9` still loads the sigma-space one."""
+    import json
+
+    from click.testing import CliRunner
+
+    from polydiff.cli import cli
+    from polydiff.plugins import registry
+
+    pretrained = registry().modality("molecule").pretrained
+    assert list(pretrained)[0] == polydiff_molecule.DEFAULT_MODEL and "qm9" in pretrained
+    r = CliRunner().invoke(cli, ["sample", "molecule", "-n", "6", "--seed", "1", "--out", str(tmp_path / "d.smi"),
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert Path(doc["model"]).stem == polydiff_molecule.DEFAULT_MODEL and doc["sampler"] in ("ancestral", "confidence")
+    lines = (tmp_path / "d.smi").read_text().splitlines()
+    assert len(lines) == 6 and all(Chem.MolFromSmiles(s) is not None and "." not in s for s in lines)
+    r = CliRunner().invoke(cli, ["sample", "molecule", "--model", "qm9", "-n", "2", "--steps", "3",
+                                 "--out", str(tmp_path / "q.smi"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["sampler"] == "heun"

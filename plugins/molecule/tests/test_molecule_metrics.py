@@ -241,7 +241,7 @@ def test_cli_evaluates_the_bundled_model(tmp_path, ref_file):
                 "--grid", png, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["n"] == 8 and doc["steps"] == 4 and doc["sampler"] == "heun" and doc["nfe"] == 7
+    assert doc["n"] == 8 and doc["steps"] == 4 and doc["sampler"] == "ancestral" and doc["nfe"] == 4
     raw, val = doc["results"]["raw"], doc["results"]["valence"]
     assert val["validity"] == 1.0 and 0.0 <= raw["validity"] <= 1.0 and raw["n"] == val["n"] == 8
     gen = doc["generation"]
