@@ -109,7 +109,8 @@ def draw_frames(encoder, frames: List[Any], cond: dict, path, titles: Optional[L
     idx = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
     shown, legends = [], []
     for i in idx:
-        x = torch.as_tensor(frames[i]).detach().float().cpu()
+        x = torch.as_tensor(frames[i]).detach().cpu()
+        x = x.long() if getattr(encoder, "tokens", False) else x.float()  # categories stay integers
         k = min(n_cols, x.shape[0])
         c = _rows(cond, x.shape[0], k)
         mols = encoder.decode(x[:k], c, mode="valence")

@@ -221,8 +221,9 @@ def test_the_categorical_bundle_is_the_default_and_the_sigma_space_one_stays_by_
     pretrained = registry().modality("molecule").pretrained
     assert list(pretrained)[0] == polydiff_molecule.DEFAULT_MODEL and "qm9" in pretrained
     r = CliRunner().invoke(cli, ["sample", "molecule", "-n", "6", "--seed", "1", "--out", str(tmp_path / "d.smi"),
-                                 "--json"])
+                                 "--trajectory", str(tmp_path / "steps.png"), "--json"])
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "steps.png").read_bytes()[:4] == b"\x89PNG"  # the revealed categories of every step
     doc = json.loads(r.stdout)
     assert Path(doc["model"]).stem == polydiff_molecule.DEFAULT_MODEL and doc["sampler"] in ("ancestral", "confidence")
     lines = (tmp_path / "d.smi").read_text().splitlines()
