@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
 
 def dev_reference(size: int = 10_000):
@@ -28,18 +26,15 @@ def dev_reference(size: int = 10_000):
     import numpy as np
 
     from polydiff_molecule import datasets
-    from polydiff_molecule.metrics import QM9_SPLIT_SEED, QM9_TEST_SIZE, _read_qm9_csv, _reference_from_file
+    from polydiff_molecule.metrics import QM9_SPLIT_SEED, QM9_TEST_SIZE, Reference, _read_qm9_csv, parse
 
     root = datasets.data_dir(datasets.QM9_FILE)
     if root is None:
         raise SystemExit(f"QM9 not found ({datasets.QM9_FILE}); the development reference needs it")
     _, raw = _read_qm9_csv(root / datasets.QM9_FILE)
     perm = np.random.default_rng(QM9_SPLIT_SEED).permutation(len(raw))
-    rows = np.sort(perm[QM9_TEST_SIZE:QM9_TEST_SIZE + size])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "qm9_dev.smi"
-        path.write_text("\n".join(raw[i] for i in rows) + "\n")
-        return _reference_from_file(path, "qm9_dev", f"{size:,} QM9 training rows (not the test split)")
+    p = parse(raw[i] for i in np.sort(perm[QM9_TEST_SIZE:QM9_TEST_SIZE + size]))
+    return Reference("qm9_dev", frozenset(p.valid), p, f"{size:,} QM9 training rows (not the test split)")
 
 
 def main(argv=None) -> int:

@@ -52,6 +52,13 @@ DISCRETE = {
     "sample": {"sampler": "ancestral", "schedule": "linear_levels", "steps": 32},
 }
 
+def _discrete(process=None, **train) -> dict:
+    """The config of a categorical recipe: :data:`DISCRETE` with its training schedule (``train`` overrides it)."""
+    schedule = {"steps": 20000, "batch_size": 256, "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
+                "log_every": 100, "ckpt_every": 1000}
+    return dict(DISCRETE, train={**schedule, **train}, **({"process": process} if process else {}))
+
+
 RECIPES = {
     "qm9": {"data": "qm9", "config": {"train": {"steps": 100000, "batch_size": 256, "lr": 3e-4, "warmup": 2000,
                                                 "ema_decay": 0.9995, "log_every": 200, "ckpt_every": 5000}}},
@@ -61,23 +68,15 @@ RECIPES = {
     "moses": {"data": "moses", "config": {"train": {"steps": 200000, "batch_size": 128, "lr": 2e-4, "warmup": 2000,
                                                     "ema_decay": 0.9995, "log_every": 200, "ckpt_every": 5000}}},
     "qm9_sample": {"data": "qm9_sample", "config": {"train": {"steps": 2000, "batch_size": 64}}},
-    "qm9_discrete": {"data": "qm9_train", "config": dict(DISCRETE, train={
-        "steps": 20000, "batch_size": 256, "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
-        "log_every": 100, "ckpt_every": 1000})},
+    "qm9_discrete": {"data": "qm9_train", "config": _discrete()},
     # the same with DiGress' marginal transitions instead of masking (atoms and bonds replaced by draws from
     # their training frequencies)
-    "qm9_marginal": {"data": "qm9_train", "config": dict(DISCRETE, process={"kind": "marginal", "vocab": 0}, train={
-        "steps": 20000, "batch_size": 256, "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
-        "log_every": 100, "ckpt_every": 1000})},
+    "qm9_marginal": {"data": "qm9_train", "config": _discrete(process={"kind": "marginal", "vocab": 0})},
     # the batch follows the graph size ("auto", see encoder.auto_batch_size): the MOSES sample's graphs have up
     # to 26 atoms, 325 pairs against QM9's 36, so batch 32, an eighth of QM9's, for about the same time per step
-    "moses_discrete": {"data": "moses", "config": dict(DISCRETE, train={
-        "steps": 40000, "batch_size": "auto", "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
-        "log_every": 100, "ckpt_every": 1000})},
+    "moses_discrete": {"data": "moses", "config": _discrete(steps=40000, batch_size="auto")},
     # what `polydiff train molecule --data FILE` trains when no recipe is given (DATA_RECIPE)
-    "data": {"config": dict(DISCRETE, train={
-        "steps": 20000, "batch_size": "auto", "lr": 1e-3, "warmup": 500, "ema_decay": 0.999, "cond_drop": 0.1,
-        "log_every": 100, "ckpt_every": 1000})},
+    "data": {"config": _discrete(batch_size="auto")},
 }
 DATA_RECIPE = "data"
 
