@@ -260,11 +260,20 @@ def test_resume_refuses_missing_or_mismatched_checkpoint(tmp_path):
     with pytest.raises(PolydiffError, match="encoder"):
         Trainer(TinyNet(), x, cond, tiny_config(steps=6), run_folder(tmp_path / "r"), modality="points",
                 encoder_meta={"scale": 3.0}).fit(resume=True)
+    with pytest.raises(PolydiffError, match="encoder"):  # a recorded field went missing
+        Trainer(TinyNet(), x, cond, tiny_config(steps=6), run_folder(tmp_path / "r"), modality="points",
+                encoder_meta={}).fit(resume=True)
     with pytest.raises(PolydiffError, match="do not fit this network"):  # same config, other weights
         Trainer(TinyNet(hidden=8), x, cond, tiny_config(steps=6), run_folder(tmp_path / "r"), modality="points",
                 encoder_meta={"scale": 1.0}).fit(resume=True)
     # the refused attempts left the checkpoint as it was
     assert checkpoint.read_meta(tmp_path / "r" / "checkpoint.safetensors")["step"] == 3
+    # a newer encoder that records more about the same data resumes (with a warning) and saves what it records
+    with pytest.warns(UserWarning, match="did not record counts"):
+        Trainer(TinyNet(), x, cond, tiny_config(steps=4), run_folder(tmp_path / "r"), modality="points",
+                encoder_meta={"scale": 1.0, "counts": [3, 4]}).fit(resume=True)
+    after = checkpoint.read_meta(tmp_path / "r" / "checkpoint.safetensors")
+    assert after["step"] == 4 and after["encoder"] == {"scale": 1.0, "counts": [3, 4]}
     # an inference bundle is not a training checkpoint
     (tmp_path / "m").mkdir()
     os.replace(tmp_path / "r" / "model.safetensors", tmp_path / "m" / "checkpoint.safetensors")

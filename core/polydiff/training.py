@@ -726,11 +726,16 @@ class Trainer:
         for key in _MODEL_KEYS:
             if old.get(key) != self.config.get(key):
                 problems.append(f"{key} {json.dumps(old.get(key))} vs {json.dumps(self.config.get(key))}")
-        if (meta.get("encoder") or {}) != self.encoder_meta:
+        old_enc, new_enc = meta.get("encoder") or {}, self.encoder_meta or {}
+        if any(k not in new_enc or old_enc[k] != new_enc[k] for k in old_enc):
             problems.append("the data encoder's metadata differs (different data or encoder settings)")
         if problems:
             raise PolydiffError(f"cannot resume from {path}: the checkpoint was trained with a different model: "
                                 + "; ".join(problems))
+        added = sorted(set(new_enc) - set(old_enc))
+        if added and self.is_main:  # a newer encoder records more about the same data: the weights still fit
+            warnings.warn("resuming a checkpoint whose data encoder did not record " + ", ".join(added)
+                          + "; the run's new bundles will", stacklevel=4)
         old_train = old.get("train") or {}
         changed = [f"{k} {old_train.get(k)!r} -> {v!r}" for k, v in self.train_cfg.items()
                    if k not in _FREE_TRAIN_KEYS and k in old_train and old_train[k] != v]
