@@ -6,7 +6,8 @@ The development reference is 10,000 QM9 molecules from the training rows of ``qm
 ``default_rng(0).permutation(rows)[10000:20000]``: disjoint from the test split
 ``permutation(rows)[:10000]`` that ``benchmarks/molecules.py`` reports against). For each setting of the grid
 (keys: ``sampler`` and ``steps`` [the model's], ``T`` temperature of a categorical sampler [1], ``cache``
-reuse of unchanged molecules' evaluations [false], ``batch`` molecules per batch [200]) it samples ``-n``
+reuse of unchanged molecules' evaluations [false], ``constrain`` the modality's valence rule during
+sampling [false], ``batch`` molecules per batch [200]) it samples ``-n``
 molecules with seed ``--seed`` (not the report's seed 0) and prints one JSON line: raw validity, raw
 one-fragment validity, valence-decoded uniqueness, FCD against the development reference, atom-type and
 ring-size distances, molecules per second (sampling and valence decoding) and network evaluations.
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
             sargs["temperature"] = float(g["T"])
         if "cache" in g:
             sargs["cache"] = bool(g["cache"])
+        if "constrain" in g:
+            sargs["constrain"] = bool(g["constrain"])
         sampler, steps = g.get("sampler"), g.get("steps")
         t0 = time.perf_counter()
         run = sample_and_decode(model, args.n, args.seed, sampler, steps, int(g.get("batch", 200)),

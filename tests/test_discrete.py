@@ -354,3 +354,34 @@ def test_confidence_threshold_reveals_certain_positions_at_once():
     assert torch.equal(without, out) and len(calls) > 2
     with pytest.raises(ValueError, match="threshold is a probability"):
         get_sampler("confidence")(D, x, discrete.linear(4), threshold=1.0)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "confidence"])
+def test_a_token_rule_holds_in_every_sample_and_never_touches_known_tokens(sampler):
+    # the rule: category 1 may not stand at the middle position (back to the mask before the last step,
+    # else category 0); the first position is known
+    D = denoiser("absorbing")
+    m = D.process.mask_id
+    seen_last = []
+
+    def rule(prev, new, last, keep):
+        seen_last.append(last)
+        bad = new[:, 1] == 1
+        out = new.clone()
+        out[:, 1] = torch.where(bad, torch.full_like(new[:, 1], m if not last else 0), new[:, 1])
+        return out
+
+    n = 4000
+    g = torch.Generator().manual_seed(5)
+    x = discrete.prior_sample(D.process, (n, L), g)
+    keep = torch.zeros(n, L, dtype=torch.bool)
+    keep[:, 0] = True
+    x[:, 0] = 1
+    out = get_sampler(sampler)(D, x, discrete.linear(12), generator=g, keep=keep, constrain=rule)
+    assert bool((out[:, 0] == 1).all()) and bool((out[:, 1] != 1).all()) and bool((out != m).all())
+    assert not any(seen_last[:-1]) and (seen_last[-1] or sampler == "confidence")  # confidence may end early
+    free = get_sampler(sampler)(D, x, discrete.linear(12), generator=torch.Generator().manual_seed(5), keep=keep)
+    assert bool((free[:, 1] == 1).any())  # without the rule the category does appear
+    with pytest.raises(ValueError, match="changed a known"):
+        get_sampler(sampler)(D, x, discrete.linear(4), generator=g, keep=keep,
+                             constrain=lambda p, nw, last, k: torch.zeros_like(nw))

@@ -376,15 +376,35 @@ def _temper(logp: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.log_softmax(logp / temperature, dim=-1)
 
 
+def apply_rule(constrain: Optional[Callable], prev: torch.Tensor, new: torch.Tensor, last: bool,
+               keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A step's draw ``new`` after ``constrain(prev, new, last, keep)``, a modality's rule on which tokens may
+    stand together (a molecule's atoms and bonds within each atom's valence, say): it returns the tokens to
+    go on from, with the positions it had to change put back to the mask (absorbing data, before the last
+    step: drawn again later, from a denoiser that then sees their neighbours) or to an allowed category.
+    ``last``: the step ends at level 0 (nothing may stay masked); ``keep`` positions are never changed (a rule
+    that changed one is an error). ``constrain`` None: ``new`` as it is."""
+    if constrain is None:
+        return new
+    out = constrain(prev, new, last, keep)
+    if tuple(out.shape) != tuple(new.shape):
+        raise ValueError(f"a token rule returned shape {list(out.shape)} for tokens {list(new.shape)}")
+    if keep is not None and bool((out != new)[keep].any()):
+        raise ValueError("a token rule changed a known (kept) token")
+    return out
+
+
 def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optional[dict] = None, generator=None,
               callback: Optional[Callable] = None, keep: Optional[torch.Tensor] = None, temperature: float = 1.0,
-              cache: bool = False, process: Optional[Process] = None) -> torch.Tensor:
+              cache: bool = False, process: Optional[Process] = None,
+              constrain: Optional[Callable] = None) -> torch.Tensor:
     """Ancestral sampling down the ladder: each step draws every token from the posterior
     :func:`posterior` (for absorbing data: each masked token is revealed with probability (t - s) / t,
     as a category drawn from the denoiser). ``keep`` positions never change; ``temperature`` scales the
     denoiser's log-probabilities (1: exact, 0: all mass on the most likely category). ``cache``: evaluate
     again only the items whose tokens changed at the last step, reusing the others' last evaluation (MDLM's
-    caching, per item; exact only for a denoiser that ignores the level).
+    caching, per item; exact only for a denoiser that ignores the level). ``constrain``: a modality's rule
+    on which tokens may stand together (see :func:`apply_rule`), applied to each step's draw.
 
     Known tokens (``keep``) are exact evidence for absorbing data: a revealed token is what the forward
     process leaves clean, so infilling samples the exact conditional for an exact denoiser. For uniform and
@@ -403,6 +423,7 @@ def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optio
         x_new = _gumbel_argmax(post, generator)
         if keep is not None:
             x_new = torch.where(keep, x, x_new)
+        x_new = apply_rule(constrain, x, x_new, s <= 0, keep)
         stale = (x_new != x).reshape(x.shape[0], -1).any(1)
         x = x_new
         if callback is not None:
@@ -413,7 +434,7 @@ def ancestral(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optio
 def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Optional[dict] = None, generator=None,
                callback: Optional[Callable] = None, keep: Optional[torch.Tensor] = None, temperature: float = 1.0,
                cache: bool = False, process: Optional[Process] = None, threshold: Optional[float] = None,
-               select: bool = False) -> torch.Tensor:
+               select: bool = False, constrain: Optional[Callable] = None) -> torch.Tensor:
     """Confidence-ordered unmasking (absorbing data only): at each step the ladder fixes how many masked
     tokens stay masked (``round(masked_at_start * s)``); the others are revealed, the positions whose
     predicted distribution is most certain (highest top probability) first, each as a category drawn from
@@ -431,7 +452,7 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
     ``select``: ``D`` accepts ``cond["select"]`` (bool, shaped like ``x``) and then returns the
     log-probabilities of the selected positions only, [N, vocab] in row-major order
     (:class:`CategoricalDenoiser` does; the sampling run says so). Greedy decoding then evaluates the
-    masked positions alone."""
+    masked positions alone. ``constrain``: as in :func:`ancestral`."""
     proc = process or _process(D)
     if proc.kind != "absorbing":
         raise ValueError("the confidence sampler needs absorbing (masked) data; use ancestral")
@@ -484,6 +505,9 @@ def confidence(D: Callable, x: torch.Tensor, levels: torch.Tensor, *, cond: Opti
         else:
             drawn = _gumbel_argmax(logp[..., : proc.vocab], generator, temperature).reshape(b, -1)
         x_new = torch.where(reveal, drawn, x.reshape(b, -1)).reshape(x.shape)
+        if constrain is not None:
+            x_new = apply_rule(constrain, x, x_new, s <= 0, keep)
+            reveal = (x_new != x).reshape(b, -1)
         # a sentence left with nothing to reveal is never evaluated again (with the cache)
         stale = reveal.any(1) & (flat_m & ~reveal).any(1)
         x = x_new

@@ -43,7 +43,13 @@ A modality bundles everything the core needs to train, sample, score and evaluat
   training batch (a super-resolution network's low-resolution input), drawn with the step's generator;
 * **demo**: ``demo(out_dir, echo, device)`` — what ``polydiff demo`` shows for this modality; **demo_order**:
   where its act comes in the demo (lower first, then by name);
-* **draw**: ``draw(encoder, frames, cond, path, titles)`` — a picture of a list of batches (trajectories).
+* **draw**: ``draw(encoder, frames, cond, path, titles)`` — a picture of a list of batches (trajectories);
+* **constrain** ``constrain(encoder, cond, process) -> rule``: the categorical modality's rule on which tokens
+  may stand together, used when sampling with the sampler argument ``constrain`` true
+  (``--sampler-args '{"constrain": true}'``, or stored in a bundle): ``rule(prev, new, last, keep) -> tokens``
+  gets each step's tokens before and after the draw and returns them with what breaks the rule put back
+  to the mask (absorbing data, ``last`` false) or to an allowed category (see
+  :func:`polydiff.discrete.apply_rule`).
 """
 from __future__ import annotations
 
@@ -110,6 +116,7 @@ class Modality:
     demo_order: int = 100
     draw: Optional[Callable[..., Any]] = None
     rank: Optional[Callable[..., Optional[torch.Tensor]]] = None
+    constrain: Optional[Callable[..., Callable]] = None
     plugin: str = ""
 
     def __post_init__(self):

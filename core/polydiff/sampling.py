@@ -102,6 +102,8 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
         sigmas = model.sigmas(steps, schedule) if start is None else model.sigmas_from(sigma_start, steps)
     shape = (n,) + tuple(model.encoder.sample_shape())
     proc = getattr(model.denoiser, "process", None)
+    if proc is None and "constrain" in sargs:
+        raise PolydiffError("sampler argument constrain (a token rule) applies to categorical models only")
     if proc is not None or getattr(fn, "space", "continuous") == "categorical":
         return _run_categorical(model, proc, fn, name, sargs, shape, sigmas, start, sigma_start, cond, known,
                                 cfg_scale, cfg_interval, prec, wrap, gen, callback)
@@ -205,6 +207,18 @@ def _run_categorical(model, proc, fn, name, sargs, shape, levels, start, level_s
         scale = float(cfg_scale if cfg_scale is not None else model.config.get("sample", {}).get("cfg_scale", 1.0))
         interval = cfg_interval if cfg_interval is not None else model.config.get("sample", {}).get("cfg_interval")
         sargs["cache"] = bool(getattr(model.denoiser, "level_free", False)) and (scale == 1.0 or interval is None)
+    rule = sargs.pop("constrain", None)
+    if rule is not None and not callable(rule):  # a stored / command-line switch: the modality's own rule
+        if not isinstance(rule, bool):
+            raise PolydiffError(f"sampler argument constrain is true, false or a function, got {rule!r}")
+        hook = getattr(model.modality, "constrain", None)
+        if rule and hook is None:
+            raise PolydiffError(f"the {model.modality.name} modality has no token rule to constrain sampling with")
+        rule = hook(model.encoder, cond, proc) if rule else None
+    if rule is not None:
+        if "constrain" not in inspect.signature(fn).parameters:
+            raise PolydiffError(f"sampler {name!r} takes no token rule (constrain)")
+        sargs["constrain"] = rule
     if "select" in inspect.signature(fn).parameters and "select" not in sargs:
         sargs["select"] = True  # the model's denoiser returns the selected positions' log-probabilities alone
     x = fn(D, x, levels.to(dev), cond=cond, generator=_device_generator(gen, dev), callback=callback, keep=keep,

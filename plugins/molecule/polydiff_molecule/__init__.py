@@ -133,6 +133,7 @@ def register_modalities(register):
         configure=encoder.configure,
         data_recipe=DATA_RECIPE,
         draw=draw.draw_frames,
+        constrain=encoder.valence_rule,
         demo=_demo,
         demo_order=30,
     ))

@@ -35,7 +35,7 @@ from . import io as molio
 from .denoiser import NULL_PROP
 from .graph import DECODE_MODES, GraphCodec, _show, _Unusable, atom_label
 
-__all__ = ["GraphEncoder", "MoleculeSet", "make_cond", "configure", "PROPERTIES", "LAYOUTS",
+__all__ = ["GraphEncoder", "MoleculeSet", "make_cond", "configure", "valence_rule", "PROPERTIES", "LAYOUTS",
            "molecule_property", "DEFAULT_MAX_ATOMS_LIMIT", "NULL_PROP"]
 
 #: how ``x`` holds a graph: ``dense`` (+-1 one-hots of every atom and pair, for sigma-space diffusion) or
@@ -619,3 +619,73 @@ def make_cond(encoder: GraphEncoder, n: int,
     elif props not in (None, "", {}):
         raise InputError("this model was trained without property conditioning; give no properties")
     return cond if control is None else (cond, control)
+
+
+def valence_rule(encoder: GraphEncoder, cond: Dict[str, Any], process) -> Any:
+    """The molecule modality's token rule (the core's ``constrain`` hook): every atom's bonds stay within its
+    valence (:func:`polydiff_molecule.graph.atom_capacity` of its class; an atom still masked may carry the
+    largest capacity of any class), so each sample decodes raw into a molecule RDKit accepts.
+
+    After each step's draw, while an atom carries more bond orders than it may: an atom class revealed at
+    this step goes back to the mask (absorbing data, not the last step); otherwise one bond of the atom is
+    taken back, a bond drawn at this step before an older one, the highest order first (the first pair among
+    equals): back to the mask (absorbing data, not the last step, a bond drawn at this step) or one order
+    lower. Known tokens (a scaffold, padding) are never changed. Deterministic: it draws nothing."""
+    if not encoder.tokens:
+        raise InputError("the valence rule applies to the token layout (a categorical molecule model)")
+    from .graph import atom_capacity
+
+    n, a = encoder.max_atoms, encoder.num_atom_types
+    caps = torch.tensor([atom_capacity(sym, ch) for sym, ch in encoder.atom_types], dtype=torch.long)
+    iu, ju = encoder._pairs()
+    t_pairs = len(iu)
+    mask_id = int(process.mask_id) if process.kind == "absorbing" else -1
+    node_mask = cond.get("node_mask")
+    real_all = None if node_mask is None else torch.as_tensor(node_mask) > 0.5
+    incidence = torch.zeros(n, t_pairs, dtype=torch.bool)
+    incidence[iu, torch.arange(t_pairs)] = True
+    incidence[ju, torch.arange(t_pairs)] = True
+
+    def rule(prev: torch.Tensor, new: torch.Tensor, last: bool, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        dev = new.device
+        out = new.clone()
+        b = out.shape[0]
+        real = torch.ones(b, n, dtype=torch.bool, device=dev) if real_all is None else real_all.to(dev)
+        pair_real = real[:, iu.to(dev)] & real[:, ju.to(dev)]
+        fixed = torch.zeros_like(out, dtype=torch.bool) if keep is None else keep.expand(out.shape).to(dev)
+        changed = (new != prev) & ~fixed
+        remask = mask_id >= 0 and not last
+        cap_of, inc = caps.to(dev), incidence.to(dev)
+        i_idx, j_idx = iu.to(dev), ju.to(dev)
+        for _ in range(8 * n + 8):  # each pass takes back at least one order at every atom over its valence
+            atoms, pairs = out[:, :n], out[:, n:]
+            order = torch.where((pairs == mask_id) | ~pair_real, 0, pairs - a).clamp(min=0)
+            cap = torch.where(atoms == mask_id, cap_of.max(), cap_of[atoms.clamp(0, a - 1)])
+            used = torch.zeros(b, n, dtype=torch.long, device=dev)
+            used.index_add_(1, i_idx, order).index_add_(1, j_idx, order)
+            over = (used > cap) & real
+            if not bool(over.any()):
+                break
+            if remask:
+                back = over & changed[:, :n] & (atoms != mask_id)
+                if bool(back.any()):
+                    out[:, :n] = torch.where(back, torch.full_like(atoms, mask_id), atoms)
+                    continue
+            new_pair = changed[:, n:]
+            score = torch.where((order > 0) & ~fixed[:, n:], new_pair.long() * 8 + order, torch.full_like(order, -1))
+            at_atom = torch.where(inc.unsqueeze(0), score.unsqueeze(1), torch.full_like(score, -1).unsqueeze(1))
+            best, which = at_atom.max(-1)                                      # [B, N]
+            pick = over & (best >= 0)
+            if not bool(pick.any()):
+                break  # only known bonds left: nothing this rule may change
+            chosen = torch.zeros(b, t_pairs, dtype=torch.bool, device=dev)
+            chosen[pick.nonzero(as_tuple=True)[0], which[pick]] = True
+            if remask:
+                to_mask = chosen & new_pair
+                pairs = torch.where(to_mask, torch.full_like(pairs, mask_id), pairs)
+                chosen = chosen & ~to_mask
+            pairs = torch.where(chosen, pairs - 1, pairs)
+            out[:, n:] = pairs
+        return out
+
+    return rule
