@@ -7,7 +7,8 @@ The development reference is 10,000 QM9 molecules from the training rows of ``qm
 ``permutation(rows)[:10000]`` that ``benchmarks/molecules.py`` reports against). For each setting of the grid
 (keys: ``sampler`` and ``steps`` [the model's], ``T`` temperature of a categorical sampler [1], ``cache``
 reuse of unchanged molecules' evaluations [false], ``constrain`` the modality's valence rule during
-sampling [false], ``batch`` molecules per batch [200]) it samples ``-n``
+sampling [false], ``power`` sample on the ``power_levels`` ladder with this power [the model's ladder],
+``batch`` molecules per batch [200]) it samples ``-n``
 molecules with seed ``--seed`` (not the report's seed 0) and prints one JSON line: raw validity, raw
 one-fragment validity, valence-decoded uniqueness, FCD against the development reference, atom-type and
 ring-size distances, molecules per second (sampling and valence decoding) and network evaluations.
@@ -71,9 +72,10 @@ def main(argv=None) -> int:
         if "constrain" in g:
             sargs["constrain"] = bool(g["constrain"])
         sampler, steps = g.get("sampler"), g.get("steps")
+        ladder = {"schedule": "power_levels", "schedule_args": {"power": float(g["power"])}} if "power" in g else {}
         t0 = time.perf_counter()
         run = sample_and_decode(model, args.n, args.seed, sampler, steps, int(g.get("batch", 200)),
-                                ("raw", "valence"), sargs)
+                                ("raw", "valence"), sargs, **ladder)
         raw = summarize(run["samples"]["raw"], None, False)
         val = summarize(run["samples"]["valence"], reference, with_fcd)
         name = sampler or sc.get("sampler")

@@ -387,6 +387,9 @@ def test_export_ships_float16_ema_weights_with_sampling_defaults(bundle, tmp_pat
     args = tmp_path / "args.safetensors"
     assert invoke("export", bundle, args, "--sampler", "ddim", "--sampler-args", '{"eta": 0.5}').exit_code == 0
     assert load_bundle(args)[1]["config"]["sample"]["sampler_args"] == {"eta": 0.5}
+    assert invoke("export", bundle, args, "--schedule", "karras", "--schedule-args", '{"rho": 3.0}').exit_code == 0
+    stored = load_bundle(args)[1]["config"]["sample"]
+    assert (stored["schedule"], stored["schedule_args"]) == ("karras", {"rho": 3.0})
     assert invoke("export", bundle, args, "--precision", "AUTO").exit_code == 0
     assert load_bundle(args)[1]["config"]["sample"]["precision"] == "auto"
     full = tmp_path / "full.safetensors"
@@ -404,6 +407,8 @@ def test_export_bad_input_is_one_line(bundle, tmp_path):
     assert_user_error(invoke("export", bundle, out, "--sampler-args", "{temperature"), "--sampler-args is not JSON")
     assert_user_error(invoke("export", bundle, out, "--sampler-args", "[1]"), "must be a JSON object")
     assert_user_error(invoke("export", bundle, out, "--best-of", 0), "--best-of must be at least 1")
+    assert_user_error(invoke("export", bundle, out, "--schedule", "karras", "--schedule-args", '{"power": 2}'),
+                      "--schedule-args for karras")
     assert_user_error(invoke("export", bundle, out, "--precision", "fp8"), "unknown precision")
     tensors, meta = load_bundle(bundle)
     only_model = save_bundle(tmp_path / "m.safetensors", {k: v for k, v in tensors.items() if k.startswith("model.")}, meta)

@@ -219,6 +219,8 @@ def test_bad_processes_and_ladders_are_refused():
         draw("confidence", denoiser("uniform"), 3, n=4)
     with pytest.raises(ValueError, match="categorical ladder"):
         discrete.linear(4, start=1.5)
+    with pytest.raises(ValueError, match="power must be positive"):
+        discrete.power(4, power=0)
     assert get_sampler("ancestral").space == "categorical"
 
 
@@ -385,3 +387,18 @@ def test_a_token_rule_holds_in_every_sample_and_never_touches_known_tokens(sampl
     with pytest.raises(ValueError, match="changed a known"):
         get_sampler(sampler)(D, x, discrete.linear(4), generator=g, keep=keep,
                              constrain=lambda p, nw, last, k: torch.zeros_like(nw))
+
+
+def test_power_ladder_is_linear_at_one_and_front_loads_above_one():
+    from polydiff.schedules import get_ladder
+
+    assert torch.allclose(get_ladder("power_levels")(8), discrete.linear(8))
+    lv = get_ladder("power_levels")(8, power=2.0)
+    assert float(lv[0]) == 1.0 and float(lv[-1]) == 0.0 and bool((lv[1:] < lv[:-1]).all())
+    steps = lv[:-1] - lv[1:]  # the fraction of tokens each step reveals: more first, fewer last
+    assert bool((steps[1:] < steps[:-1]).all())
+    # the exact denoiser still samples its distribution on this ladder
+    D = denoiser("absorbing")
+    g = torch.Generator().manual_seed(0)
+    x = discrete.prior_sample(D.process, (20000, L), g)
+    assert tv(get_sampler("ancestral")(D, x, get_ladder("power_levels")(200, power=1.5), generator=g)) < 0.03

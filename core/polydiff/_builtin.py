@@ -14,7 +14,7 @@ def register_samplers(register):
 def register_schedules(register):
     from . import discrete, schedules
 
-    for name, fn in {**schedules.LADDERS, discrete.LADDER_NAME: discrete.linear}.items():
+    for name, fn in {**schedules.LADDERS, discrete.LADDER_NAME: discrete.linear, "power_levels": discrete.power}.items():
         register(name, fn)
 
 

@@ -598,6 +598,8 @@ def inspect_cmd(bundle):
 @click.option("--sampler", default=None, help="Store this default sampler in the bundle.")
 @click.option("--steps", type=int, default=None, help="Store this default number of sampling steps.")
 @click.option("--schedule", default=None, help="Store this default noise-level ladder (its default arguments).")
+@click.option("--schedule-args", "schedule_args", default=None, metavar="JSON",
+              help='Store these arguments of the ladder, e.g. \'{"power": 1.5}\' for power_levels (replacing the stored ones).')
 @click.option("--cfg-scale", type=float, default=None, help="Store this default guidance scale.")
 @click.option("--cfg-interval", default=None, metavar="LO,HI",
               help="Store this guidance interval: guide only at noise levels in (LO, HI]; 'none' for every level.")
@@ -607,12 +609,12 @@ def inspect_cmd(bundle):
               help="Store this best-of-k default (modalities with a ranking of their samples).")
 @click.option("--precision", default=None, metavar="fp32|bf16|auto", help="Store this sampling precision.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cfg_interval, sampler_args, best_of,
-               precision, as_json):
+def export_cmd(run, out, full_precision, sampler, steps, schedule, schedule_args, cfg_scale, cfg_interval,
+               sampler_args, best_of, precision, as_json):
     """Export the EMA weights of a training run (RUN_DIR or its model.safetensors) as a bundle to ship.
 
-    The bundle keeps the run's config and encoder; --sampler/--steps/--schedule/--cfg-scale/--sampler-args/
-    --best-of/--precision set the sampling defaults that `polydiff sample` uses with it."""
+    The bundle keeps the run's config and encoder; --sampler/--steps/--schedule/--schedule-args/--cfg-scale/
+    --sampler-args/--best-of/--precision set the sampling defaults that `polydiff sample` uses with it."""
     from .checkpoint import export_bundle
 
     if steps is not None and steps < 1:
@@ -631,6 +633,14 @@ def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cf
     if best_of is not None and best_of < 1:
         raise PolydiffError(f"--best-of must be at least 1, got {best_of}")
     args = _json_object(sampler_args, "--sampler-args")
+    ladder_args = _json_object(schedule_args, "--schedule-args")
+    if ladder_args is not None and schedule is not None:
+        from .schedules import get_ladder
+
+        try:
+            get_ladder(schedule)(2, **ladder_args)
+        except (TypeError, ValueError) as e:
+            raise PolydiffError(f"--schedule-args for {schedule}: {e}") from None
     if precision is not None:
         import torch
 
@@ -643,8 +653,10 @@ def export_cmd(run, out, full_precision, sampler, steps, schedule, cfg_scale, cf
     interval = _parse_interval(cfg_interval) if cfg_interval is not None else None
     if interval is not None:
         sample["cfg_interval"] = interval
+    if ladder_args is not None:
+        sample["schedule_args"] = ladder_args
     clear = (("cfg_interval",) if cfg_interval is not None and interval is None else ()) + \
-        (("schedule_args",) if schedule is not None else ())  # another ladder takes its own default arguments
+        (("schedule_args",) if schedule is not None and ladder_args is None else ())  # another ladder: its defaults
     path, meta = export_bundle(run, out, half=not full_precision, sample=sample, clear=clear)
     sc = meta.get("config", {}).get("sample", {})
     summary = {"out": str(path), "modality": meta.get("modality"), "step": meta.get("step"),

@@ -34,7 +34,7 @@ from torch import nn
 
 __all__ = ["KINDS", "Process", "process_of", "CategoricalDenoiser", "corrupt", "prior_sample", "posterior",
            "categorical_loss", "sample_levels", "elbo", "ancestral", "confidence", "linear", "SAMPLERS",
-           "DEFAULT_SAMPLER", "LADDER_NAME"]
+           "DEFAULT_SAMPLER", "LADDER_NAME", "power"]
 
 KINDS = ("absorbing", "uniform", "marginal")
 NEG = -1e9  # the log-probability of an impossible category (finite, so guidance's lerp stays finite)
@@ -532,3 +532,13 @@ def linear(n: int, start: float = 1.0, end: float = 0.0, device="cpu") -> torch.
     if not 0 <= end < start <= 1:
         raise ValueError(f"a categorical ladder runs from a start in (0, 1] to an end in [0, start), got {start}, {end}")
     return torch.linspace(float(start), float(end), int(n) + 1, device=device)
+
+
+def power(n: int, power: float = 1.0, start: float = 1.0, end: float = 0.0, device="cpu") -> torch.Tensor:
+    """A categorical ladder (registered as ``power_levels``): level ``end + (start - end) * (1 - i / n) ** power``
+    at step i. ``power`` 1 is :func:`linear`; above 1 the first steps reveal more tokens and the last ones fewer
+    (each of the last decisions then sees more of the finished item); below 1 the other way round."""
+    if not float(power) > 0:
+        raise ValueError(f"the ladder's power must be positive, got {power}")
+    lv = linear(n, 1.0, 0.0, device)
+    return float(end) + (float(start) - float(end)) * lv.pow(float(power))

@@ -251,7 +251,8 @@ class Model:
                cfg_scale: Optional[float] = None, cond: Optional[dict] = None, callback: Optional[Callable] = None,
                generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
                sampler_args: Optional[dict] = None, cfg_interval=None, precision: Optional[str] = None,
-               known=None, best_of: Optional[int] = None, **options) -> Tuple[torch.Tensor, dict]:
+               known=None, best_of: Optional[int] = None, schedule_args: Optional[dict] = None,
+               **options) -> Tuple[torch.Tensor, dict]:
         """Generate ``n`` encoded samples; returns (x, cond). ``options`` go to the modality's make_cond.
         A thin front of :func:`polydiff.sampling.run` (see it for every argument).
 
@@ -287,7 +288,8 @@ class Model:
         def draw(j: int):
             s = seed if j == 0 or seed is None else _round_seed(seed, j)
             extra = {"draw": j} if k > 1 and cond is None else {}  # a make_cond taking ``draw`` may vary its choices
-            return run(self, n=n, steps=steps, schedule=schedule, sampler=sampler, sampler_args=sampler_args,
+            return run(self, n=n, steps=steps, schedule=schedule, schedule_args=schedule_args, sampler=sampler,
+                       sampler_args=sampler_args,
                        cond=cond, known=known, cfg_scale=cfg_scale, cfg_interval=cfg_interval, precision=precision,
                        seed=s, generator=generator, callback=callback, **extra, **options)
 

@@ -56,7 +56,8 @@ def _device_generator(gen: torch.Generator, device: torch.device) -> torch.Gener
 @torch.no_grad()
 def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None, sigma_start: Optional[float] = None,
         start_noise: float = 0.0, sigmas: Optional[torch.Tensor] = None, steps: Optional[int] = None,
-        schedule: Optional[str] = None, sampler: Optional[str] = None, sampler_args: Optional[dict] = None,
+        schedule: Optional[str] = None, schedule_args: Optional[dict] = None, sampler: Optional[str] = None,
+        sampler_args: Optional[dict] = None,
         cond: Optional[dict] = None, known: Optional[Known] = None, cfg_scale: Optional[float] = None,
         cfg_interval=None, wrap: Optional[Callable] = None, precision: Optional[str] = None,
         seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
@@ -66,8 +67,8 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
     Start: ``n`` samples from pure noise at the ladder's first level, or ``start`` (an encoded batch on any
     device) noised up to ``sigma_start``: it already carries noise of ``start_noise`` (0 for a clean start,
     SDEdit) and fresh Gaussian noise of ``sqrt(sigma_start^2 - start_noise^2)`` tops it up. Ladder:
-    ``sigmas`` as given, else the model's ``steps``-step ladder (``schedule``) from its ``sigma_max`` or from
-    ``sigma_start``. ``cond``: the conditions (default: the modality's ``make_cond`` with ``options``, drawing
+    ``sigmas`` as given, else the model's ``steps``-step ladder (``schedule`` with ``schedule_args`` over the
+    stored ones) from its ``sigma_max`` or from ``sigma_start``. ``cond``: the conditions (default: the modality's ``make_cond`` with ``options``, drawing
     from the run's generator); ``known``: masked conditioning. ``wrap(D) -> D`` puts a task's own operator
     around the guided denoiser (a projection onto measurements, say), outside the precision autocast.
     ``cfg_scale`` / ``cfg_interval``: classifier-free guidance [the model's]; ``precision``: fp32, bf16 or
@@ -99,7 +100,8 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
         known = known if known is not None else made
     cond = dict(cond)
     if sigmas is None:
-        sigmas = model.sigmas(steps, schedule) if start is None else model.sigmas_from(sigma_start, steps)
+        sigmas = (model.sigmas(steps, schedule, **(schedule_args or {})) if start is None
+                  else model.sigmas_from(sigma_start, steps))
     shape = (n,) + tuple(model.encoder.sample_shape())
     proc = getattr(model.denoiser, "process", None)
     if proc is None and "constrain" in sargs:

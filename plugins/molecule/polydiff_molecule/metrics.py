@@ -574,10 +574,12 @@ def _cpu(cond: dict) -> dict:
 
 def sample_and_decode(model, n: int, seed: int = 0, sampler: Optional[str] = None, steps: Optional[int] = None,
                       batch_size: int = 200, decodes: Sequence[str] = ("raw", "valence"),
-                      sampler_args: Optional[dict] = None) -> Dict[str, Any]:
+                      sampler_args: Optional[dict] = None, schedule: Optional[str] = None,
+                      schedule_args: Optional[dict] = None) -> Dict[str, Any]:
     """Sample ``n`` molecules in batches of ``batch_size`` from one seeded generator (so ``n <= batch_size``
     gives exactly ``polydiff sample molecule -n n --seed seed``), then decode the same tensors in every mode
-    of ``decodes``. ``sampler_args``: as ``polydiff sample --sampler-args``. Returns ``{"samples": {mode: [Mol|None]}, "sampling_s", "decode_s": {mode: s}}``."""
+    of ``decodes``. ``sampler_args``: as ``polydiff sample --sampler-args``; ``schedule`` / ``schedule_args``: a
+    ladder and its arguments [the model's]. Returns ``{"samples": {mode: [Mol|None]}, "sampling_s", "decode_s": {mode: s}}``."""
     import torch
 
     if n < 1:
@@ -589,7 +591,7 @@ def sample_and_decode(model, n: int, seed: int = 0, sampler: Optional[str] = Non
     t0 = time.perf_counter()
     for start in range(0, n, batch_size):
         x, cond = model.sample(min(batch_size, n - start), sampler=sampler, steps=steps, generator=gen,
-                               sampler_args=sampler_args)
+                               sampler_args=sampler_args, schedule=schedule, schedule_args=schedule_args)
         batches.append((x.detach().cpu(), _cpu(cond)))
     sampling_s = time.perf_counter() - t0
     samples, decode_s = {}, {}
