@@ -6,7 +6,8 @@
 
 Protocol:
 
-* each model of ``--model`` (comma-separated) in turn, in the same run: ``--runs`` sampling runs with seeds
+* each model of ``--model`` (comma-separated; ``NAME@unconstrained``: the model's sampling defaults without
+  the valence rule, where its bundle samples with it) in turn, in the same run: ``--runs`` sampling runs with seeds
   ``seed, seed + 1, ...`` of ``-n`` molecules each, with the model's default sampler (the sigma-space
   ``qm9`` checkpoint: heun, 32 Karras steps, 63 network evaluations; the categorical ``qm9_discrete``:
   ancestral unmasking, 32 steps), sampled in batches of ``--batch-size`` from one seeded generator on the
@@ -57,6 +58,8 @@ ANCHORS = [
     {"model": "EDM", "paper": "Hoogeboom et al., ICML 2022", "setting": "QM9, 3-D with explicit H",
      "validity": 0.919, "uniqueness": None, "fcd": None},
 ]
+#: ``NAME@unconstrained``: the model with its sampling defaults but without the modality's token rule
+UNCONSTRAINED = "unconstrained"
 SWEEP = (("heun", 16), ("heun", 32), ("dpmpp_2m", 10), ("dpmpp_2m", 20))
 CATEGORICAL_SWEEP = (("ancestral", 16), ("ancestral", 32), ("ancestral", 64), ("confidence", 16), ("confidence", 32))
 KEYS = ("validity", "uniqueness", "novelty", "connected", "valid_connected", "fragments_per_molecule",
@@ -83,14 +86,14 @@ def mean_or_none(values):
     return float(np.mean(vals)) if len(vals) == len(values) and vals else None
 
 
-def run_setting(model, reference, sampler, steps, args, with_fcd):
+def run_setting(model, reference, sampler, steps, args, with_fcd, sampler_args=None):
     """All runs of one sampler setting: per-run metrics and their mean, median molecules/s."""
     from polydiff_molecule.metrics import evaluate_model
 
     runs, samples0 = [], None
     for r in range(args.runs):
         doc = evaluate_model(model, args.n, args.seed + r, sampler, steps, args.batch_size, ("raw", "valence"),
-                             reference, with_fcd)
+                             reference, with_fcd, sampler_args)
         samples = doc.pop("samples")
         if samples0 is None:
             samples0 = samples
@@ -125,11 +128,19 @@ def measure_model(name, reference, args, with_fcd) -> dict:
     """The default setting (and the sweep) of one model, with its checks."""
     from polydiff.model import Model
 
-    model = Model.load(name, modality="molecule", device=args.device)
+    base, _, variant = name.partition("@")
+    if variant not in ("", UNCONSTRAINED):
+        sys.exit(f"error: unknown model variant {variant!r} in {name!r}; use NAME@{UNCONSTRAINED}")
+    model = Model.load(base, modality="molecule", device=args.device)
     precision = pin_precision(model, args.precision)
+    sargs = {"constrain": False} if variant else None
+    stored = model.config.get("sample", {}).get("sampler_args", {})
     out = {"model": str(model.path), "name": name, "precision": precision,
-           "method": "categorical" if model.categorical else "sigma-space", "step": model.meta.get("step")}
-    default, samples = run_setting(model, reference, None, None, args, with_fcd)
+           "method": "categorical" if model.categorical else "sigma-space", "step": model.meta.get("step"),
+           "schedule": model.config.get("sample", {}).get("schedule"),
+           "schedule_args": model.config.get("sample", {}).get("schedule_args"),
+           "constrained": bool(stored.get("constrain")) and not variant}
+    default, samples = run_setting(model, reference, None, None, args, with_fcd, sargs)
     out["default"] = default
     if args.grid:
         from polydiff_molecule.draw import grid
@@ -143,7 +154,7 @@ def measure_model(name, reference, args, with_fcd) -> dict:
             if sampler == default["sampler"] and steps == default["steps"]:
                 out["sweep"].append({k: v for k, v in default.items()})
                 continue
-            out["sweep"].append(run_setting(model, reference, sampler, steps, args, with_fcd)[0])
+            out["sweep"].append(run_setting(model, reference, sampler, steps, args, with_fcd, sargs)[0])
     raw, val = default["mean"]["raw"], default["mean"]["valence"]
     out["checks"] = {
         "raw_validity": check(raw["validity"], TARGETS["raw_validity"]),

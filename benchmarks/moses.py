@@ -7,7 +7,7 @@ molecules), ``test_scaffolds.csv.gz`` (176,225, scaffolds absent from the traini
 ``train_sample_50k.csv.gz`` (the 50,000 training molecules the recipes use).
 
 Metrics (Polykovskiy et al. 2020, "Molecular Sets (MOSES)"), over ``-n`` samples of the model's default
-sampler, raw decoding unless ``--decode valence``:
+sampler, raw decoding unless ``--decode valence``, without the valence rule unless ``--constrain``:
 
 * **validity**: valid / n (RDKit sanitizes, one or more fragments); **valid_connected**: valid and one
   fragment / n;
@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="sampler steps [the model's]")
     ap.add_argument("--decode", choices=["raw", "valence"], default="raw")
+    ap.add_argument("--constrain", action="store_true",
+                    help="sample with the modality's valence rule (sampler argument constrain)")
     ap.add_argument("--no-fcd", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -104,14 +106,15 @@ def main(argv=None) -> int:
     train_set = frozenset(canonical_smiles(s) for s in train)
 
     model = Model.load(args.model, modality="molecule")
-    run = sample_and_decode(model, args.n, args.seed, None, args.steps, args.batch_size, (args.decode,))
+    run = sample_and_decode(model, args.n, args.seed, None, args.steps, args.batch_size, (args.decode,),
+                            {"constrain": True} if args.constrain else None)
     samples = run["samples"][args.decode]
     p = parse(samples)
     valid = list(p.valid)
     from rdkit import Chem
 
     frags = [len(Chem.GetMolFrags(m)) for m in p.mols]
-    out = {"benchmark": "moses", "model": args.model, "n": args.n, "seed": args.seed, "decode": args.decode,
+    out = {"benchmark": "moses", "model": args.model, "n": args.n, "seed": args.seed, "decode": args.decode, "constrain": args.constrain,
            "steps": args.steps or model.config.get("sample", {}).get("steps"),
            "sampler": model.config.get("sample", {}).get("sampler"), "train_step": model.meta.get("step"),
            "command": " ".join(["python", "benchmarks/moses.py"] + sys.argv[1:]),
