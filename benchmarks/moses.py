@@ -71,6 +71,26 @@ def snn(gen_fps, ref_fps) -> float:
     return float(np.mean([max(DataStructs.BulkTanimotoSimilarity(fp, ref_fps)) for fp in gen_fps]))
 
 
+def reference_stats(path, smiles, chemnet, cache_dir):
+    """ChemNet mean and covariance of a reference file's molecules, kept in ``cache_dir`` (an ``.npz`` read
+    without pickles, named after the file, its size and modification time) when a folder is given."""
+    from polydiff_molecule.metrics import chemnet_stats
+
+    if cache_dir is None:
+        return chemnet_stats(smiles(), chemnet)
+    st = Path(path).stat()
+    cached = Path(cache_dir) / f"{Path(path).name}.{st.st_size}.{int(st.st_mtime)}.chemnet.npz"
+    if cached.exists():
+        with np.load(cached, allow_pickle=False) as z:
+            return z["mu"], z["sigma"]
+    mu, sigma = chemnet_stats(smiles(), chemnet)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp.npz")
+    np.savez(tmp, mu=mu, sigma=sigma)
+    os.replace(tmp, cached)
+    return mu, sigma
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="a .safetensors bundle (or a pretrained name) of a MOSES model")
@@ -83,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--constrain", action="store_true",
                     help="sample with the modality's valence rule (sampler argument constrain)")
     ap.add_argument("--no-fcd", action="store_true")
+    ap.add_argument("--stats-cache", default=None, metavar="DIR",
+                    help="keep the reference sets' ChemNet statistics in DIR and reuse them [computed each run]")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -133,8 +155,10 @@ def main(argv=None) -> int:
     out["snn_test"] = snn(fingerprints(gen_mols), fingerprints(test_mols)) if gen_mols else None
     if not args.no_fcd and len(valid) >= 2:
         chemnet = load_chemnet()
-        test_stats = chemnet_stats([canonical_smiles(m) for m in test_mols], chemnet)  # parsed once, above
-        sf_stats = chemnet_stats([canonical_smiles(s) for s in test_sf], chemnet)
+        test_stats = reference_stats(folder / "test.csv.gz", lambda: [canonical_smiles(m) for m in test_mols],
+                                     chemnet, args.stats_cache)  # parsed once, above
+        sf_stats = reference_stats(folder / "test_scaffolds.csv.gz", lambda: [canonical_smiles(s) for s in test_sf],
+                                   chemnet, args.stats_cache)
         gen_stats = chemnet_stats(valid, chemnet)
         rng = np.random.default_rng(args.seed)
         floor_set = [canonical_smiles(train[i]) for i in rng.choice(len(train), size=min(len(valid), len(train)),
