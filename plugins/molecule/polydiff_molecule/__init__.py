@@ -44,12 +44,13 @@ DEFAULT_CONFIG = {
 }
 
 #: the categorical (discrete) method: atoms and bonds as categories, masked (absorbing) diffusion, the same
-#: graph transformer reading one-hot categories and returning class logits (``network.categorical``)
+#: graph transformer reading one-hot categories and returning class logits (``network.categorical``); a model
+#: trained with it samples under the valence rule (``encoder.valence_rule``) unless told otherwise
 DISCRETE = {
     "process": {"kind": "absorbing", "vocab": 0},  # vocab: atom and bond classes, filled from the data
     "network": {"hidden": 128, "edge_hidden": 32, "layers": 4, "heads": 8, "emb": 64, "ffn_mult": 2,
                 "structure": True, "attention": "dot"},
-    "sample": {"sampler": "ancestral", "schedule": "linear_levels", "steps": 32},
+    "sample": {"sampler": "ancestral", "schedule": "linear_levels", "steps": 32, "sampler_args": {"constrain": True}},
 }
 
 def _discrete(process=None, **train) -> dict:

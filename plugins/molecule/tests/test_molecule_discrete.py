@@ -174,6 +174,7 @@ def test_train_on_user_data_picks_the_categorical_method_and_a_batch_from_graph_
     assert config["process"]["kind"] == "absorbing" and config["network"]["categorical"]
     n = config["network"]["max_atoms"]
     assert config["train"]["batch_size"] == auto_batch_size(n)
+    assert config["sample"]["sampler_args"] == {"constrain": True}  # its samples keep every valence
     # a recipe or --batch-size still decides
     r = CliRunner().invoke(cli, ["train", "molecule", "--data", str(data), "--steps", "1", "--batch-size", "8",
                                  "--out", str(tmp_path / "run2"), "--json"])
