@@ -80,7 +80,9 @@ def run(model, *, n: Optional[int] = None, start: Optional[torch.Tensor] = None,
 
     name = sampler or sc.get("sampler", DEFAULT_SAMPLER if getattr(model, "categorical", False) else "dpmpp_2m")
     fn = get_sampler(name)
-    sargs = dict(sc.get("sampler_args", {})) if name == sc.get("sampler") else {}
+    stored = sc.get("sampler_args", {})
+    # the stored arguments tune the stored sampler; a token rule (constrain) holds whichever sampler runs
+    sargs = dict(stored) if name == sc.get("sampler") else {k: v for k, v in stored.items() if k == "constrain"}
     sargs.update(sampler_args or {})
     prec = model.precision(precision)
     if start is None:

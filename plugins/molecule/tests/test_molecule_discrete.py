@@ -295,6 +295,8 @@ def test_constrained_sampling_decodes_raw_into_valid_molecules(tmp_path):
     plain = m.generate(96, seed=2, steps=16, decode="raw", sampler_args={"constrain": False})
     ruled = m.generate(96, seed=2, steps=16, decode="raw")
     assert all(x is not None for x in ruled) and sum(x is None for x in plain) > 0
+    other = m.generate(48, seed=2, steps=16, decode="raw", sampler="confidence")  # the rule holds for it too
+    assert all(x is not None for x in other)
     x1, _ = m.sample(32, seed=5, steps=12, sampler_args={"constrain": True})
     x2, _ = m.sample(32, seed=5, steps=12, sampler_args={"constrain": True})
     assert torch.equal(x1, x2)
