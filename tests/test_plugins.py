@@ -50,7 +50,7 @@ def test_builtins_register_through_the_hooks(fresh_registry):
         impls = getattr(reg.pm.hook, hook).get_hookimpls()
         assert [i.plugin for i in impls] == [polydiff._builtin], hook
     builtin_samplers = {**samplers.SAMPLERS, **discrete.SAMPLERS}
-    builtin_ladders = {**schedules.LADDERS, "linear_levels": discrete.linear}
+    builtin_ladders = {**schedules.LADDERS, "linear_levels": discrete.linear, "power_levels": discrete.power}
     assert rec.samplers == sorted(builtin_samplers) and set(reg.samplers) == set(builtin_samplers)
     assert rec.schedules == sorted(builtin_ladders) and set(reg.schedules) == set(builtin_ladders)
     assert rec.scorers == ["elbo", "reconstruction"] and set(reg.scorers) == {"elbo", "reconstruction"}

@@ -215,7 +215,7 @@ def _run_categorical(model, proc, fn, name, sargs, shape, levels, start, level_s
     if rule is not None and not callable(rule):  # a stored / command-line switch: the modality's own rule
         if not isinstance(rule, bool):
             raise PolydiffError(f"sampler argument constrain is true, false or a function, got {rule!r}")
-        hook = getattr(model.modality, "constrain", None)
+        hook = model.modality.constrain
         if rule and hook is None:
             raise PolydiffError(f"the {model.modality.name} modality has no token rule to constrain sampling with")
         rule = hook(model.encoder, cond, proc) if rule else None
