@@ -134,11 +134,11 @@ def measure_model(name, reference, args, with_fcd) -> dict:
     model = Model.load(base, modality="molecule", device=args.device)
     precision = pin_precision(model, args.precision)
     sargs = {"constrain": False} if variant else None
-    stored = model.config.get("sample", {}).get("sampler_args", {})
+    sc = model.config.get("sample", {})
+    stored = sc.get("sampler_args", {})
     out = {"model": str(model.path), "name": name, "precision": precision,
            "method": "categorical" if model.categorical else "sigma-space", "step": model.meta.get("step"),
-           "schedule": model.config.get("sample", {}).get("schedule"),
-           "schedule_args": model.config.get("sample", {}).get("schedule_args"),
+           "schedule": sc.get("schedule"), "schedule_args": sc.get("schedule_args"),
            "constrained": bool(stored.get("constrain")) and not variant}
     default, samples = run_setting(model, reference, None, None, args, with_fcd, sargs)
     out["default"] = default
