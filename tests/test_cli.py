@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -329,6 +330,8 @@ def test_sample_rejects_bad_counts_naming_the_option(bundle, tmp_path, args, mes
     (["--steps", -5], "--steps must be 0 or more, got -5"),
     (["--batch-size", 0], "--batch-size must be at least 1, got 0"),
     (["--seed", -1], "--seed must be 0 or more, got -1"),
+    (["--lr", 0], "--lr must be a positive number, got 0.0"),
+    (["--lr", "nan"], "--lr must be a positive number, got nan"),
 ])
 def test_train_rejects_bad_numbers_in_the_options_words(toy, tmp_path, args, message):
     result = invoke("train", "toy", "--recipe", "tiny", *args, "--out", tmp_path / "run")
@@ -592,6 +595,31 @@ def test_cli_resume_ends_where_an_uninterrupted_run_ends(toy, tmp_path):
     whole = (tmp_path / "full" / "model.safetensors").read_bytes()
     assert (tmp_path / "split" / "model.safetensors").read_bytes() == whole
     assert first != whole  # the comparison can fail: three steps are not eight
+
+
+def test_cli_resume_with_a_new_learning_rate(toy, tmp_path):
+    """`--lr` on a resumed run holds from the checkpoint's step on: the steps before keep the recipe's rate
+    (in metrics.jsonl), the run warns that its settings changed, and the model differs from the one the old
+    rate would have given."""
+    common = ["train", "toy", "--recipe", "tiny", "--seed", 3, "--batch-size", 8, "--json"]
+    assert invoke(*common, "--steps", 4, "--out", tmp_path / "a").exit_code == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    same = invoke(*common, "--steps", 8, "--out", tmp_path / "a", "--resume")
+    assert same.exit_code == 0, same.output
+    with pytest.warns(UserWarning, match="changed training settings.*lr"):
+        lower = invoke(*common, "--steps", 8, "--out", tmp_path / "b", "--resume", "--lr", "1e-5")
+    assert lower.exit_code == 0, lower.output
+    def rates(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["lr"] for r in rows if "lr" in r}
+
+    recipe_lr = json.loads((tmp_path / "a" / "config.json").read_text())["train"]["lr"]
+    assert recipe_lr != pytest.approx(1e-5)
+    old, new = rates("a"), rates("b")  # the same warm-up factor at each step, scaled by the new rate after 4
+    assert {s: new[s] for s in new if s <= 4} == {s: old[s] for s in old if s <= 4}
+    assert new[8] == pytest.approx(old[8] * 1e-5 / recipe_lr)
+    assert ((tmp_path / "a" / "model.safetensors").read_bytes()
+            != (tmp_path / "b" / "model.safetensors").read_bytes())
 
 
 def test_output_options_reach_decode_and_write_not_cond(toy, bundle, tmp_path, monkeypatch):

@@ -136,11 +136,13 @@ def _train_command(modality):
                        "weights and keep its encoder, network and sampling defaults. With --resume, give it again.")
     @click.option("--batch-size", type=int, help="Batch size (overrides the recipe).")
     @click.option("--seed", type=int, help="Training seed (overrides the recipe).")
+    @click.option("--lr", type=float, help="Learning rate after warm-up (overrides the recipe; with --resume it "
+                                           "holds from the checkpoint's step on).")
     @click.option("--device", help="cpu, cuda, cuda:1 ... [cuda when present, else cpu]")
     @click.option("--strict", is_flag=True,
                   help="Fail on the first unusable record of --data instead of skipping it with a count.")
     @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-    def cmd(data, recipe, steps, out, resume, init, batch_size, seed, device, strict, as_json):
+    def cmd(data, recipe, steps, out, resume, init, batch_size, seed, lr, device, strict, as_json):
         from .model import train_modality
 
         if steps is not None and steps < 0:
@@ -149,11 +151,15 @@ def _train_command(modality):
             raise PolydiffError(f"--batch-size must be at least 1, got {batch_size}")
         if seed is not None and seed < 0:
             raise PolydiffError(f"--seed must be 0 or more, got {seed}")
+        if lr is not None and not (lr > 0 and math.isfinite(lr)):
+            raise PolydiffError(f"--lr must be a positive number, got {lr}")
         train = {}
         if batch_size is not None:
             train["batch_size"] = batch_size
         if seed is not None:
             train["seed"] = seed
+        if lr is not None:
+            train["lr"] = lr
         summary = train_modality(modality, data=data, recipe=recipe, steps=steps, out=out or f"runs/{modality.name}",
                                  resume=resume, overrides={"train": train} if train else None, device=device,
                                  progress=not as_json, strict=strict, init=init)

@@ -92,7 +92,7 @@ class GraphTransformerConfig:
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """FiLM of normalised features: ``x * (1 + scale) + shift``; shift and scale are [B, C]."""
     view = (shift.shape[0],) + (1,) * (x.ndim - 2) + (shift.shape[-1],)
-    return x * (1 + scale.view(view)) + shift.view(view)
+    return torch.addcmul(shift.view(view), x, (1 + scale).view(view))  # one pass over x
 
 
 def _gate(g: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -218,30 +218,52 @@ class DotGraphLayer(GraphTransformerLayer):
         self.e_node = nn.Linear(d, de, bias=False)
         self.e_att = nn.Linear(nh, de, bias=False)
 
-    def forward(self, h, e, c, node_mask, pair_mask, iu, ju):
-        """``h [B, N, d]``, ``e [B, T, de]`` (pairs ``(iu, ju)``), ``pair_mask [B, T]``."""
+    def forward(self, h, e, c, node_mask, pair_mask, iu, ju, key_off=None, pair_index=None):
+        """``h [B, N, d]``, ``e [B, T, de]`` (pairs ``(iu, ju)``), ``pair_mask [B, T]``. ``key_off [B * H, 1, N]``
+        (True at padding keys) and ``pair_index [N * N]`` (the pair of each entry of the N x N matrix, T on the
+        diagonal) are derived from the others when not given; the network computes them once for all its
+        layers."""
         b, n, d = h.shape
-        hd = d // self.heads
+        nh, t = self.heads, e.shape[1]
+        hd = d // nh
+        if key_off is None:
+            key_off = _key_off(node_mask, nh)
+        if pair_index is None:
+            pair_index = _pair_index(n, iu, ju)
         (g1, sh2, sc2, g2), (eg1, esh2, esc2, eg2), hn, en = self._modulated(h, e, c)
-        q, k, v = (t.view(b, n, self.heads, hd).transpose(1, 2) for t in self.qkv(hn).chunk(3, dim=-1))
-        logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))                     # [B, H, N, N]
-        bias = self.e_bias(en).transpose(1, 2)                                          # [B, H, T]
-        full = logits.new_zeros(b, self.heads, n, n)
-        full[:, :, iu, ju] = bias
-        full[:, :, ju, iu] = bias
-        logits = logits + full
-        key_ok = node_mask[:, None, None, :] > 0
-        attn = self.attn_drop(torch.softmax(logits.masked_fill(~key_ok, torch.finfo(logits.dtype).min), dim=-1))
-        out = (attn @ v).transpose(1, 2).reshape(b, n, d)
-        h = h + _gate(g1, 3) * self.h_out(out)
-        sym = (0.5 * (logits[:, :, iu, ju] + logits[:, :, ju, iu])).transpose(1, 2)    # [B, T, H]
+        q, k, v = (t_.view(b, n, nh, hd).transpose(1, 2) for t_ in self.qkv(hn).chunk(3, dim=-1))
+        bias = F.pad(self.e_bias(en).transpose(1, 2), (0, 1))                          # [B, H, T + 1]
+        bias = bias[:, :, pair_index].view(b * nh, n, n)                               # symmetric edge bias
+        logits = torch.baddbmm(bias, q.reshape(b * nh, n, hd), k.reshape(b * nh, n, hd).transpose(1, 2),
+                               alpha=1.0 / math.sqrt(hd))                                # [B * H, N, N]
+        attn = torch.softmax(logits.masked_fill(key_off, torch.finfo(logits.dtype).min), dim=-1)
+        attn = self.attn_drop(attn)
+        out = torch.bmm(attn, v.reshape(b * nh, n, hd)).view(b, nh, n, hd).transpose(1, 2).reshape(b, n, d)
+        h = torch.addcmul(h, _gate(g1, 3), self.h_out(out))
+        flat = logits.view(b, nh, n * n)                                                 # [B, H, N * N]
+        sym = (0.5 * (flat[:, :, iu * n + ju] + flat[:, :, ju * n + iu])).transpose(1, 2)  # [B, T, H]
         pn = self.e_node(hn)
         upd = self.e_self(en) + self.e_att(sym) + pn[:, iu] + pn[:, ju]
-        e = e + _gate(eg1, 3) * upd
+        e = torch.addcmul(e, _gate(eg1, 3), upd)
 
-        h = h + _gate(g2, 3) * self.ffn_h(_modulate(self.norm_h2(h), sh2, sc2))
-        e = e + _gate(eg2, 3) * self.ffn_e(_modulate(self.norm_e2(e), esh2, esc2))
+        h = torch.addcmul(h, _gate(g2, 3), self.ffn_h(_modulate(self.norm_h2(h), sh2, sc2)))
+        e = torch.addcmul(e, _gate(eg2, 3), self.ffn_e(_modulate(self.norm_e2(e), esh2, esc2)))
         return h * node_mask[..., None], e * pair_mask[..., None]
+
+
+def _key_off(node_mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B * heads, 1, N]``: True where the key is padding (never attended)."""
+    return (node_mask <= 0).repeat_interleave(heads, dim=0)[:, None, :]
+
+
+def _pair_index(n: int, iu: torch.Tensor, ju: torch.Tensor) -> torch.Tensor:
+    """``[N * N]``: the index in ``(iu, ju)`` of the pair at each entry of the N x N matrix (both triangles);
+    ``T`` (one past the last pair) on the diagonal."""
+    idx = torch.full((n * n,), iu.numel(), dtype=torch.long, device=iu.device)
+    pairs = torch.arange(iu.numel(), device=iu.device)
+    idx[iu * n + ju] = pairs
+    idx[ju * n + iu] = pairs
+    return idx
 
 
 class GraphTransformer(nn.Module):
@@ -330,8 +352,9 @@ class GraphTransformer(nn.Module):
         if cfg.attention == "dot":  # edge states on the pairs i < j only
             pt = pm[:, self.iu, self.ju]
             e = self.edge_in(tri) * pt[..., None]
+            kb, pidx = _key_off(nm, cfg.heads), _pair_index(n, self.iu, self.ju)
             for block in self.blocks:
-                h, e = block(h, e, c, nm, pt, self.iu, self.ju)
+                h, e = block(h, e, c, nm, pt, self.iu, self.ju, kb, pidx)
             sh, sc, esh, esc = torch.split(self.final_ada(c), [d, d, de, de], dim=-1)
             out_n = self.node_out(_modulate(self.norm_h(h), sh, sc)) * nm[..., None]
             out_t = self.edge_out(_modulate(self.norm_e(e), esh, esc))
