@@ -173,8 +173,13 @@ def test_qm9_reference_split_is_seeded_and_novelty_uses_the_whole_file(tmp_path,
     assert len(ref.train) == 40 and ref.split["size"] == 10 and ref.split["seed"] == 0
     assert "NOT held out" in ref.note
     again = M.load_reference("qm9", test_size=10, seed=0)
-    assert again.test.smiles == ref.test.smiles and again.split["qm9_index_sha256"] == ref.split["qm9_index_sha256"]
+    assert again is ref  # built once per process and file
     assert M.load_reference("qm9", test_size=10, seed=1).test.smiles != ref.test.smiles
+    (tmp_path / "qm9" / "qm9_canonical_neutral.csv").write_text(  # a changed file is read again
+        "qm9_index,smiles\n" + "".join(f"{i + 1},{s}\n" for i, s in enumerate(rows[::-1])))
+    changed = M.load_reference("qm9", test_size=10, seed=0)
+    assert changed is not ref and changed.test.smiles == [rows[::-1][i] for i in expected]
+    ref = M.load_reference("qm9", test_size=10, seed=0)
     s = M.summarize([rows[0], "CCCCCCCCCCCCC"], ref, with_fcd=False)
     assert s["novelty"] == pytest.approx(0.5)
     assert s["fcd_reason"] == "not computed"
