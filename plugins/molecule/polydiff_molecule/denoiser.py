@@ -224,7 +224,7 @@ class DotGraphLayer(GraphTransformerLayer):
         diagonal) are derived from the others when not given; the network computes them once for all its
         layers."""
         b, n, d = h.shape
-        nh, t = self.heads, e.shape[1]
+        nh = self.heads
         hd = d // nh
         if key_off is None:
             key_off = _key_off(node_mask, nh)
@@ -352,9 +352,9 @@ class GraphTransformer(nn.Module):
         if cfg.attention == "dot":  # edge states on the pairs i < j only
             pt = pm[:, self.iu, self.ju]
             e = self.edge_in(tri) * pt[..., None]
-            kb, pidx = _key_off(nm, cfg.heads), _pair_index(n, self.iu, self.ju)
+            key_off, pidx = _key_off(nm, cfg.heads), _pair_index(n, self.iu, self.ju)
             for block in self.blocks:
-                h, e = block(h, e, c, nm, pt, self.iu, self.ju, kb, pidx)
+                h, e = block(h, e, c, nm, pt, self.iu, self.ju, key_off, pidx)
             sh, sc, esh, esc = torch.split(self.final_ada(c), [d, d, de, de], dim=-1)
             out_n = self.node_out(_modulate(self.norm_h(h), sh, sc)) * nm[..., None]
             out_t = self.edge_out(_modulate(self.norm_e(e), esh, esc))
