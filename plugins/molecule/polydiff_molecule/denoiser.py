@@ -218,18 +218,13 @@ class DotGraphLayer(GraphTransformerLayer):
         self.e_node = nn.Linear(d, de, bias=False)
         self.e_att = nn.Linear(nh, de, bias=False)
 
-    def forward(self, h, e, c, node_mask, pair_mask, iu, ju, key_off=None, pair_index=None):
-        """``h [B, N, d]``, ``e [B, T, de]`` (pairs ``(iu, ju)``), ``pair_mask [B, T]``. ``key_off [B * H, 1, N]``
-        (True at padding keys) and ``pair_index [N * N]`` (the pair of each entry of the N x N matrix, T on the
-        diagonal) are derived from the others when not given; the network computes them once for all its
-        layers."""
+    def forward(self, h, e, c, node_mask, pair_mask, iu, ju, key_off, pair_index):
+        """``h [B, N, d]``, ``e [B, T, de]`` (pairs ``(iu, ju)``), ``pair_mask [B, T]``, ``key_off [B * H, 1, N]``
+        (True at padding keys, :func:`_key_off`) and ``pair_index [N * N]`` (:func:`_pair_index`); the network
+        computes the last two once for all its layers."""
         b, n, d = h.shape
         nh = self.heads
         hd = d // nh
-        if key_off is None:
-            key_off = _key_off(node_mask, nh)
-        if pair_index is None:
-            pair_index = _pair_index(n, iu, ju)
         (g1, sh2, sc2, g2), (eg1, esh2, esc2, eg2), hn, en = self._modulated(h, e, c)
         q, k, v = (t_.view(b, n, nh, hd).transpose(1, 2) for t_ in self.qkv(hn).chunk(3, dim=-1))
         bias = F.pad(self.e_bias(en).transpose(1, 2), (0, 1))                          # [B, H, T + 1]
@@ -277,6 +272,7 @@ class GraphTransformer(nn.Module):
         self.register_buffer("iu", iu[0], persistent=False)
         self.register_buffer("ju", iu[1], persistent=False)
         self.register_buffer("offdiag", 1.0 - torch.eye(n), persistent=False)
+        self.register_buffer("pair_index", _pair_index(n, iu[0], iu[1]), persistent=False)
         self.dim = n * a + iu.shape[1] * ne
         self.cond = ConditionEmbedding(cfg)
         if cfg.categorical:
@@ -352,9 +348,9 @@ class GraphTransformer(nn.Module):
         if cfg.attention == "dot":  # edge states on the pairs i < j only
             pt = pm[:, self.iu, self.ju]
             e = self.edge_in(tri) * pt[..., None]
-            key_off, pidx = _key_off(nm, cfg.heads), _pair_index(n, self.iu, self.ju)
+            key_off = _key_off(nm, cfg.heads)
             for block in self.blocks:
-                h, e = block(h, e, c, nm, pt, self.iu, self.ju, key_off, pidx)
+                h, e = block(h, e, c, nm, pt, self.iu, self.ju, key_off, self.pair_index)
             sh, sc, esh, esc = torch.split(self.final_ada(c), [d, d, de, de], dim=-1)
             out_n = self.node_out(_modulate(self.norm_h(h), sh, sc)) * nm[..., None]
             out_t = self.edge_out(_modulate(self.norm_e(e), esh, esc))
