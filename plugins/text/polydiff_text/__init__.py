@@ -97,6 +97,7 @@ def register_modalities(register):
         sample_options=_sample_options(),
         make_cond=encoder.make_cond,
         rank=encoder.rank,
+        constrain=encoder.repeat_rule,
         configure=_configure,
         demo=_demo if any(PRETRAINED.glob("*.safetensors")) else None,  # the act needs a bundled model
         demo_order=50,

@@ -34,7 +34,7 @@ from polydiff.errors import InputError
 from . import mr as mrs
 from .tokenizer import Tokenizer, split
 
-__all__ = ["Sentence", "TextEncoder", "make_cond", "configure", "read_lines"]
+__all__ = ["Sentence", "TextEncoder", "make_cond", "configure", "read_lines", "repeat_rule"]
 
 N_ATTR = len(mrs.ATTRIBUTES)
 NAME_BYTES = 64
@@ -330,14 +330,39 @@ class TextEncoder:
         enc.mr_prior = [list(r) for r in meta.get("mr_prior", [])]
         return enc
 
-    def draw_mr(self, generator) -> Optional[Dict[str, str]]:
+    def values_in(self, phrases: Sequence[str]) -> Optional[Dict[str, str]]:
+        """The closed MR values (food, area, eatType, ...) that ``phrases`` name as whole words, case ignored:
+        ``["Italian food", "riverside"]`` -> ``{"food": "Italian", "area": "riverside"}``; None when they
+        name two values of one attribute (no MR holds both)."""
+        import re
+
+        found: Dict[str, set] = {}
+        for a, vals in self.values.items():
+            for v in vals:
+                pat = re.compile(r"(?<!\w)" + re.escape(v) + r"(?!\w)", re.IGNORECASE)
+                if any(pat.search(p) for p in phrases):
+                    found.setdefault(a, set()).add(v)
+        if any(len(v) > 1 for v in found.values()):
+            return None
+        return {a: next(iter(v)) for a, v in found.items()}
+
+    def draw_mr(self, generator, require: Optional[Dict[str, str]] = None) -> Optional[Dict[str, str]]:
         """An MR drawn from the training MRs (:attr:`mr_prior`, as often as the training sentences use each),
-        its ``name`` and ``near`` drawn as often as the training sentences use them. None for an encoder
-        without the prior (fitted before it was stored, or on sentences without MRs)."""
+        its ``name`` and ``near`` drawn as often as the training sentences use them; ``require``: closed
+        values the MR must hold (the draw is then from the training MRs that hold them). None for an encoder
+        without the prior (fitted before it was stored, or on sentences without MRs), or when no training MR
+        holds the required values."""
         if not self.mr_prior:
             return None
-        w = torch.tensor([r[-1] for r in self.mr_prior], dtype=torch.float64)
-        row = self.mr_prior[int(torch.multinomial(w, 1, generator=generator))]
+        rows = self.mr_prior
+        if require:
+            need = [(mrs.ATTRIBUTES.index(a), 1 + self.values[a].index(v)) for a, v in require.items()
+                    if v in self.values.get(a, [])]
+            rows = [r for r in rows if all(r[j] == v for j, v in need)]
+            if not rows:
+                return None
+        w = torch.tensor([r[-1] for r in rows], dtype=torch.float64)
+        row = rows[int(torch.multinomial(w, 1, generator=generator))]
         mr = {}
         for a, v in zip(mrs.ATTRIBUTES, row):
             if v <= 0:
@@ -391,10 +416,11 @@ def configure(config: dict, encoder: TextEncoder) -> dict:
     out = dict(config, network=net)
     sample = dict(out.get("sample") or {})
     if net.get("method", "masked") == "masked" and "sampler_args" not in sample:
-        # greedy confidence decoding that also reveals every position at least 60 % certain, chosen on the
-        # E2E development split (an embedding model's sigma-space sampler takes neither, so this default is
+        # greedy confidence decoding that also reveals every position at least 60 % certain, with the token
+        # rule that no word is revealed next to the same word (:func:`repeat_rule`), chosen on the E2E
+        # development split (an embedding model's sigma-space sampler takes none of them, so this default is
         # the masked method's alone)
-        sample["sampler_args"] = {"temperature": 0.0, "threshold": 0.6}
+        sample["sampler_args"] = {"temperature": 0.0, "threshold": 0.6, "constrain": True}
         out["sample"] = sample
     if out.get("process"):
         out["process"] = dict(out["process"], vocab=encoder.vocab_size)
@@ -412,25 +438,76 @@ def make_cond(encoder: TextEncoder, n: int, generator=None, mr=None, length=None
 
 
 def rank(encoder: TextEncoder, x: torch.Tensor, cond: Dict[str, torch.Tensor]):
-    """Scores of generated sentences for best-of-k sampling (the ``rank`` hook): for a sentence with an MR,
-    minus its slot errors (values of the MR it leaves out, plus one if it names a value the MR does not
-    hold; :func:`polydiff_text.metrics.slot_errors`), so 0 is a sentence that says exactly its MR; 0 for a
-    sentence without one, or whose MR was drawn for it (unconditional). None when no sentence of the batch
-    has an MR it was asked for: nothing to rank."""
-    from .metrics import slot_errors
+    """Scores of generated sentences for best-of-k sampling (the ``rank`` hook), 0 the best: for a sentence
+    with an MR it was asked for, minus its slot errors (values of the MR it leaves out, plus one if it names
+    a value the MR does not hold; :func:`polydiff_text.metrics.slot_errors`) and its slips (a word written
+    twice in a row, an article that disagrees with the next word: :func:`polydiff_text.metrics.slips`); for
+    a filled template or a sentence with required words (``cond["ranked"]``), minus its slips (and slot
+    errors with an MR): its draws differ in the gaps' sizes or the words' places, and the ranking keeps one
+    that reads right. 0 for unconditional sentences (their draws are not compared: one draw, the speed of
+    unconditional text). None when no sentence of the batch is ranked."""
+    from .metrics import slips, slot_errors
 
+    b = x.shape[0]
     mr_t = cond.get("mr")
     drawn = cond.get("mr_drawn")
-    asked = (mr_t >= 0).all(-1) if mr_t is not None else None
-    if drawn is not None and asked is not None:
+    asked = (mr_t >= 0).all(-1) if mr_t is not None else torch.zeros(b, dtype=torch.bool)
+    if drawn is not None:
         asked = asked & ~drawn.bool()
-    if asked is None or not bool(asked.any()):
+    ranked = cond.get("ranked")
+    ranked = asked | (ranked.bool() if ranked is not None else torch.zeros(b, dtype=torch.bool))
+    if not bool(ranked.any()):
         return None
     out = []
-    for s, a in zip(encoder.decode(x, cond), asked.tolist()):
-        if not s.mr or not a:
+    for s, a, r in zip(encoder.decode(x, cond), asked.tolist(), ranked.tolist()):
+        if not r:
             out.append(0.0)
             continue
-        e = slot_errors(s.text, s.mr)
-        out.append(-float(e["missing"] + e["hallucinated"]))
+        e = slot_errors(s.text, s.mr) if a and s.mr else {"missing": 0, "hallucinated": 0}
+        out.append(-float(e["missing"] + e["hallucinated"] + slips(s.text)))
     return out
+
+
+def repeat_rule(encoder: TextEncoder, cond: Dict[str, torch.Tensor], process):
+    """The text modality's token rule (the core's ``constrain`` hook): no word or mark is revealed next to
+    the same one ("of of", "The the", ",,"; case and the space before a token ignored). Parallel decoding
+    reveals several positions in one step, each from the same evaluation, so two neighbours sure of the same
+    word both write it; the training references do that in 0.4 % of sentences, generated sentences far more
+    often without the rule (docs/benchmarks.md, "Text").
+
+    After each step's draw, a token revealed at this step that equals its left neighbour goes back to the
+    mask, or, where the left one was revealed at this step and the right one was there before, the left one
+    does: drawn again at a later step from a denoiser that then sees its neighbour. At the last step nothing
+    may stay masked: such a token becomes padding instead, which decoding leaves out (the word is written
+    once: "a a high rating" -> "a high rating"), except in a sentence whose length was asked for
+    (``cond["exact_length"]``): the length holds. Known tokens (a template's words, padding) never change.
+    Deterministic."""
+    encoder._need_fit()
+    if process is None or process.kind != "absorbing":
+        raise InputError("the text token rule needs a masked (absorbing) model")
+    mask_id = int(process.mask_id)
+    vocab = encoder.tokenizer.vocab
+    canon: Dict[str, int] = {}
+    word = torch.tensor([canon.setdefault(t.lstrip("\u2581").lower(), len(canon)) for t in vocab] + [-1],
+                        dtype=torch.long)  # the mask (id len(vocab)) is no word
+    word[0] = -2  # padding repeats freely
+
+    pad = encoder.tokenizer.pad_id
+    exact = cond.get("exact_length") if cond else None
+
+    def rule(prev: torch.Tensor, new: torch.Tensor, last: bool, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w = word.to(new.device)[new.clamp(0, len(word) - 1)]
+        fresh = (new != prev) & (prev == mask_id)
+        if keep is not None:
+            fresh = fresh & ~keep.expand(new.shape)
+        same = (w[..., 1:] == w[..., :-1]) & (w[..., 1:] >= 0)  # positions i, i + 1 hold the same word
+        back = torch.zeros_like(fresh)
+        back[..., 1:] |= same & fresh[..., 1:]                # the right one was revealed now: it goes back
+        back[..., :-1] |= same & fresh[..., :-1] & ~fresh[..., 1:]  # else the left one, if it was
+        if last:  # nothing may stay masked: written once (padding), or twice where the length is fixed
+            if exact is not None:
+                back = back & ~exact.to(new.device).bool().reshape((-1,) + (1,) * (new.dim() - 1))
+            return torch.where(back, torch.full_like(new, pad), new)
+        return torch.where(back, torch.full_like(new, mask_id), new)
+
+    return rule

@@ -9,7 +9,8 @@
   references themselves score slot recall 0.92 and a hallucination rate of 0.03 on the development split,
   0.90 and 0.04 on the test split: human writers leave values out and add some);
 * :func:`diversity`: distinct-1/2, duplicate rate, self-BLEU; :func:`copy_rate`: sentences found verbatim in
-  the training text;
+  the training text; :func:`repeat_rate`: sentences with a word or mark written twice in a row ("of of",
+  ",,"), the slip parallel decoding makes when neighbouring positions are revealed at once;
 * :class:`KneserNey`: an interpolated Kneser-Ney n-gram language model (modified discounts), for fluency as
   perplexity.
 """
@@ -22,7 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from . import mr as mrs
 
-__all__ = ["tokenize_13a", "bleu", "slot_errors", "slots", "diversity", "copy_rate", "KneserNey", "evaluate"]
+__all__ = ["tokenize_13a", "bleu", "slot_errors", "slots", "diversity", "copy_rate", "repeat_rate", "slips",
+           "KneserNey", "evaluate"]
 
 
 def tokenize_13a(line: str) -> List[str]:
@@ -173,6 +175,37 @@ def copy_rate(texts: Sequence[str], train: Iterable[str]) -> float:
     return sum(" ".join(t.split()) in seen for t in texts) / len(texts) if texts else float("nan")
 
 
+def repeated(text: str) -> bool:
+    """Whether ``text`` writes a token twice in a row (13a tokens, case ignored: "The the", "of of", "..")."""
+    toks = [t.lower() for t in tokenize_13a(text)]
+    return any(a == b for a, b in zip(toks, toks[1:]))
+
+
+_VOWEL_SOUND = re.compile(r"^(?!one\b|once\b|uni|use|usu|eu)[aeiou]|^(hour|honest|honou?r)", re.IGNORECASE)
+_NO_NOUN = {"a", "an", "the", ".", ",", "!", "?", ";", ":"}
+
+
+def slips(text: str) -> int:
+    """Slips of ``text`` a reader notices at once: a token written twice in a row ("of of"), and an
+    indefinite article that disagrees with the word after it ("a Indian", "an cheap") or stands before
+    another article or a mark ("a an", "a ."). The best-of ranking of templates and MRs counts them."""
+    toks = [t.lower() for t in tokenize_13a(text)]
+    out = sum(a == b for a, b in zip(toks, toks[1:]))
+    for a, b in zip(toks, toks[1:]):
+        if a in ("a", "an"):
+            if b in _NO_NOUN:
+                out += a != b  # "a a" is counted as a repeat already
+            elif b[0].isalpha() and (a == "an") != bool(_VOWEL_SOUND.match(b)):
+                out += 1
+    return out
+
+
+def repeat_rate(texts: Sequence[str]) -> float:
+    """The fraction of ``texts`` with a token written twice in a row (:func:`repeated`); the E2E training
+    references: 0.4 %."""
+    return sum(repeated(t) for t in texts) / len(texts) if texts else float("nan")
+
+
 # ---------------------------------------------------------------------------------------------- n-gram LM
 class KneserNey:
     """Interpolated modified Kneser-Ney n-gram LM (Chen & Goodman 1998) over 13a tokens, fitted on
@@ -245,6 +278,7 @@ def evaluate(items: Sequence, references: Optional[Sequence] = None, train: Opti
             raise ValueError(f"{missing} generated sentences have an MR with no reference in the references file")
         out["bleu"] = bleu([h for h, _ in pairs], [r for _, r in pairs])
     out.update(diversity(texts))
+    out["repeat_rate"] = repeat_rate(texts)
     if train is not None:
         out["copy_rate"] = copy_rate(texts, train)
     return out

@@ -63,8 +63,17 @@ def delexicalise(text: str, mr: Dict[str, str]) -> str:
     return text
 
 
+_ARTICLE = re.compile(r"^the\s", re.IGNORECASE)
+
+
 def lexicalise(text: str, mr: Dict[str, str]) -> str:
+    """``text`` with the placeholders replaced by the MR's values. A value that starts with its own article
+    ("The Golden Curry") takes the place of an article written before the placeholder ("The <name>" is how
+    the references name "Wildwood" as "The Wildwood"), so no sentence says "the The Golden Curry"."""
     for key in OPEN:
         if key in mr:
-            text = text.replace(PLACEHOLDER[key], mr[key])
+            ph, value = PLACEHOLDER[key], mr[key]
+            if _ARTICLE.match(value):
+                text = re.sub(r"\b[Tt]he\s+" + re.escape(ph), lambda _m: value, text)
+            text = text.replace(ph, value)
     return text

@@ -1,11 +1,13 @@
 """What the text model is asked to write: meaning representations, lengths, words it must contain, templates.
 
 :func:`conditions` turns those requests into the sampling run's conditions (``mask``, ``mr``, ``lex``,
-``mr_drawn``) and a :class:`polydiff.sampling.Known` control: padding after the sentence's length, and every
+``mr_drawn``, ``ranked``, ``exact_length``) and a :class:`polydiff.sampling.Known` control: padding after the sentence's length, and every
 given word (a template's words, ``contains`` phrases) as known tokens, which categorical sampling keeps
-exactly. A sentence asked for with nothing (no MR, template or words) is written from an MR drawn from the
-training MRs (as often as the training sentences use each, names likewise): unconditional text is an
-ancestral sample of p(MR) p(sentence | MR), and the MR it was written from goes out with it.
+exactly. A sentence asked for without an MR or a template is written from an MR drawn from the training MRs
+(as often as the training sentences use each, names likewise): unconditional text is an ancestral sample of
+p(MR) p(sentence | MR), and the MR it was written from goes out with it. Required words that name MR values
+("Italian", "riverside", "pub") draw from the training MRs holding those values; where none holds them all,
+the sentence is written without an MR.
 """
 from __future__ import annotations
 
@@ -110,16 +112,21 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
     lengths_in = _as_list(length, n, "lengths")
     templates = _as_list(template, n, "templates")
     phrases = contains_phrases(contains)
+    required = encoder.values_in(phrases)  # None: no MR holds the values the words name
     x = torch.zeros(n, L, dtype=torch.long)
     keep = torch.zeros(n, L, dtype=torch.bool)
     mask = torch.zeros(n, L)
     mr_t = torch.zeros(n, len(mrs.ATTRIBUTES), dtype=torch.long)
     lex = torch.zeros(n, len(mrs.OPEN), encoder_module.NAME_BYTES, dtype=torch.uint8)
     mr_drawn = torch.zeros(n, dtype=torch.bool)  # the MR was drawn here, not asked for: best-of does not rank it
+    # a template or required words: best-of ranks the draws (gap sizes, places of the words) by their slips
+    ranked = torch.zeros(n, dtype=torch.bool)
+    exact = torch.zeros(n, dtype=torch.bool)  # a length asked for: the token rule deletes no word
     for i in range(n):
         m = mrs.parse(mrs_in[i]) if mrs_in[i] else None
-        if m is None and templates[i] is None and not phrases:  # unconditional: an MR from the training MRs
-            m = encoder.draw_mr(g)
+        if m is None and templates[i] is None:  # unconditional: an MR from the training MRs (holding the values
+            # the required words name: "Italian" draws from the Italian restaurants' MRs)
+            m = encoder.draw_mr(g, require=required) if required is not None else None
             mr_drawn[i] = m is not None
         mr_t[i] = torch.tensor(encoder.mr_index(m))
         fill = dict(m or {})
@@ -129,11 +136,13 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
         lex[i] = encoder.lex_row(fill)
         ln = lengths_in[i]
         if ln is not None:
+            exact[i] = True
             ln = int(ln)
             if not 1 <= ln <= L:
                 raise InputError(f"length {ln}: the model writes 1 to {L} tokens")
         if templates[i] is not None:
             ln = _template(encoder, templates[i], ln, m, x[i], keep[i], g)
+            ranked[i] = True
         else:
             if ln is None and m:  # data-to-text: a typical length (chosen on the development split)
                 ln = min(max(encoder.typical_length(len(m)) + draw_offset(int(draw)), 1), L)
@@ -146,9 +155,11 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
                 ln = min(L, need + 2)
             if phrases:
                 _place(encoder, phrases, ln, x[i], keep[i], g)
+                ranked[i] = True
         mask[i, :ln] = 1
         keep[i, ln:] = True  # padding: <pad> (id 0), kept
-    return {"mask": mask, "mr": mr_t, "lex": lex, "mr_drawn": mr_drawn}, Known(x, keep)
+    return {"mask": mask, "mr": mr_t, "lex": lex, "mr_drawn": mr_drawn, "ranked": ranked,
+            "exact_length": exact}, Known(x, keep)
 
 
 def _template(encoder, text, ln, m, x_row, keep_row, g) -> int:
