@@ -30,7 +30,8 @@ Measured, per seed (medians and the worst seed reported):
   references' shares;
 * sentences per second of the default sampler, 2 threads, batches of 100; ``--speed RUNS`` measures the
   decoding paths of the greedy ``confidence`` sampler side by side instead (every position evaluated, the
-  masked positions alone, and those with the parallel-decoding threshold), and the default sampler through
+  masked positions alone, those with the parallel-decoding threshold, and those with the token rule too: the
+  default), and the default sampler through
   the local engine (``polydiff sample text -n N --engine local``: chunks of 128 drawn ``--threads`` at once,
   one thread each, the output file written), medians of alternating runs.
 """
@@ -185,13 +186,15 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
         a = rng.randrange(1, len(toks) - 3)
         b = min(len(toks) - 1, a + rng.randrange(1, 4))
         template = " ".join(toks[:a] + [BLANK] + toks[b:])
-        out = model.generate(1, template=template, mr=m, seed=seed * 100003 + 90000 + j,
-                             **_opts(args))[0]
+        x, c = model.sample(1, template=template, mr=m, seed=seed * 100003 + 90000 + j, **_opts(args))
+        out = model.encoder.decode(x, c)[0]
         from polydiff_text import mr as mrs
 
         given = mrs.delexicalise(" ".join(toks[:a] + toks[b:]), mrs.parse(m))
         pos = 0
-        filled = mrs.delexicalise(out.text, mrs.parse(m))
+        # the tokens the model wrote, before the names are written in (a name with its own article takes the
+        # place of an article before it: "The ___" filled with <near> reads "The Sorrento", not "The The ...")
+        filled = model.encoder.tokenizer.decode(x[0][c["mask"][0].bool()].tolist())
         for piece in split(given):  # every given token, in order (words outside the vocabulary apart)
             w = piece.lstrip("\u2581")
             if piece not in vocab and ("\u2581" + w) not in vocab and w not in vocab:
@@ -216,9 +219,12 @@ def run_seed(model, seed, args, split_by, train_texts, lm, embedder, real_emb_se
 #: output head and log-probabilities at every position), on the masked positions alone, and that plus the
 #: parallel-decoding threshold
 #: (sampler arguments update the model's stored ones, so each path names its threshold)
-SPEED_PATHS = {"every position": {"temperature": 0.0, "threshold": None, "select": False},
-               "masked positions": {"temperature": 0.0, "threshold": None},
-               "masked positions, threshold 0.6": {"temperature": 0.0, "threshold": 0.6}}
+SPEED_PATHS = {"every position": {"temperature": 0.0, "threshold": None, "select": False, "constrain": False},
+               "masked positions": {"temperature": 0.0, "threshold": None, "constrain": False},
+               "masked positions, threshold 0.6": {"temperature": 0.0, "threshold": 0.6, "constrain": False},
+               # the default: the token rule changes the sentences (no word twice in a row), so not the same
+               "masked positions, threshold 0.6, token rule": {"temperature": 0.0, "threshold": 0.6,
+                                                               "constrain": True}}
 
 
 ENGINE_PATH = "default sampler, local engine"

@@ -118,7 +118,7 @@ def conditions(encoder, n: int, *, generator=None, mr=None, length=None, contain
     mask = torch.zeros(n, L)
     mr_t = torch.zeros(n, len(mrs.ATTRIBUTES), dtype=torch.long)
     lex = torch.zeros(n, len(mrs.OPEN), encoder_module.NAME_BYTES, dtype=torch.uint8)
-    mr_drawn = torch.zeros(n, dtype=torch.bool)  # the MR was drawn here, not asked for: best-of does not rank it
+    mr_drawn = torch.zeros(n, dtype=torch.bool)  # the MR was drawn here, not asked for: no slot errors counted
     # a template or required words: best-of ranks the draws (gap sizes, places of the words) by their slips
     ranked = torch.zeros(n, dtype=torch.bool)
     exact = torch.zeros(n, dtype=torch.bool)  # a length asked for: the token rule deletes no word
