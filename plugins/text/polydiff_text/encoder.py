@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,8 +335,6 @@ class TextEncoder:
         """The closed MR values (food, area, eatType, ...) that ``phrases`` name as whole words, case ignored:
         ``["Italian food", "riverside"]`` -> ``{"food": "Italian", "area": "riverside"}``; None when they
         name two values of one attribute (no MR holds both)."""
-        import re
-
         found: Dict[str, set] = {}
         for a, vals in self.values.items():
             for v in vals:
