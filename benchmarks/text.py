@@ -57,8 +57,7 @@ def _slips(texts):
     disagrees with the next word: ``polydiff_text.metrics.slips``)."""
     from polydiff_text import metrics
 
-    return {"repeat_rate": metrics.repeat_rate(texts),
-            "slip_rate": sum(metrics.slips(t) > 0 for t in texts) / len(texts) if texts else float("nan")}
+    return {"repeat_rate": metrics.repeat_rate(texts), "slip_rate": metrics.slip_rate(texts)}
 
 
 def _by_mr(rows):

@@ -335,6 +335,8 @@ class TextEncoder:
         """The closed MR values (food, area, eatType, ...) that ``phrases`` name as whole words, case ignored:
         ``["Italian food", "riverside"]`` -> ``{"food": "Italian", "area": "riverside"}``; None when they
         name two values of one attribute (no MR holds both)."""
+        if not phrases:
+            return {}
         found: Dict[str, set] = {}
         for a, vals in self.values.items():
             for v in vals:

@@ -24,7 +24,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from . import mr as mrs
 
 __all__ = ["tokenize_13a", "bleu", "slot_errors", "slots", "diversity", "copy_rate", "repeat_rate", "slips",
-           "KneserNey", "evaluate"]
+           "slip_rate", "KneserNey", "evaluate"]
 
 
 def tokenize_13a(line: str) -> List[str]:
@@ -175,9 +175,13 @@ def copy_rate(texts: Sequence[str], train: Iterable[str]) -> float:
     return sum(" ".join(t.split()) in seen for t in texts) / len(texts) if texts else float("nan")
 
 
+def _lowered(text: str) -> List[str]:
+    return [t.lower() for t in tokenize_13a(text)]
+
+
 def repeated(text: str) -> bool:
     """Whether ``text`` writes a token twice in a row (13a tokens, case ignored: "The the", "of of", "..")."""
-    toks = [t.lower() for t in tokenize_13a(text)]
+    toks = _lowered(text)
     return any(a == b for a, b in zip(toks, toks[1:]))
 
 
@@ -189,7 +193,7 @@ def slips(text: str) -> int:
     """Slips of ``text`` a reader notices at once: a token written twice in a row ("of of"), and an
     indefinite article that disagrees with the word after it ("a Indian", "an cheap") or stands before
     another article or a mark ("a an", "a ."). The best-of ranking of templates and MRs counts them."""
-    toks = [t.lower() for t in tokenize_13a(text)]
+    toks = _lowered(text)
     out = sum(a == b for a, b in zip(toks, toks[1:]))
     for a, b in zip(toks, toks[1:]):
         if a in ("a", "an"):
@@ -204,6 +208,11 @@ def repeat_rate(texts: Sequence[str]) -> float:
     """The fraction of ``texts`` with a token written twice in a row (:func:`repeated`); the E2E training
     references: 0.4 %."""
     return sum(repeated(t) for t in texts) / len(texts) if texts else float("nan")
+
+
+def slip_rate(texts: Sequence[str]) -> float:
+    """The fraction of ``texts`` with at least one slip (:func:`slips`)."""
+    return sum(slips(t) > 0 for t in texts) / len(texts) if texts else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------- n-gram LM

@@ -8,7 +8,7 @@ from polydiff.discrete import Process
 from polydiff.errors import InputError
 from polydiff_text import datasets, mr as mrs
 from polydiff_text.encoder import TextEncoder, rank, repeat_rule
-from polydiff_text.metrics import repeat_rate, repeated, slips
+from polydiff_text.metrics import repeat_rate, repeated, slip_rate, slips
 from polydiff_text.tasks import conditions
 
 
@@ -27,6 +27,7 @@ def test_slips_count_repeats_and_disagreeing_articles():
     assert repeated("It is near near the river.") and not repeated("It is near the river.")
     assert repeat_rate(["a b", "a a", "b c", "c c"]) == 0.5
     assert repeat_rate([]) != repeat_rate([])  # nan: nothing to count
+    assert slip_rate(["an Indian pub", "a Indian pub", "of of", "a pub"]) == 0.5
 
 
 def test_a_name_with_its_own_article_replaces_the_one_written_before_it():
