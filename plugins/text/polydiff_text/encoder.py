@@ -481,8 +481,12 @@ def repeat_rule(encoder: TextEncoder, cond: Dict[str, torch.Tensor], process):
     does: drawn again at a later step from a denoiser that then sees its neighbour. At the last step nothing
     may stay masked: such a token becomes padding instead, which decoding leaves out (the word is written
     once: "a a high rating" -> "a high rating"), except in a sentence whose length was asked for
-    (``cond["exact_length"]``): the length holds. Known tokens (a template's words, padding) never change.
-    Deterministic."""
+    (``cond["exact_length"]``): the length holds.
+
+    An indefinite article agrees with the word after it: an article the model wrote takes the other form
+    ("a Indian" -> "an Indian", "An cheap" -> "A cheap"), whenever either token came; after a known article
+    (a template's) a word revealed at this step that disagrees goes back to the mask, and at the last step it
+    stays. Known tokens (a template's words, padding) never change. Deterministic."""
     encoder._need_fit()
     if process is None or process.kind != "absorbing":
         raise InputError("the text token rule needs a masked (absorbing) model")
@@ -495,20 +499,51 @@ def repeat_rule(encoder: TextEncoder, cond: Dict[str, torch.Tensor], process):
 
     pad = encoder.tokenizer.pad_id
     exact = cond.get("exact_length") if cond else None
+    # indefinite articles and the words they stand before: ``other`` maps "a" to "an" and back (the same case
+    # and space mark; -1 where the vocabulary lacks the other form), ``sound`` is 1 for a word that starts
+    # with a vowel sound, 0 for one that does not, -1 for anything else (marks, numbers, padding, the mask)
+    from .metrics import _VOWEL_SOUND
+
+    index = encoder.tokenizer.index
+    n_tok = len(vocab) + 1
+    other = torch.full((n_tok,), -1, dtype=torch.long)
+    article = torch.zeros(n_tok, dtype=torch.long)  # 1: "a", 2: "an"
+    sound = torch.full((n_tok,), -1, dtype=torch.long)
+    for i, t in enumerate(vocab):
+        bare = t.lstrip("\u2581")
+        if bare.lower() in ("a", "an"):
+            article[i] = 1 if bare.lower() == "a" else 2
+            swapped = t[: len(t) - len(bare)] + (bare + "n" if bare.lower() == "a" else bare[:-1])
+            other[i] = index.get(swapped, -1)
+        elif bare[:1].isalpha():
+            sound[i] = 1 if _VOWEL_SOUND.match(bare) else 0
+    article[0] = 0
 
     def rule(prev: torch.Tensor, new: torch.Tensor, last: bool, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
         w = word.to(new.device)[new.clamp(0, len(word) - 1)]
         fresh = (new != prev) & (prev == mask_id)
-        if keep is not None:
-            fresh = fresh & ~keep.expand(new.shape)
+        kept = keep.expand(new.shape) if keep is not None else torch.zeros_like(fresh)
+        fresh = fresh & ~kept
         same = (w[..., 1:] == w[..., :-1]) & (w[..., 1:] >= 0)  # positions i, i + 1 hold the same word
         back = torch.zeros_like(fresh)
         back[..., 1:] |= same & fresh[..., 1:]                # the right one was revealed now: it goes back
         back[..., :-1] |= same & fresh[..., :-1] & ~fresh[..., 1:]  # else the left one, if it was
+        # an article that disagrees with the word after it ("a Indian", "an cheap"): a written article takes
+        # the other form; before a template's own article the word goes back to the mask (at the last step it
+        # stays: the template asked for that article)
+        ids = new.clamp(0, n_tok - 1)
+        art, snd, oth = article.to(new.device)[ids], sound.to(new.device)[ids], other.to(new.device)[ids]
+        disagree = torch.zeros_like(fresh)
+        disagree[..., :-1] = ((art[..., :-1] == 1) & (snd[..., 1:] == 1)) | ((art[..., :-1] == 2) & (snd[..., 1:] == 0))
+        disagree[..., :-1] &= ~(back[..., :-1] | back[..., 1:])  # a repeat goes back as above
+        swap = disagree & ~kept & (oth >= 0)
+        out = torch.where(swap, oth, new)
+        word_back = torch.zeros_like(fresh)
+        word_back[..., 1:] = disagree[..., :-1] & ~swap[..., :-1] & fresh[..., 1:]
         if last:  # nothing may stay masked: written once (padding), or twice where the length is fixed
             if exact is not None:
                 back = back & ~exact.to(new.device).bool().reshape((-1,) + (1,) * (new.dim() - 1))
-            return torch.where(back, torch.full_like(new, pad), new)
-        return torch.where(back, torch.full_like(new, mask_id), new)
+            return torch.where(back, torch.full_like(new, pad), out)
+        return torch.where(back | word_back, torch.full_like(new, mask_id), out)
 
     return rule

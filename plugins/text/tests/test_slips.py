@@ -79,6 +79,32 @@ def test_the_repeat_rule_masks_a_token_revealed_next_to_the_same_word(enc):
         repeat_rule(enc, {}, Process("uniform", enc.vocab_size))
 
 
+def test_the_rule_makes_an_article_agree_with_the_word_after_it(enc):
+    proc = Process("absorbing", enc.vocab_size)
+    rule = repeat_rule(enc, {}, proc)
+    M = proc.mask_id
+    words = ["The", "▁pub", "▁is", "▁a", "▁Indian", "▁pub", "▁near", "▁an", "▁cheap", "▁place"]
+    new = _ids(enc, words)
+    prev = torch.full_like(new, M)
+    prev[0, :4] = new[0, :4]  # "a" written at an earlier step, the rest now
+    out = rule(prev, new, False, None)
+    # a written article takes the other form, whenever its word came
+    assert enc.tokenizer.decode(out[0].tolist()) == "The pub is an Indian pub near a cheap place"
+    assert torch.equal(rule(prev, new, True, None), out)
+    # a template's own article is kept: the word revealed after it goes back to the mask, and at the last
+    # step it stays (the template asked for that article)
+    keep = torch.zeros_like(new, dtype=torch.bool)
+    keep[0, :4] = True
+    held = rule(prev, new, False, keep)
+    assert held[0, 4] == M and held[0, 3] == new[0, 3]
+    assert rule(prev, new, True, keep)[0, 4] == new[0, 4]
+    # an agreeing pair, a capitalised article and marks are left as they are
+    fine = _ids(enc, ["A", "▁family", "▁friendly", "▁pub", "▁with", "▁an", "▁average", "▁rating", "."])
+    assert torch.equal(rule(torch.full_like(fine, M), fine, False, None), fine)
+    cap = _ids(enc, ["A", "▁Indian", "▁pub", "."])
+    assert enc.tokenizer.decode(rule(torch.full_like(cap, M), cap, False, None)[0].tolist()) == "An Indian pub."
+
+
 def test_required_words_draw_an_mr_that_holds_their_values(enc):
     assert enc.values_in(["Italian food", "riverside"]) == {"food": "Italian", "area": "riverside"}
     assert enc.values_in(["italian"]) == {"food": "Italian"}         # case ignored
