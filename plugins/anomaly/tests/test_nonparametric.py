@@ -108,6 +108,26 @@ def test_outlier_bags_without_subspaces_shrink_beyond_32_features(d, size):
     assert est.bags == ((16, size),) and est.refs["robust"].shape == (16 * size, d)
 
 
+@pytest.mark.parametrize("d,count", [(8, 128), (32, 128), (64, 64), (100, 40), (1000, 32)])
+def test_the_budget_can_take_bags_away_instead_of_rows(d, count):
+    """``budget_bags``: many small bags keep their rows on a wide table, and the reference budget
+    (4,096 x 32 / d rows, at least 1,024) decides how many there are; the scores are each bag's exact
+    log-time in its own features, averaged."""
+    X = np.random.default_rng(0).normal(size=(3000, d)).astype(np.float32)
+    mode = {**NP.OUTLIER, "bags": ((128, 32),), "budget_bags": True}
+    est = NP.EmpiricalDTE.fit(X, novelty=False, mode=mode)
+    assert est.bags == ((count, 32),) and est.refs["robust"].shape == (count * 32, min(d, 32))
+    if d > 32:
+        assert tuple(est.feats.shape) == (count, 32)
+    q = torch.from_numpy(est.robust.transform(X[:40]))
+    refs = est.refs["robust"]
+    feats = est.feats if est.feats is not None else [torch.arange(d)] * count
+    want = torch.stack([_exact_log_time(refs[b * 32:(b + 1) * 32], q[:, f], est.k) for b, f in enumerate(feats)]).mean(0)
+    got = (NP.subspace_log_time(refs, 32, est.feats, q, est.k) if est.feats is not None
+           else NP.knn_log_time(refs, est.bags, q, est.k))
+    assert torch.allclose(got.double(), want.double(), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("n,size", [(129, 32), (300, 64), (700, 160), (3000, 256)])
 def test_outlier_bags_leave_most_rows_of_a_small_table_out(n, size):
     """No bag holds more than a quarter of the table (whole 32 rows, at least 32): a small table's anomalies
@@ -136,10 +156,10 @@ def test_out_of_bag_exclusion_skips_a_rows_own_copy():
     assert excluded.item() == pytest.approx(np.log(1.0 + 1e-12), abs=1e-6)  # nearest other row at distance 1
 
 
-@pytest.mark.parametrize("k", [1, 3, 4])
-def test_smallest_k_columns_matches_topk_along_the_column(k):
+@pytest.mark.parametrize("k,n", [(1, 160), (3, 160), (4, 160), (4, 32), (3, 32)])
+def test_smallest_k_columns_matches_topk_along_the_column(k, n):
     g = torch.Generator().manual_seed(10 + k)
-    d = torch.randint(0, 15, (3, 160, 37), generator=g).float()  # [bags, values, queries], many ties
+    d = torch.randint(0, 15, (3, n, 37), generator=g).float()  # [bags, values, queries], many ties
     d[:, 7] = float("inf")
     d[1, :, 0] = float("inf")  # a column of nothing but excluded neighbours
     got = NP.smallest_k_columns(d, k)
