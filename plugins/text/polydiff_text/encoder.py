@@ -529,7 +529,7 @@ def repeat_rule(encoder: TextEncoder, cond: Dict[str, torch.Tensor], process):
         back[..., 1:] |= same & fresh[..., 1:]                # the right one was revealed now: it goes back
         back[..., :-1] |= same & fresh[..., :-1] & ~fresh[..., 1:]  # else the left one, if it was
         # an article that disagrees with the word after it ("a Indian", "an cheap"): a written article takes
-        # the other form; before a template's own article the word goes back to the mask (at the last step it
+        # the other form; after a template's own article the word goes back to the mask (at the last step it
         # stays: the template asked for that article)
         ids = new.clamp(0, n_tok - 1)
         art, snd, oth = article.to(new.device)[ids], sound.to(new.device)[ids], other.to(new.device)[ids]
