@@ -27,6 +27,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--int8", action="store_true",
+                    help="also time the network with its linear layers quantized to int8 (torch's dynamic "
+                         "quantization: int8 weights, activations quantized per call), alternating with fp32")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -63,13 +66,39 @@ def main(argv=None) -> int:
     without = timed()
     net._structure = real
     params = sum(p.numel() for p in net.parameters())
+    int8 = None
+    if args.int8:
+        import copy
+
+        with torch.no_grad():
+            ref = model.denoiser(x, level, **cond)
+        fp32_net = model.denoiser.net
+        # every linear layer but the input ones, whose weights' dtype the network reads for its one-hot inputs
+        linear = {name for name, m in fp32_net.named_modules() if isinstance(m, torch.nn.Linear)
+                  and name.rsplit(".", 1)[-1] not in ("node_in", "edge_in")}
+        q_net = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32_net), linear, dtype=torch.qint8)
+        rounds = {"fp32": [], "int8": []}
+        for _ in range(3):  # alternating, so that both share the machine's state
+            for name, n in (("fp32", fp32_net), ("int8", q_net)):
+                model.denoiser.net = n
+                rounds[name].append(timed())
+        with torch.no_grad():
+            got = model.denoiser(x, level, **cond)
+        model.denoiser.net = fp32_net
+        masked = ~keep
+        p_ref, p_got = ref.exp(), got.exp()
+        tv = 0.5 * (p_ref - p_got).abs().sum(-1)[masked]
+        int8 = {"fp32_s": statistics.median(rounds["fp32"]), "int8_s": statistics.median(rounds["int8"]),
+                "speedup": statistics.median(rounds["fp32"]) / statistics.median(rounds["int8"]),
+                "tv_mean": float(tv.mean()), "tv_max": float(tv.max()),
+                "argmax_agreement": float((ref.argmax(-1) == got.argmax(-1))[masked].float().mean())}
     doc = {"benchmark": "molecule_network_cost", "model": args.model, "parameters": params, "batch": args.batch,
            "threads": args.threads, "repeats": args.repeats, "machine": {"platform": platform.platform(),
                                                                          "cpus": os.cpu_count()},
            "with_features_s": with_features, "without_features_s": without,
            "features_share": (with_features - without) / with_features,
            "evaluations_per_s": args.batch / with_features,
-           "structure": bool(net.cfg.structure), "max_atoms": net.cfg.max_atoms}
+           "structure": bool(net.cfg.structure), "max_atoms": net.cfg.max_atoms, "int8": int8}
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
@@ -78,6 +107,11 @@ def main(argv=None) -> int:
               f"({doc['evaluations_per_s']:.0f} molecule evaluations/s)")
         print(f"  the same without them:            {1000 * without:.1f} ms "
               f"(features: {100 * doc['features_share']:.1f} % of the pass)")
+        if int8:
+            print(f"  int8 linear layers: {1000 * int8['int8_s']:.1f} ms against {1000 * int8['fp32_s']:.1f} ms "
+                  f"({int8['speedup']:.2f}x); predictions at the masked positions: total variation "
+                  f"{int8['tv_mean']:.4f} (max {int8['tv_max']:.3f}), same most likely category "
+                  f"{100 * int8['argmax_agreement']:.1f} %")
     return 0
 
 
