@@ -20,7 +20,6 @@ Tables (rows standardized, fit and score the whole table, AUROC in percent, mean
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import anomaly as bench  # noqa: E402  (the ADBench script: its candidate modes and AUROC)
 from _common import cpu_name, log, versions  # noqa: E402
 
 CANDIDATES = ("robust+marginal/2:k4:sub32:table-budget:bags64", "robust+marginal/2:k4:sub32:table-budget:bags32")
@@ -68,13 +68,9 @@ def main(argv=None):
     except ImportError:
         sys.exit("error: this benchmark compares with PyOD: pip install -r requirements-bench.txt")
     import torch
-    from sklearn.metrics import roc_auc_score
 
     from polydiff_anomaly import nonparametric as NP
 
-    spec = importlib.util.spec_from_file_location("anomaly_bench", os.path.join(HERE, "anomaly.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     torch.set_num_threads(2)
     methods = {"dte-np (outlier default)": None}
     methods.update({f"dte-np@{c.rsplit(':', 1)[1]}": bench.candidate_mode(f"dte-np@{c}", "unsup") for c in CANDIDATES})
@@ -86,10 +82,10 @@ def main(argv=None):
             X, y = table(kind, s)
             for name, mode in methods.items():
                 est = NP.EmpiricalDTE.fit(X, seed=s, novelty=False, mode=mode)
-                res[name].append(100 * roc_auc_score(y, est.score(X)))
+                res[name].append(100 * bench.auroc(y, est.score(X)))
             for name, det in (("IForest", IForest(random_state=s)), ("KNN", KNN())):
                 det.fit(X)
-                res[name].append(100 * roc_auc_score(y, det.decision_scores_))
+                res[name].append(100 * bench.auroc(y, det.decision_scores_))
         out[kind] = {m: {"mean": float(np.mean(v)), "worst": float(np.min(v)), "per_seed": v} for m, v in res.items()}
         log(f"{kind}: " + ", ".join(f"{m} {v['mean']:.1f}" for m, v in out[kind].items()))
     doc = {"benchmark": "anomaly_masking", "command": " ".join(["python", "benchmarks/anomaly_masking.py"] + (argv or sys.argv[1:])),
