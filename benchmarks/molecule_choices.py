@@ -2,9 +2,11 @@
 
     python benchmarks/molecule_choices.py --model MODEL --grid '[{"sampler": "ancestral", "steps": 16, "T": 0.7}]'
 
-The development reference is 10,000 QM9 molecules from the training rows of ``qm9_train`` (the rows
+The development reference is 10,000 QM9 molecules (``qm9_dev_split``, the rows
 ``default_rng(0).permutation(rows)[10000:20000]``: disjoint from the test split
-``permutation(rows)[:10000]`` that ``benchmarks/molecules.py`` reports against). For each setting of the grid
+``permutation(rows)[:10000]`` that ``benchmarks/molecules.py`` reports against). They are training rows of
+``qm9_train`` (recipe ``qm9_discrete``) and unseen by models trained on ``qm9_fit`` (recipe
+``qm9_discrete_small``). For each setting of the grid
 (keys: ``sampler`` and ``steps`` [the model's], ``T`` temperature of a categorical sampler [1], ``cache``
 reuse of unchanged molecules' evaluations [false], ``constrain`` the modality's valence rule during
 sampling [false], ``power`` sample on the ``power_levels`` ladder with this power [the model's ladder],
@@ -22,21 +24,20 @@ import time
 import warnings
 
 
-def dev_reference(size: int = 10_000):
-    """The development reference: ``size`` training rows of QM9 after the test split's rows in the same
-    permutation (so none of them is a test molecule)."""
-    import numpy as np
-
+def dev_reference():
+    """The development reference: the 10,000 QM9 rows after the test split's in the same permutation
+    (:func:`polydiff_molecule.metrics.qm9_dev_split`; none of them is a test molecule, and the recipes that
+    train on ``qm9_fit`` never see them)."""
     from polydiff_molecule import datasets
-    from polydiff_molecule.metrics import QM9_SPLIT_SEED, QM9_TEST_SIZE, Reference, _read_qm9_csv, parse
+    from polydiff_molecule.metrics import Reference, _read_qm9_csv, parse, qm9_dev_split
 
     root = datasets.data_dir(datasets.QM9_FILE)
     if root is None:
         raise SystemExit(f"QM9 not found ({datasets.QM9_FILE}); the development reference needs it")
     _, raw = _read_qm9_csv(root / datasets.QM9_FILE)
-    perm = np.random.default_rng(QM9_SPLIT_SEED).permutation(len(raw))
-    p = parse(raw[i] for i in np.sort(perm[QM9_TEST_SIZE:QM9_TEST_SIZE + size]))
-    return Reference("qm9_dev", frozenset(p.valid), p, f"{size:,} QM9 training rows (not the test split)")
+    rows = qm9_dev_split(len(raw))
+    p = parse(raw[i] for i in rows)
+    return Reference("qm9_dev", frozenset(p.valid), p, f"{len(rows):,} QM9 rows (not the test split)")
 
 
 def main(argv=None) -> int:

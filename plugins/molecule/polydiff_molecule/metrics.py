@@ -442,6 +442,15 @@ def qm9_split(n_rows: int, size: int = QM9_TEST_SIZE, seed: int = QM9_SPLIT_SEED
     return np.sort(np.random.default_rng(seed).permutation(n_rows)[:size])
 
 
+def qm9_dev_split(n_rows: int, size: int = QM9_TEST_SIZE, seed: int = QM9_SPLIT_SEED) -> np.ndarray:
+    """The sorted 0-based data rows of the development reference: the ``size`` rows after the test split's in
+    the same permutation, ``sorted(default_rng(seed).permutation(n_rows)[size:2 * size])`` (disjoint from
+    :func:`qm9_split` of the same arguments). Sampling choices are made against these, never the test split."""
+    if size < 2 or 2 * size > n_rows:
+        raise InputError(f"a test and a development split of {size} rows need at least {2 * size} rows, got {n_rows}")
+    return np.sort(np.random.default_rng(seed).permutation(n_rows)[size:2 * size])
+
+
 def _read_qm9_csv(path: Path) -> Tuple[List[str], List[str]]:
     """(qm9_index values, SMILES) of qm9_canonical_neutral.csv (an index column is optional)."""
     with open(path, newline="", encoding="utf-8") as f:

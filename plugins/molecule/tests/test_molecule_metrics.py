@@ -185,6 +185,30 @@ def test_qm9_reference_split_is_seeded_and_novelty_uses_the_whole_file(tmp_path,
     assert s["fcd_reason"] == "not computed"
 
 
+def test_development_rows_are_disjoint_from_the_test_split_and_left_out_of_qm9_fit(tmp_path, monkeypatch,
+                                                                                    sample_smiles):
+    test, dev = M.qm9_split(133_885), M.qm9_dev_split(133_885)
+    assert len(test) == len(dev) == 10_000 and not set(test) & set(dev)
+    perm = __import__("numpy").random.default_rng(0).permutation(133_885)
+    assert list(dev) == sorted(perm[10_000:20_000])
+    with pytest.raises(M.InputError, match="need at least 20000 rows"):
+        M.qm9_dev_split(15_000)
+    # qm9_fit keeps exactly the rows in neither split (the sizes shrunk to fit a small file)
+    (tmp_path / "qm9").mkdir()
+    rows = sample_smiles[:40]
+    (tmp_path / "qm9" / "qm9_canonical_neutral.csv").write_text(
+        "qm9_index,smiles\n" + "".join(f"{i + 1},{s}\n" for i, s in enumerate(rows)))
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path))
+    split, dev_split = M.qm9_split, M.qm9_dev_split
+    monkeypatch.setattr(M, "qm9_split", lambda n: split(n, 10))
+    monkeypatch.setattr(M, "qm9_dev_split", lambda n: dev_split(n, 10))
+    held = set(split(40, 10)) | set(dev_split(40, 10))
+    assert len(held) == 20
+    fit = datasets.qm9_fit()
+    canon = lambda m: Chem.CanonSmiles(m if isinstance(m, str) else Chem.MolToSmiles(m))  # noqa: E731
+    assert sorted(map(canon, fit)) == sorted(canon(rows[i]) for i in range(40) if i not in held)
+
+
 def test_read_samples_keeps_empty_lines_as_invalid_samples(tmp_path):
     p = tmp_path / "s.smi"
     p.write_text("smiles\nCCO\n\nC1CC(\nc1ccccc1 name\n")
