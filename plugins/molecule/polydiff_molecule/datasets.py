@@ -22,6 +22,8 @@ import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import numpy as np
+
 from polydiff.errors import InputError
 
 __all__ = ["data_dir", "qm9", "qm9_train", "qm9_fit", "qm9_sample", "qm9_props", "moses", "DATASETS", "SAMPLE_PATH", "ENV_VAR"]
@@ -95,19 +97,27 @@ def qm9(properties: Sequence[str] = ()):
     return _prepared(_smiles_column(path), str(path), properties)
 
 
-def qm9_train(properties: Sequence[str] = ()):
-    """QM9 without the benchmarks' held-out test split (the 10,000 rows of
-    :func:`polydiff_molecule.metrics.qm9_split`): 121,954 molecules, so that FCD and the distribution distances
-    against that split measure a model on molecules it never saw. Falls back like :func:`qm9`."""
-    from .metrics import _read_qm9_csv, qm9_split
+def _qm9_without(held_rows, what: str, properties: Sequence[str]):
+    """QM9 without the data rows ``held_rows(n_rows)`` returns (0-based), named ``what`` in warnings; falls
+    back like :func:`qm9` when the file is absent."""
+    from .metrics import _read_qm9_csv
 
     root = data_dir(QM9_FILE)
     if root is None:
         return qm9(properties)
     path = root / QM9_FILE
     _, raw = _read_qm9_csv(path)
-    held = set(qm9_split(len(raw)).tolist())
-    return _prepared([s for i, s in enumerate(raw) if i not in held], f"{path} (training rows)", properties)
+    held = set(held_rows(len(raw)).tolist())
+    return _prepared([s for i, s in enumerate(raw) if i not in held], f"{path} ({what})", properties)
+
+
+def qm9_train(properties: Sequence[str] = ()):
+    """QM9 without the benchmarks' held-out test split (the 10,000 rows of
+    :func:`polydiff_molecule.metrics.qm9_split`): 121,954 molecules, so that FCD and the distribution distances
+    against that split measure a model on molecules it never saw. Falls back like :func:`qm9`."""
+    from .metrics import qm9_split
+
+    return _qm9_without(qm9_split, "training rows", properties)
 
 
 def qm9_fit(properties: Sequence[str] = ()):
@@ -115,16 +125,12 @@ def qm9_fit(properties: Sequence[str] = ()):
     (:func:`polydiff_molecule.metrics.qm9_dev_split`, what ``benchmarks/molecule_choices.py`` measures
     against): 111,954 molecules, so that sampling choices are made on molecules the model never saw. Falls
     back like :func:`qm9`."""
-    from .metrics import _read_qm9_csv, qm9_dev_split, qm9_split
+    from . import metrics
 
-    root = data_dir(QM9_FILE)
-    if root is None:
-        return qm9(properties)
-    path = root / QM9_FILE
-    _, raw = _read_qm9_csv(path)
-    held = set(qm9_split(len(raw)).tolist()) | set(qm9_dev_split(len(raw)).tolist())
-    return _prepared([s for i, s in enumerate(raw) if i not in held], f"{path} (training rows, no development rows)",
-                     properties)
+    def held(n):  # looked up at call time (tests shrink the splits)
+        return np.concatenate([metrics.qm9_split(n), metrics.qm9_dev_split(n)])
+
+    return _qm9_without(held, "training rows, no development rows", properties)
 
 
 def qm9_props():
