@@ -4,6 +4,8 @@
     python benchmarks/anomaly.py --protocol unsup --methods dte-np,IForest,ECOD --seeds 5
     python benchmarks/anomaly.py --throughput-only --json       # scoring rows/s and fit seconds only
     python benchmarks/anomaly.py --throughput-only --protocol unsup --methods dte-np@NAME --json   # and a candidate's
+    python benchmarks/anomaly.py --suite images --protocol semi --seeds 3 --json   # MNIST / CIFAR-10 one-class tasks
+    python benchmarks/anomaly.py --suite audio --protocol semi --seeds 3 --json    # spoken-digit one-class tasks
 
 Protocol (ADBench, Han et al. 2022; DTE, Livernoche et al. 2024):
 
@@ -163,6 +165,60 @@ def image_split(name, seed):
     return standardize(Xtr, Xte, y)
 
 
+#: the spoken-digit novelty suite (Free Spoken Digit Dataset, 3,000 recordings): each digit in turn is normal
+AUDIO_FEATURES = ("mfcc40", "mel80")
+_AUDIO = {}
+
+
+def audio_task_names(features=AUDIO_FEATURES):
+    return [f"fsdd-{c}-{f}" for f in features for c in range(10)]
+
+
+def _audio_arrays(feat):
+    """(float64 [3000, F] clip features, digit labels), computed once per process. ``mfcc40``: mean and std
+    over time of 20 MFCCs; ``mel80``: mean and std over time of 40 log-mel bands (8 kHz, 32 ms windows)."""
+    if feat not in _AUDIO:
+        import soundfile as sf
+        import torchaudio
+
+        from polydiff_audio.datasets import fsdd_dir
+
+        root = fsdd_dir()
+        if root is None:
+            sys.exit("error: the audio suite needs the Free Spoken Digit Dataset (shared/data/fsdd)")
+        files = sorted(root.glob("*.wav"))
+        melkw = {"n_fft": 256, "hop_length": 80, "n_mels": 40, "f_min": 20.0, "f_max": 4000.0}
+        if feat == "mfcc40":
+            tf = torchaudio.transforms.MFCC(sample_rate=8000, n_mfcc=20, melkwargs=melkw)
+        elif feat == "mel80":
+            mel = torchaudio.transforms.MelSpectrogram(sample_rate=8000, **melkw)
+            tf = lambda w: torch.log(mel(w) + 1e-6)  # noqa: E731
+        else:
+            raise ValueError(f"unknown audio features {feat!r}")
+        rows, labels = [], []
+        for f in files:
+            wav, sr = sf.read(str(f), dtype="float32", always_2d=True)
+            if sr != 8000:
+                raise ValueError(f"{f.name}: expected 8 kHz, got {sr}")
+            spec = tf(torch.from_numpy(wav.mean(1)))  # [bands, frames]
+            rows.append(torch.cat([spec.mean(-1), spec.std(-1, unbiased=False)]).double().numpy())
+            labels.append(int(f.name.split("_")[0]))
+        _AUDIO[feat] = (np.stack(rows), np.asarray(labels))
+    return _AUDIO[feat]
+
+
+def audio_split(name, seed):
+    """One-class novelty task ``fsdd-DIGIT-FEATURES``: a random half of the digit's recordings trains, the other
+    half and every recording of the other digits test (label 1 = another digit)."""
+    _, cls, feat = name.split("-")
+    X, labels = _audio_arrays(feat)
+    rng = np.random.default_rng(seed)
+    normal = rng.permutation(np.flatnonzero(labels == int(cls)))
+    ntr = len(normal) // 2
+    te = np.concatenate([normal[ntr:], np.flatnonzero(labels != int(cls))])
+    return standardize(X[normal[:ntr]], X[te], (labels[te] != int(cls)).astype(int))
+
+
 def standardize(Xtr, Xte, yte):
     """Every method sees features standardized with the training rows' mean and std."""
     mu, sd = Xtr.mean(0), Xtr.std(0)
@@ -174,6 +230,8 @@ def split(data_dir, name, seed, protocol, max_rows):
     """(X_train, X_test, y_test) standardized with the training rows' statistics."""
     if data_dir == "images":
         return image_split(name, seed)
+    if data_dir == "audio":
+        return audio_split(name, seed)
     d = np.load(os.path.join(data_dir, name + ".npz"), allow_pickle=False)
     X, y = np.asarray(d["X"], np.float64), np.asarray(d["y"]).astype(int).ravel()
     rng = np.random.default_rng(seed)
@@ -512,9 +570,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                                        "adbench_classical"))
-    ap.add_argument("--suite", choices=["adbench", "images"], default="adbench",
+    ap.add_argument("--suite", choices=["adbench", "images", "audio"], default="adbench",
                     help="adbench: the .npz sets of --data-dir; images: one-class novelty tasks on the MNIST and "
-                         "CIFAR-10 test sets (semi protocol)")
+                         "CIFAR-10 test sets; audio: one-class novelty tasks on the Free Spoken Digit Dataset "
+                         "(images and audio: semi protocol)")
     ap.add_argument("--protocol", choices=["semi", "unsup"], default="semi")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--methods", default=",".join(POLYDIFF_METHODS + PYOD_METHODS),
@@ -562,10 +621,11 @@ def main(argv=None):
     except ImportError:
         pass
     if not args.throughput_only:
-        if args.suite == "images":
+        if args.suite in ("images", "audio"):
             if args.protocol != "semi":
-                sys.exit("error: the images suite is a novelty benchmark: use --protocol semi")
-            data_dir, all_names = "images", image_task_names()
+                sys.exit(f"error: the {args.suite} suite is a novelty benchmark: use --protocol semi")
+            data_dir = args.suite
+            all_names = image_task_names() if args.suite == "images" else audio_task_names()
         else:
             if not os.path.isdir(args.data_dir):
                 sys.exit(f"error: --data-dir {args.data_dir} is not a folder")

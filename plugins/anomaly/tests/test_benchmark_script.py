@@ -136,3 +136,27 @@ def test_masking_check_runs_and_small_bags_undo_the_masking():
     assert all(v["mean"] > 99 for v in doc["auroc"]["scattered"].values())
     bad = subprocess.run([sys.executable, str(script), "--seeds", "0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == "error: --seeds must be at least 1"
+
+
+
+def test_audio_novelty_tasks_train_on_one_digit_and_test_on_the_rest():
+    pytest.importorskip("torchaudio")
+    from polydiff_audio.datasets import fsdd_dir
+
+    if fsdd_dir() is None:
+        pytest.skip("the Free Spoken Digit Dataset is not in shared/data/fsdd")
+    bench = _bench_module()
+    assert len(bench.audio_task_names()) == 20
+    X, labels = bench._audio_arrays("mfcc40")
+    assert X.shape == (3000, 40) and np.isfinite(X).all() and np.bincount(labels).tolist() == [300] * 10
+    Xtr, Xte, y = bench.split("audio", "fsdd-7-mfcc40", 0, "semi", 50_000)
+    assert (len(Xtr), len(Xte), int(y.sum())) == (150, 2850, 2700) and np.allclose(Xtr.mean(0), 0, atol=1e-4)
+    again = bench.split("audio", "fsdd-7-mfcc40", 0, "semi", 50_000)
+    assert all(np.array_equal(u, v) for u, v in zip((Xtr, Xte, y), again))  # the same seed, the same task
+    # before standardization: training rows and normal test rows are the digit's recordings, each used once
+    bench.standardize = lambda a, b, c: (a, b, c)
+    rtr, rte, y = bench.split("audio", "fsdd-7-mfcc40", 0, "semi", 50_000)
+    key = lambda rows: [r.tobytes() for r in rows]  # noqa: E731
+    digit, others = set(key(X[labels == 7])), set(key(X[labels != 7]))
+    assert len(digit) == 300 and set(key(rtr)) | set(key(rte[y == 0])) == digit
+    assert not set(key(rtr)) & set(key(rte)) and set(key(rte[y == 1])) == others
