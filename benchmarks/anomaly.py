@@ -144,17 +144,23 @@ def _image_arrays(data):
     return _IMAGES[data]
 
 
+def one_class_rows(labels, cls, seed):
+    """(training rows, test rows, test labels) of a one-class task: a seeded random half of class ``cls``
+    trains; its other half (label 0) and every row of another class (label 1) test."""
+    normal = np.random.default_rng(seed).permutation(np.flatnonzero(labels == cls))
+    ntr = len(normal) // 2
+    te = np.concatenate([normal[ntr:], np.flatnonzero(labels != cls)])
+    return normal[:ntr], te, (labels[te] != cls).astype(int)
+
+
 def image_split(name, seed):
     """One-class novelty task ``DATA-CLASS-FEATURES``: a random half of the class's images trains, the other
     half and every image of the other classes test (label 1 = another class). ``pixels``: the flattened image;
     ``pcaM``: its first M principal components, fitted on the training images only."""
     data, cls, feat = name.split("-")
     X, labels = _image_arrays(data)
-    rng = np.random.default_rng(seed)
-    normal = rng.permutation(np.flatnonzero(labels == int(cls)))
-    ntr = len(normal) // 2
-    te = np.concatenate([normal[ntr:], np.flatnonzero(labels != int(cls))])
-    Xtr, Xte, y = X[normal[:ntr]].astype(np.float64), X[te].astype(np.float64), (labels[te] != int(cls)).astype(int)
+    tr, te, y = one_class_rows(labels, int(cls), seed)
+    Xtr, Xte = X[tr].astype(np.float64), X[te].astype(np.float64)
     if feat.startswith("pca"):
         mu = Xtr.mean(0)
         _, _, vt = np.linalg.svd(Xtr - mu, full_matrices=False)
@@ -212,11 +218,8 @@ def audio_split(name, seed):
     half and every recording of the other digits test (label 1 = another digit)."""
     _, cls, feat = name.split("-")
     X, labels = _audio_arrays(feat)
-    rng = np.random.default_rng(seed)
-    normal = rng.permutation(np.flatnonzero(labels == int(cls)))
-    ntr = len(normal) // 2
-    te = np.concatenate([normal[ntr:], np.flatnonzero(labels != int(cls))])
-    return standardize(X[normal[:ntr]], X[te], (labels[te] != int(cls)).astype(int))
+    tr, te, y = one_class_rows(labels, int(cls), seed)
+    return standardize(X[tr], X[te], y)
 
 
 def standardize(Xtr, Xte, yte):
