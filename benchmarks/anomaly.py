@@ -184,15 +184,15 @@ def _audio_arrays(feat):
     """(float64 [3000, F] clip features, digit labels), computed once per process. ``mfcc40``: mean and std
     over time of 20 MFCCs; ``mel80``: mean and std over time of 40 log-mel bands (8 kHz, 32 ms windows)."""
     if feat not in _AUDIO:
-        import soundfile as sf
         import torchaudio
 
-        from polydiff_audio.datasets import fsdd_dir
+        from polydiff_audio.datasets import fsdd, fsdd_dir
 
-        root = fsdd_dir()
-        if root is None:
+        if fsdd_dir() is None:
             sys.exit("error: the audio suite needs the Free Spoken Digit Dataset (shared/data/fsdd)")
-        files = sorted(root.glob("*.wav"))
+        clips = fsdd()
+        if clips.sample_rate != 8000:
+            raise ValueError(f"expected 8 kHz recordings, got {clips.sample_rate} Hz")
         melkw = {"n_fft": 256, "hop_length": 80, "n_mels": 40, "f_min": 20.0, "f_max": 4000.0}
         if feat == "mfcc40":
             tf = torchaudio.transforms.MFCC(sample_rate=8000, n_mfcc=20, melkwargs=melkw)
@@ -201,15 +201,11 @@ def _audio_arrays(feat):
             tf = lambda w: torch.log(mel(w) + 1e-6)  # noqa: E731
         else:
             raise ValueError(f"unknown audio features {feat!r}")
-        rows, labels = [], []
-        for f in files:
-            wav, sr = sf.read(str(f), dtype="float32", always_2d=True)
-            if sr != 8000:
-                raise ValueError(f"{f.name}: expected 8 kHz, got {sr}")
-            spec = tf(torch.from_numpy(wav.mean(1)))  # [bands, frames]
+        rows = []
+        for wave in clips.waves:
+            spec = tf(torch.from_numpy(np.asarray(wave, np.float32)))  # [bands, frames]
             rows.append(torch.cat([spec.mean(-1), spec.std(-1, unbiased=False)]).double().numpy())
-            labels.append(int(f.name.split("_")[0]))
-        _AUDIO[feat] = (np.stack(rows), np.asarray(labels))
+        _AUDIO[feat] = (np.stack(rows), np.asarray(clips.labels))
     return _AUDIO[feat]
 
 

@@ -138,7 +138,6 @@ def test_masking_check_runs_and_small_bags_undo_the_masking():
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == "error: --seeds must be at least 1"
 
 
-
 def test_audio_novelty_tasks_train_on_one_digit_and_test_on_the_rest():
     pytest.importorskip("torchaudio")
     from polydiff_audio.datasets import fsdd_dir
